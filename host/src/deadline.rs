@@ -1,0 +1,249 @@
+//! The one deadline loop every blocking socket operation goes through.
+//!
+//! This is CPython's `sock_call_ex` (Modules/socketmodule.c) on tokio: the
+//! deadline is computed once, when the operation starts, from the socket's
+//! timeout; the system call is tried first; only when it reports
+//! `EWOULDBLOCK`/`EAGAIN` does the loop wait for readiness, until the
+//! deadline; `EINTR` retries at once; past the deadline the operation fails
+//! with `timeout`. A non-blocking socket never waits: it fails with
+//! `would-block`. Waiting is an `await` on tokio's reactor, so a guest blocked
+//! in `recv` holds no OS thread.
+
+use crate::bindings::ErrorCode;
+use socket2::Socket;
+use std::io;
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+/// How long a socket's blocking operations may wait: Python's
+/// `settimeout(None | 0.0 | seconds)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Timeout {
+    /// Wait without limit.
+    #[default]
+    Blocking,
+    /// Never wait.
+    NonBlocking,
+    /// Wait at most this long per operation (never zero: zero is
+    /// `NonBlocking`).
+    After(Duration),
+}
+
+impl Timeout {
+    /// A timeout of `nanos` nanoseconds; zero means non-blocking, as
+    /// `settimeout(0.0)` does.
+    pub fn from_nanos(nanos: u64) -> Timeout {
+        match nanos {
+            0 => Timeout::NonBlocking,
+            n => Timeout::After(Duration::from_nanos(n)),
+        }
+    }
+
+    /// The deadline of an operation that starts now.
+    pub fn deadline(self) -> Deadline {
+        match self {
+            Timeout::Blocking => Deadline::Never,
+            Timeout::NonBlocking => Deadline::Now,
+            // An instant too far away to represent is as good as never.
+            Timeout::After(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Deadline::Never, Deadline::At),
+        }
+    }
+}
+
+/// When an operation gives up waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// Never: wait for readiness without limit.
+    Never,
+    /// At once: do not wait at all (non-blocking socket).
+    Now,
+    /// At this instant. tokio's timer rounds up to the next millisecond, so a
+    /// sub-millisecond timeout still waits instead of spinning.
+    At(Instant),
+}
+
+/// Runs `op` on the socket until it succeeds, fails with an error other than
+/// `EAGAIN`/`EINTR`, or the deadline passes; `interest` is the readiness to
+/// wait for when `op` would block.
+///
+/// `op` must be a single non-blocking system call (or a few that are safe to
+/// repeat): it runs once up front, then again after each wake-up.
+pub async fn sock_call<R>(
+    fd: &AsyncFd<Socket>,
+    interest: Interest,
+    deadline: Deadline,
+    mut op: impl FnMut(&Socket) -> io::Result<R>,
+) -> Result<R, ErrorCode> {
+    // Try the system call first: when data is already there, no readiness
+    // round trip is made.
+    match retry_interrupted(|| op(fd.get_ref())) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        other => return other.map_err(ErrorCode::from),
+    }
+    loop {
+        let ready = match deadline {
+            Deadline::Now => return Err(ErrorCode::WouldBlock),
+            Deadline::Never => fd.ready(interest).await,
+            Deadline::At(at) => match tokio::time::timeout_at(at, fd.ready(interest)).await {
+                Ok(ready) => ready,
+                Err(_elapsed) => return Err(ErrorCode::Timeout),
+            },
+        };
+        let mut guard = ready.map_err(ErrorCode::from)?;
+        // `try_io` clears the readiness tokio cached when `op` reports
+        // EWOULDBLOCK, so the next `ready` really waits for the kernel.
+        match guard.try_io(|fd| retry_interrupted(|| op(fd.get_ref()))) {
+            Ok(result) => return result.map_err(ErrorCode::from),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Retries `op` while it fails with `EINTR`, as CPython does after running
+/// signal handlers.
+fn retry_interrupted<R>(mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Type};
+    use std::io::Write;
+    use std::mem::MaybeUninit;
+
+    /// A connected pair: a non-blocking socket registered with tokio, and a
+    /// plain blocking std stream as its peer.
+    fn pair() -> (AsyncFd<Socket>, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let ours = Socket::from(ours);
+        ours.set_nonblocking(true).unwrap();
+        (AsyncFd::new(ours).unwrap(), peer)
+    }
+
+    fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only
+        // writes initialised bytes into the buffer.
+        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        s.recv(buf)
+    }
+
+    #[tokio::test]
+    async fn data_already_there_is_read_without_waiting() {
+        let (fd, mut peer) = pair();
+        peer.write_all(b"hello").unwrap();
+        // Give loopback a moment to deliver.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut buf = [0; 16];
+        let n = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| recv(s, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(&buf[..n], b"hello");
+    }
+
+    #[tokio::test]
+    async fn eagain_waits_for_readiness_then_retries() {
+        let (fd, mut peer) = pair();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            peer.write_all(b"late").unwrap();
+            peer
+        });
+        let mut calls = 0;
+        let mut buf = [0; 16];
+        let started = std::time::Instant::now();
+        let n = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
+            calls += 1;
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap();
+        assert_eq!(&buf[..n], b"late");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        // One try up front (EAGAIN), one after the wake-up; a spurious
+        // wake-up may add one, a busy loop would add thousands.
+        assert!((2..=4).contains(&calls), "{calls} calls");
+        drop(writer.join().unwrap());
+    }
+
+    #[tokio::test]
+    async fn eintr_is_retried_at_once() {
+        let (fd, mut peer) = pair();
+        peer.write_all(b"x").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut interrupts = 3;
+        let mut buf = [0; 4];
+        let n = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| {
+            if interrupts > 0 {
+                interrupts -= 1;
+                return Err(io::Error::from_raw_os_error(libc::EINTR));
+            }
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap();
+        assert_eq!((n, interrupts), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn non_blocking_fails_at_once_with_would_block() {
+        let (fd, _peer) = pair();
+        let mut buf = [0; 4];
+        let err = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| recv(s, &mut buf))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ErrorCode::WouldBlock));
+    }
+
+    #[tokio::test]
+    async fn the_deadline_bounds_the_wait() {
+        let (fd, _peer) = pair();
+        let mut buf = [0; 4];
+        let started = std::time::Instant::now();
+        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
+        let err = sock_call(&fd, Interest::READABLE, deadline, |s| recv(s, &mut buf))
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, ErrorCode::Timeout));
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn other_errors_end_the_call() {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let fd = AsyncFd::new(s).unwrap();
+        let mut buf = [0; 4];
+        let err = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| recv(s, &mut buf))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ErrorCode::NotConnected), "{err:?}");
+    }
+
+    #[test]
+    fn zero_timeout_is_non_blocking() {
+        assert_eq!(Timeout::from_nanos(0), Timeout::NonBlocking);
+        assert_eq!(
+            Timeout::from_nanos(1_500_000_000),
+            Timeout::After(Duration::from_millis(1500))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deadline_beyond_representable_time_is_never() {
+        assert_eq!(Timeout::After(Duration::MAX).deadline(), Deadline::Never);
+    }
+}

@@ -1,0 +1,369 @@
+//! The glue between the generated bindings and the native sockets: resource
+//! handles, the policy, the per-plugin socket limit, address conversions.
+
+use crate::bindings::{
+    AddressFamily, ErrorCode, Host, HostSocket, IpAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    OptionName, ShutdownHow, SocketAddress, SocketOption, SocketType, Timeout as WitTimeout,
+    TransferError,
+};
+use crate::deadline::{Deadline, Timeout};
+use crate::policy::{Operation, Policy, unspecified};
+use crate::socket::{MAX_RECV_SIZE, TcpSocket};
+use crate::SockshimCtxView;
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
+use wasmtime::component::Resource;
+
+type Res<T> = wasmtime::Result<Result<T, ErrorCode>>;
+
+impl SockshimCtxView<'_> {
+    fn socket(&self, res: &Resource<TcpSocket>) -> wasmtime::Result<&TcpSocket> {
+        Ok(self.table.get(res)?)
+    }
+
+    fn socket_mut(&mut self, res: &Resource<TcpSocket>) -> wasmtime::Result<&mut TcpSocket> {
+        Ok(self.table.get_mut(res)?)
+    }
+
+    /// Counts a new socket against the plugin's limit.
+    fn reserve_socket(&mut self) -> Result<(), ErrorCode> {
+        if self.ctx.open_sockets >= self.ctx.max_sockets {
+            return Err(ErrorCode::LimitReached(format!(
+                "this plugin may have at most {} sockets open",
+                self.ctx.max_sockets
+            )));
+        }
+        self.ctx.open_sockets += 1;
+        Ok(())
+    }
+
+    fn push_socket(&mut self, sock: TcpSocket) -> wasmtime::Result<Resource<TcpSocket>> {
+        match self.table.push(sock) {
+            Ok(res) => Ok(res),
+            Err(e) => {
+                self.ctx.open_sockets -= 1;
+                Err(e.into())
+            }
+        }
+    }
+
+}
+
+/// Resolves `host` (a literal address, a name, or empty for the wildcard
+/// address) to the address `op` will use on a socket of `family`, checking
+/// it against the policy.
+async fn address_for(
+        policy: &Policy,
+        op: Operation,
+        family: AddressFamily,
+        host: &str,
+        port: u16,
+        deadline: Deadline,
+    ) -> Result<SocketAddr, ErrorCode> {
+        let ipv6 = family == AddressFamily::Ipv6;
+        let denied = |what: &str| {
+            ErrorCode::AccessDenied(format!(
+                "the host's policy does not allow this plugin to {op} {what}"
+            ))
+        };
+        let literal = if host.is_empty() && op == Operation::Bind {
+            Some(unspecified(ipv6))
+        } else {
+            host.parse::<IpAddr>().ok()
+        };
+        if let Some(ip) = literal {
+            let addr = SocketAddr::new(for_family(ip, ipv6)?, port);
+            if !policy.allows(op, addr) {
+                return Err(denied(&display_addr(ip, port)));
+            }
+            return Ok(addr);
+        }
+        if !policy.may_resolve(op, host, port) {
+            return Err(denied(&format!("{host}:{port}")));
+        }
+        let resolved = lookup(host, deadline).await?;
+        let of_family: Vec<IpAddr> = resolved
+            .into_iter()
+            .filter(|ip| ip.is_ipv6() == ipv6)
+            .collect();
+        if of_family.is_empty() {
+            return Err(ErrorCode::AddressNotAvailable);
+        }
+        match policy.permitted(op, host, port, &of_family).first() {
+            Some(ip) => Ok(SocketAddr::new(*ip, port)),
+            None => Err(denied(&format!("{host}:{port} (resolved to {of_family:?})"))),
+        }
+}
+
+/// getaddrinfo(3) on tokio's blocking pool, bounded by the operation's
+/// deadline.
+async fn lookup(host: &str, deadline: Deadline) -> Result<Vec<IpAddr>, ErrorCode> {
+    if host.is_empty() || host.len() > 253 || host.contains('\0') {
+        return Err(ErrorCode::invalid(format!("`{host}` is not a host name")));
+    }
+    let lookup = tokio::net::lookup_host((host, 0));
+    let addrs = match deadline {
+        Deadline::Never | Deadline::Now => lookup.await,
+        Deadline::At(at) => match tokio::time::timeout_at(at, lookup).await {
+            Ok(addrs) => addrs,
+            Err(_) => return Err(ErrorCode::Timeout),
+        },
+    };
+    // A name that does not resolve (EAI_NONAME and friends come back as
+    // io errors without an errno).
+    let addrs = addrs.map_err(|_| ErrorCode::AddressNotAvailable)?;
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for addr in addrs {
+        if !ips.contains(&addr.ip()) {
+            ips.push(addr.ip());
+        }
+    }
+    Ok(ips)
+}
+
+/// An IPv4 address used on an IPv6 socket becomes IPv4-mapped (Python
+/// rejects it; the OS would too, with EINVAL); an IPv6 one on an IPv4 socket
+/// is an error.
+fn for_family(ip: IpAddr, ipv6: bool) -> Result<IpAddr, ErrorCode> {
+    match (ip, ipv6) {
+        (IpAddr::V4(_), false) | (IpAddr::V6(_), true) => Ok(ip),
+        (IpAddr::V4(_), true) | (IpAddr::V6(_), false) => Err(ErrorCode::invalid(format!(
+            "address {ip} is not of the socket's family"
+        ))),
+    }
+}
+
+fn display_addr(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+impl Host for SockshimCtxView<'_> {
+    async fn max_recv_size(&mut self) -> wasmtime::Result<u64> {
+        Ok(MAX_RECV_SIZE)
+    }
+
+    async fn resolve_addresses(&mut self, host: String) -> Res<Vec<IpAddress>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            let allowed = self.ctx.policy.permitted_any_port(&host, &[ip]);
+            return Ok(match allowed.first() {
+                Some(ip) => Ok(vec![ip_to_wit(*ip)]),
+                None => Err(ErrorCode::AccessDenied(format!(
+                    "the host's policy allows no connection to or bind on {ip}"
+                ))),
+            });
+        }
+        if !self.ctx.policy.may_resolve_any_port(&host) {
+            return Ok(Err(ErrorCode::AccessDenied(format!(
+                "the host's policy does not allow this plugin to resolve `{host}`"
+            ))));
+        }
+        let resolved = match lookup(&host, Deadline::Never).await {
+            Ok(resolved) => resolved,
+            Err(e) => return Ok(Err(e)),
+        };
+        let allowed = self.ctx.policy.permitted_any_port(&host, &resolved);
+        if allowed.is_empty() {
+            return Ok(Err(ErrorCode::AccessDenied(format!(
+                "the host's policy allows none of the addresses of `{host}`"
+            ))));
+        }
+        Ok(Ok(allowed.into_iter().map(ip_to_wit).collect()))
+    }
+
+    async fn set_default_timeout(&mut self, timeout: WitTimeout) -> wasmtime::Result<()> {
+        self.ctx.default_timeout = timeout.into();
+        Ok(())
+    }
+
+    async fn get_default_timeout(&mut self) -> wasmtime::Result<WitTimeout> {
+        Ok(self.ctx.default_timeout.into())
+    }
+}
+
+impl HostSocket for SockshimCtxView<'_> {
+    async fn create(&mut self, family: AddressFamily, kind: SocketType) -> Res<Resource<TcpSocket>> {
+        if kind == SocketType::Datagram {
+            return Ok(Err(ErrorCode::invalid(
+                "datagram sockets are not supported yet",
+            )));
+        }
+        if let Err(e) = self.reserve_socket() {
+            return Ok(Err(e));
+        }
+        match TcpSocket::new(family, self.ctx.default_timeout) {
+            Ok(sock) => Ok(Ok(self.push_socket(sock)?)),
+            Err(e) => {
+                self.ctx.open_sockets -= 1;
+                Ok(Err(e.into()))
+            }
+        }
+    }
+
+    async fn family(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<AddressFamily> {
+        Ok(self.socket(&res)?.family())
+    }
+
+    async fn connect(&mut self, res: Resource<TcpSocket>, host: String, port: u16) -> Res<()> {
+        let sock = self.socket(&res)?;
+        // One deadline for resolution and connection together.
+        let deadline = sock.deadline();
+        let addr = match address_for(&self.ctx.policy, Operation::Connect, sock.family(), &host, port, deadline)
+            .await
+        {
+            Ok(addr) => addr,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(sock.connect(addr, deadline).await)
+    }
+
+    async fn bind(&mut self, res: Resource<TcpSocket>, host: String, port: u16) -> Res<()> {
+        let sock = self.socket(&res)?;
+        let addr = match address_for(&self.ctx.policy, Operation::Bind, sock.family(), &host, port, sock.deadline())
+            .await
+        {
+            Ok(addr) => addr,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(sock.bind(addr))
+    }
+
+    async fn listen(&mut self, res: Resource<TcpSocket>, backlog: u32) -> Res<()> {
+        let sock = self.socket(&res)?;
+        if !sock.is_bound() {
+            // listen(2) would bind an ephemeral port on every address.
+            let wildcard = SocketAddr::new(unspecified(sock.family() == AddressFamily::Ipv6), 0);
+            if !self.ctx.policy.allows(Operation::Bind, wildcard) {
+                return Ok(Err(ErrorCode::AccessDenied(format!(
+                    "the host's policy does not allow this plugin to listen on an \
+                     ephemeral port of every address ({wildcard}); bind first"
+                ))));
+            }
+        }
+        Ok(sock.listen(backlog))
+    }
+
+    async fn accept(&mut self, res: Resource<TcpSocket>) -> Res<(Resource<TcpSocket>, SocketAddress)> {
+        // Check the limit before taking the connection off the backlog.
+        if let Err(e) = self.reserve_socket() {
+            return Ok(Err(e));
+        }
+        let default_timeout = self.ctx.default_timeout;
+        let accepted = self.socket(&res)?.accept(default_timeout).await;
+        match accepted {
+            Ok((sock, peer)) => Ok(Ok((self.push_socket(sock)?, addr_to_wit(peer)))),
+            Err(e) => {
+                self.ctx.open_sockets -= 1;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    async fn recv(&mut self, res: Resource<TcpSocket>, max_len: u64) -> Res<Vec<u8>> {
+        Ok(self.socket(&res)?.recv(max_len).await)
+    }
+
+    async fn send(&mut self, res: Resource<TcpSocket>, data: Vec<u8>) -> Res<u64> {
+        Ok(self.socket(&res)?.send(&data).await.map(|n| n as u64))
+    }
+
+    async fn sendall(
+        &mut self,
+        res: Resource<TcpSocket>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), TransferError>> {
+        Ok(self.socket(&res)?.sendall(&data).await)
+    }
+
+    async fn shutdown(&mut self, res: Resource<TcpSocket>, how: ShutdownHow) -> Res<()> {
+        let how = match how {
+            ShutdownHow::Read => Shutdown::Read,
+            ShutdownHow::Write => Shutdown::Write,
+            ShutdownHow::Both => Shutdown::Both,
+        };
+        Ok(self.socket(&res)?.shutdown(how))
+    }
+
+    async fn set_timeout(&mut self, res: Resource<TcpSocket>, timeout: WitTimeout) -> wasmtime::Result<()> {
+        self.socket_mut(&res)?.set_timeout(timeout.into());
+        Ok(())
+    }
+
+    async fn get_timeout(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<WitTimeout> {
+        Ok(self.socket(&res)?.timeout().into())
+    }
+
+    async fn local_address(&mut self, res: Resource<TcpSocket>) -> Res<SocketAddress> {
+        Ok(self.socket(&res)?.local_address().map(addr_to_wit))
+    }
+
+    async fn remote_address(&mut self, res: Resource<TcpSocket>) -> Res<SocketAddress> {
+        Ok(self.socket(&res)?.remote_address().map(addr_to_wit))
+    }
+
+    async fn set_option(&mut self, res: Resource<TcpSocket>, option: SocketOption) -> Res<()> {
+        Ok(self.socket_mut(&res)?.set_option(option))
+    }
+
+    async fn get_option(&mut self, res: Resource<TcpSocket>, name: OptionName) -> Res<SocketOption> {
+        Ok(self.socket(&res)?.get_option(name))
+    }
+
+    async fn drop(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<()> {
+        let sock = self.table.delete(res)?;
+        self.ctx.open_sockets -= 1;
+        sock.close();
+        Ok(())
+    }
+}
+
+impl From<WitTimeout> for Timeout {
+    fn from(t: WitTimeout) -> Timeout {
+        match t {
+            WitTimeout::Blocking => Timeout::Blocking,
+            WitTimeout::NonBlocking => Timeout::NonBlocking,
+            WitTimeout::After(nanos) => Timeout::from_nanos(nanos),
+        }
+    }
+}
+
+impl From<Timeout> for WitTimeout {
+    fn from(t: Timeout) -> WitTimeout {
+        match t {
+            Timeout::Blocking => WitTimeout::Blocking,
+            Timeout::NonBlocking => WitTimeout::NonBlocking,
+            Timeout::After(d) => WitTimeout::After(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+fn ip_to_wit(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            IpAddress::Ipv4((a, b, c, d))
+        }
+        IpAddr::V6(v6) => IpAddress::Ipv6(v6_segments(&v6)),
+    }
+}
+
+fn v6_segments(v6: &Ipv6Addr) -> (u16, u16, u16, u16, u16, u16, u16, u16) {
+    let [a, b, c, d, e, f, g, h] = v6.segments();
+    (a, b, c, d, e, f, g, h)
+}
+
+fn addr_to_wit(addr: SocketAddr) -> SocketAddress {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            SocketAddress::Ipv4(Ipv4SocketAddress {
+                port: v4.port(),
+                address: (a, b, c, d),
+            })
+        }
+        SocketAddr::V6(v6) => SocketAddress::Ipv6(Ipv6SocketAddress {
+            port: v6.port(),
+            flow_info: v6.flowinfo(),
+            address: v6_segments(v6.ip()),
+            scope_id: v6.scope_id(),
+        }),
+    }
+}

@@ -1,0 +1,168 @@
+//! # sockshim-host
+//!
+//! A [wasmtime] embedding of the `sockshim:socket` contract (`wit/socket.wit`):
+//! TCP sockets with the semantics of CPython's `socket` module, implemented
+//! on native non-blocking OS sockets (socket2) on tokio's reactor, and held to
+//! a deny-by-default network [`Policy`].
+//!
+//! Add it to a [`Linker`] beside wasmtime-wasi, the way wasmtime-wasi-http
+//! plugs in: the store's data implements [`SockshimView`], and
+//! [`add_to_linker`] does the rest.
+//!
+//! ```no_run
+//! use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView};
+//! use wasmtime::component::{Component, Linker, ResourceTable};
+//! use wasmtime::{Engine, Store};
+//! use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+//!
+//! struct State {
+//!     wasi: WasiCtx,
+//!     sockshim: SockshimCtx,
+//!     table: ResourceTable,
+//! }
+//! impl WasiView for State {
+//!     fn ctx(&mut self) -> WasiCtxView<'_> {
+//!         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+//!     }
+//! }
+//! impl SockshimView for State {
+//!     fn sockshim(&mut self) -> SockshimCtxView<'_> {
+//!         SockshimCtxView { ctx: &mut self.sockshim, table: &mut self.table }
+//!     }
+//! }
+//!
+//! # async fn run() -> wasmtime::Result<()> {
+//! let engine = Engine::default();
+//! let mut linker = Linker::<State>::new(&engine);
+//! wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+//! sockshim_host::add_to_linker(&mut linker)?;
+//!
+//! let policy = Policy::deny_all().allow_connect("127.0.0.1:8080".parse()?);
+//! let mut wasi = WasiCtx::builder();
+//! wasi.inherit_stdio();
+//! // Hold wasi:sockets (Rust's std::net in the plugin) to the same policy.
+//! sockshim_host::apply_policy_to_wasi(&mut wasi, &policy);
+//! let state = State {
+//!     wasi: wasi.build(),
+//!     sockshim: SockshimCtx::new(policy),
+//!     table: ResourceTable::new(),
+//! };
+//! let mut store = Store::new(&engine, state);
+//! let component = Component::from_file(&engine, "plugin.wasm")?;
+//! let command =
+//!     wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, &component, &linker)
+//!         .await?;
+//! let _ = command.wasi_cli_run().call_run(&mut store).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [wasmtime]: https://docs.rs/wasmtime
+//! [`Linker`]: wasmtime::component::Linker
+
+#![deny(missing_docs)]
+
+#[allow(missing_docs)]
+pub mod bindings;
+mod deadline;
+pub mod error;
+mod host;
+pub mod policy;
+pub mod runner;
+mod socket;
+mod sys;
+
+pub use deadline::Timeout;
+pub use policy::{Policy, Rule};
+pub use socket::{MAX_RECV_SIZE, TcpSocket};
+
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+/// The default limit on sockets one plugin may have open at once.
+pub const DEFAULT_MAX_SOCKETS: usize = 1024;
+
+/// Per-plugin sockshim state: the policy, the socket limit and count, and the
+/// default timeout of new sockets. One per [`Store`](wasmtime::Store).
+#[derive(Debug)]
+pub struct SockshimCtx {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) max_sockets: usize,
+    pub(crate) open_sockets: usize,
+    pub(crate) default_timeout: Timeout,
+}
+
+impl SockshimCtx {
+    /// State for one plugin held to `policy`, with at most
+    /// [`DEFAULT_MAX_SOCKETS`] sockets open.
+    pub fn new(policy: impl Into<Arc<Policy>>) -> SockshimCtx {
+        SockshimCtx {
+            policy: policy.into(),
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            open_sockets: 0,
+            default_timeout: Timeout::Blocking,
+        }
+    }
+
+    /// Sets the limit on sockets open at once; past it, `create` and `accept`
+    /// fail with `limit-reached`.
+    pub fn with_max_sockets(mut self, max: usize) -> SockshimCtx {
+        self.max_sockets = max;
+        self
+    }
+
+    /// The plugin's policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// How many sockets the plugin has open now.
+    pub fn open_sockets(&self) -> usize {
+        self.open_sockets
+    }
+}
+
+/// What the sockshim host functions work on: the plugin's [`SockshimCtx`]
+/// and the resource table it shares with wasmtime-wasi.
+pub struct SockshimCtxView<'a> {
+    /// The plugin's sockshim state.
+    pub ctx: &'a mut SockshimCtx,
+    /// The store's resource table.
+    pub table: &'a mut ResourceTable,
+}
+
+/// Implemented by the embedder's store data to reach sockshim's state.
+pub trait SockshimView: Send {
+    /// The sockshim state and resource table of this store.
+    fn sockshim(&mut self) -> SockshimCtxView<'_>;
+}
+
+/// The [`HasData`] marker for sockshim's host functions.
+pub struct Sockshim;
+
+impl HasData for Sockshim {
+    type Data<'a> = SockshimCtxView<'a>;
+}
+
+/// Adds the `sockshim:socket` imports to `linker`. Use it beside
+/// `wasmtime_wasi::p2::add_to_linker_async`; the host functions are async,
+/// so instantiate and call the plugin with the `_async` methods.
+pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    bindings::Imports::add_to_linker::<T, Sockshim>(linker, T::sockshim)
+}
+
+/// Holds wasmtime-wasi's own sockets (wasi:sockets, which Rust's `std::net`
+/// uses in a plugin) to `policy`, so a plugin cannot step around sockshim's
+/// policy through them. Turns on TCP and UDP (wasmtime-wasi leaves them off),
+/// and name lookup only when a rule names a host.
+pub fn apply_policy_to_wasi(builder: &mut wasmtime_wasi::WasiCtxBuilder, policy: &Policy) {
+    let policy = Arc::new(policy.clone());
+    builder
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(policy.has_name_rules())
+        .socket_addr_check(move |addr, use_| {
+            let allowed = policy.allows_wasi(addr, use_);
+            Box::pin(async move { allowed })
+        });
+}

@@ -1,0 +1,120 @@
+//! `sockshim`: run a wasm32-wasip2 plugin with sockshim sockets under a
+//! network policy.
+
+use wasmtime::error::Context as _;
+use clap::{Parser, Subcommand};
+use sockshim_host::runner::PluginHost;
+use sockshim_host::{Policy, Rule, SockshimCtx};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Run WebAssembly plugins with real sockets, under a deny-by-default
+/// network policy.
+#[derive(Parser, Debug)]
+#[command(name = "sockshim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a wasm32-wasip2 command component (a plugin).
+    Run(RunArgs),
+}
+
+#[derive(Parser, Debug)]
+struct RunArgs {
+    /// Allow connecting to HOST:PORT, IP:PORT, CIDR:PORT or [IPV6]:PORT;
+    /// PORT is a number, LOW-HIGH or `*`. Repeatable.
+    #[arg(long = "allow-connect", value_name = "SPEC")]
+    allow_connect: Vec<Rule>,
+    /// Allow binding (and so listening on) SPEC, written as for
+    /// --allow-connect. Repeatable.
+    #[arg(long = "allow-bind", value_name = "SPEC")]
+    allow_bind: Vec<Rule>,
+    /// Preopen HOST_DIR for the plugin, as GUEST_DIR (default: the same
+    /// path). Repeatable.
+    #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]")]
+    dirs: Vec<String>,
+    /// Set an environment variable for the plugin. Repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Most sockets the plugin may have open at once.
+    #[arg(long = "max-sockets", value_name = "N", default_value_t = sockshim_host::DEFAULT_MAX_SOCKETS)]
+    max_sockets: usize,
+    /// The plugin: a wasm32-wasip2 command component.
+    #[arg(value_name = "PLUGIN.wasm")]
+    plugin: PathBuf,
+    /// Arguments passed to the plugin.
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One clear line, not clap's multi-line usage block.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            let line = line.trim_start_matches("error: ");
+            eprintln!("sockshim: {line} (see `sockshim run --help`)");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let Command::Run(args) = cli.command;
+    match run(args) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("sockshim: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> wasmtime::Result<i32> {
+    let policy = args
+        .allow_connect
+        .into_iter()
+        .fold(Policy::deny_all(), Policy::allow_connect);
+    let policy = args.allow_bind.into_iter().fold(policy, Policy::allow_bind);
+
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.inherit_stdio();
+    let argv0 = args
+        .plugin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".to_string());
+    wasi.arg(argv0);
+    wasi.args(&args.args);
+    wasi.envs(&args.env);
+    for dir in &args.dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
+        wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+            .with_context(|| format!("cannot open directory {host} for --dir"))?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let host = PluginHost::new()?;
+    let component = host.load(&args.plugin)?;
+    let ctx = SockshimCtx::new(policy).with_max_sockets(args.max_sockets);
+    runtime.block_on(host.run(&component, wasi, ctx))
+}

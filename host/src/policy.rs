@@ -1,0 +1,543 @@
+//! The network policy: which addresses a plugin may connect to and bind.
+//!
+//! Deny by default. A [`Policy`] is a list of [`Rule`]s for each
+//! [`Operation`]; an address is allowed when some rule of that operation
+//! matches it. The matcher is a pure function of the policy and the address,
+//! with no I/O: resolving names is the caller's business (see
+//! [`Policy::permitted`]).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+/// What a plugin wants to do with an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Connect to a remote address (TCP connect, UDP send).
+    Connect,
+    /// Bind a local address (and so listen or receive on it).
+    Bind,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Connect => "connect",
+            Operation::Bind => "bind",
+        })
+    }
+}
+
+/// Which hosts a rule covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Every address and every name (`*`).
+    Any,
+    /// A host name, matched case-insensitively without a trailing dot;
+    /// `*.example.com` matches every name below `example.com`.
+    Name(String),
+    /// The addresses of a CIDR block; a single address is a block of one.
+    Cidr {
+        /// The block's first address.
+        network: IpAddr,
+        /// How many leading bits must match.
+        prefix: u8,
+    },
+}
+
+/// Which ports a rule covers: `*`, `N` or `LOW-HIGH` (inclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port covered.
+    pub low: u16,
+    /// Highest port covered.
+    pub high: u16,
+}
+
+impl PortRange {
+    /// Every port, including 0 (an ephemeral port for bind).
+    pub const ANY: PortRange = PortRange {
+        low: 0,
+        high: u16::MAX,
+    };
+
+    fn contains(&self, port: u16) -> bool {
+        (self.low..=self.high).contains(&port)
+    }
+}
+
+/// One permission: a host pattern and a port range, written `HOST:PORTS`.
+///
+/// `HOST` is a host name (`example.com`, `*.example.com`), an IP address
+/// (`127.0.0.1`, `[::1]`), a CIDR block (`10.0.0.0/8`, `[fd00::/8]`) or `*`;
+/// `PORTS` is a port, a range `LOW-HIGH`, or `*`. IPv6 addresses and blocks
+/// are written in brackets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The hosts covered.
+    pub host: HostPattern,
+    /// The ports covered.
+    pub ports: PortRange,
+}
+
+impl Rule {
+    /// Does the rule cover this address?
+    pub fn matches_addr(&self, addr: SocketAddr) -> bool {
+        self.ports.contains(addr.port()) && self.matches_ip(addr.ip())
+    }
+
+    /// Does the rule cover this IP address, on some port?
+    pub fn matches_ip(&self, ip: IpAddr) -> bool {
+        // An IPv4-mapped IPv6 address reaches the IPv4 host: judge it as one.
+        let ip = ip.to_canonical();
+        match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Name(_) => false,
+            HostPattern::Cidr { network, prefix } => in_block(ip, *network, *prefix),
+        }
+    }
+
+    /// Does the rule cover this host name (on `port`, or on some port when
+    /// `port` is `None`)?
+    pub fn matches_name(&self, name: &str, port: Option<u16>) -> bool {
+        if port.is_some_and(|p| !self.ports.contains(p)) {
+            return false;
+        }
+        let name = normalize_name(name);
+        match &self.host {
+            HostPattern::Any => true,
+            HostPattern::Name(pattern) => match pattern.strip_prefix("*.") {
+                Some(suffix) => name
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                None => name == *pattern,
+            },
+            HostPattern::Cidr { .. } => false,
+        }
+    }
+
+    fn is_name_rule(&self) -> bool {
+        matches!(self.host, HostPattern::Name(_) | HostPattern::Any)
+    }
+
+    fn is_address_rule(&self) -> bool {
+        matches!(self.host, HostPattern::Cidr { .. } | HostPattern::Any)
+    }
+}
+
+fn normalize_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn in_block(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+/// A rule that could not be parsed; the text says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid address rule `{spec}`: {why}")]
+pub struct RuleParseError {
+    spec: String,
+    why: String,
+}
+
+impl FromStr for Rule {
+    type Err = RuleParseError;
+
+    fn from_str(spec: &str) -> Result<Rule, RuleParseError> {
+        let fail = |why: &str| RuleParseError {
+            spec: spec.to_string(),
+            why: why.to_string(),
+        };
+        let (host, ports) = if let Some(rest) = spec.strip_prefix('[') {
+            let (host, rest) = rest
+                .split_once(']')
+                .ok_or_else(|| fail("missing `]` after an IPv6 address"))?;
+            let ports = rest
+                .strip_prefix(':')
+                .ok_or_else(|| fail("expected `:PORT` after `]`"))?;
+            (host, ports)
+        } else {
+            let (host, ports) = spec
+                .rsplit_once(':')
+                .ok_or_else(|| fail("expected HOST:PORT, with `*` or LOW-HIGH for the port"))?;
+            if host.contains(':') {
+                return Err(fail("write IPv6 addresses in brackets, as [::1]:PORT"));
+            }
+            (host, ports)
+        };
+        let host = parse_host(host).map_err(|why| fail(&why))?;
+        let ports = parse_ports(ports).map_err(|why| fail(&why))?;
+        Ok(Rule { host, ports })
+    }
+}
+
+fn parse_host(host: &str) -> Result<HostPattern, String> {
+    if host == "*" {
+        return Ok(HostPattern::Any);
+    }
+    if let Some((addr, prefix)) = host.split_once('/') {
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("prefix length `{prefix}` is not between 0 and {max}"))?;
+        return Ok(HostPattern::Cidr { network, prefix });
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        return Ok(HostPattern::Cidr {
+            network: ip,
+            prefix,
+        });
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!("`{host}` is not a host name, an IP address or a CIDR block"));
+    }
+    Ok(HostPattern::Name(normalize_name(host)))
+}
+
+fn parse_ports(ports: &str) -> Result<PortRange, String> {
+    if ports == "*" {
+        return Ok(PortRange::ANY);
+    }
+    let port = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("`{s}` is not a port number (0-65535)"))
+    };
+    match ports.split_once('-') {
+        Some((low, high)) => {
+            let (low, high) = (port(low)?, port(high)?);
+            if low > high {
+                return Err(format!("port range `{ports}` is empty"));
+            }
+            Ok(PortRange { low, high })
+        }
+        None => {
+            let p = port(ports)?;
+            Ok(PortRange { low: p, high: p })
+        }
+    }
+}
+
+/// Which addresses a plugin may connect to and bind. Denies everything until
+/// rules are added.
+///
+/// ```
+/// use sockshim_host::policy::{Operation, Policy};
+/// let policy = Policy::deny_all()
+///     .allow_connect("127.0.0.1:8000-8999".parse().unwrap())
+///     .allow_bind("127.0.0.1:*".parse().unwrap());
+/// assert!(policy.allows(Operation::Connect, "127.0.0.1:8080".parse().unwrap()));
+/// assert!(!policy.allows(Operation::Connect, "10.0.0.1:8080".parse().unwrap()));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    connect: Vec<Rule>,
+    bind: Vec<Rule>,
+}
+
+impl Policy {
+    /// A policy that allows nothing.
+    pub fn deny_all() -> Policy {
+        Policy::default()
+    }
+
+    /// Adds a rule for connecting.
+    pub fn allow_connect(mut self, rule: Rule) -> Policy {
+        self.connect.push(rule);
+        self
+    }
+
+    /// Adds a rule for binding.
+    pub fn allow_bind(mut self, rule: Rule) -> Policy {
+        self.bind.push(rule);
+        self
+    }
+
+    /// The rules of one operation.
+    pub fn rules(&self, op: Operation) -> &[Rule] {
+        match op {
+            Operation::Connect => &self.connect,
+            Operation::Bind => &self.bind,
+        }
+    }
+
+    /// May the plugin `op` this address?
+    pub fn allows(&self, op: Operation, addr: SocketAddr) -> bool {
+        self.rules(op).iter().any(|r| r.matches_addr(addr))
+    }
+
+    /// Does a rule of `op` name this host (on this port)? Then every address
+    /// the name resolves to is allowed.
+    pub fn allows_name(&self, op: Operation, name: &str, port: u16) -> bool {
+        self.rules(op).iter().any(|r| r.matches_name(name, Some(port)))
+    }
+
+    /// Is it worth resolving `name` for `op` on `port`: does a rule name it,
+    /// or could one of its addresses match an address rule? When neither,
+    /// the name is denied without a lookup, so a plugin cannot use the
+    /// host's resolver as a side channel.
+    pub fn may_resolve(&self, op: Operation, name: &str, port: u16) -> bool {
+        self.allows_name(op, name, port)
+            || self
+                .rules(op)
+                .iter()
+                .any(|r| r.is_address_rule() && r.ports.contains(port))
+    }
+
+    /// The addresses, out of those `name` resolved to, that the plugin may
+    /// `op` on `port`, in the resolver's order.
+    pub fn permitted(
+        &self,
+        op: Operation,
+        name: &str,
+        port: u16,
+        resolved: &[IpAddr],
+    ) -> Vec<IpAddr> {
+        if self.allows_name(op, name, port) {
+            return resolved.to_vec();
+        }
+        resolved
+            .iter()
+            .copied()
+            .filter(|ip| self.allows(op, SocketAddr::new(*ip, port)))
+            .collect()
+    }
+
+    /// The addresses, out of those `name` resolved to, that the plugin may
+    /// connect to or bind on some port: what `resolve-addresses` returns.
+    pub fn permitted_any_port(&self, name: &str, resolved: &[IpAddr]) -> Vec<IpAddr> {
+        let rules = || self.connect.iter().chain(&self.bind);
+        if rules().any(|r| r.matches_name(name, None)) {
+            return resolved.to_vec();
+        }
+        resolved
+            .iter()
+            .copied()
+            .filter(|ip| rules().any(|r| r.matches_ip(*ip)))
+            .collect()
+    }
+
+    /// Should `resolve-addresses` look `name` up at all?
+    pub fn may_resolve_any_port(&self, name: &str) -> bool {
+        self.connect
+            .iter()
+            .chain(&self.bind)
+            .any(|r| r.matches_name(name, None) || r.is_address_rule())
+    }
+
+    /// Does any rule name a host (so plugins need name lookups)?
+    pub fn has_name_rules(&self) -> bool {
+        self.connect.iter().chain(&self.bind).any(Rule::is_name_rule)
+    }
+
+    /// The check wasmtime-wasi runs for wasi:sockets, so that a plugin using
+    /// Rust's `std::net` (wasi:sockets) is held to the same policy.
+    ///
+    /// wasmtime-wasi checks a connect or listen without an explicit bind as
+    /// an implicit bind of the wildcard address with port 0 first. That bind
+    /// is let through when the plugin may connect somewhere; the listen that
+    /// may follow is checked on its own, with its real local address, against
+    /// the bind rules, so the wildcard bind cannot be used to serve.
+    pub fn allows_wasi(&self, addr: SocketAddr, use_: wasmtime_wasi::sockets::SocketAddrUse) -> bool {
+        use wasmtime_wasi::sockets::SocketAddrUse as Use;
+        let implicit_bind = addr.ip().is_unspecified() && addr.port() == 0;
+        match use_ {
+            Use::TcpBind | Use::UdpBind => {
+                self.allows(Operation::Bind, addr) || (implicit_bind && !self.connect.is_empty())
+            }
+            Use::TcpListen => self.allows(Operation::Bind, addr),
+            Use::TcpConnect | Use::UdpSend => self.allows(Operation::Connect, addr),
+            // A bound socket takes connections and datagrams from anyone, as
+            // sockshim's own accept does.
+            Use::TcpAccept | Use::UdpReceive => true,
+        }
+    }
+}
+
+/// The unspecified address of a family, for `bind("", port)`.
+pub(crate) fn unspecified(ipv6: bool) -> IpAddr {
+    if ipv6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(spec: &str) -> Rule {
+        spec.parse().unwrap()
+    }
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn deny_by_default() {
+        let p = Policy::deny_all();
+        assert!(!p.allows(Operation::Connect, addr("127.0.0.1:80")));
+        assert!(!p.allows(Operation::Bind, addr("127.0.0.1:0")));
+        assert!(!p.may_resolve(Operation::Connect, "localhost", 80));
+    }
+
+    #[test]
+    fn parses_every_form_of_spec() {
+        assert_eq!(
+            rule("127.0.0.1:8080"),
+            Rule {
+                host: HostPattern::Cidr {
+                    network: "127.0.0.1".parse().unwrap(),
+                    prefix: 32
+                },
+                ports: PortRange {
+                    low: 8080,
+                    high: 8080
+                }
+            }
+        );
+        assert_eq!(rule("10.0.0.0/8:*").ports, PortRange::ANY);
+        assert_eq!(rule("[::1]:1-1024").ports, PortRange { low: 1, high: 1024 });
+        assert_eq!(
+            rule("[fd00::/8]:443").host,
+            HostPattern::Cidr {
+                network: "fd00::".parse().unwrap(),
+                prefix: 8
+            }
+        );
+        assert_eq!(
+            rule("Example.COM.:443").host,
+            HostPattern::Name("example.com".into())
+        );
+        assert_eq!(rule("*:*").host, HostPattern::Any);
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_a_reason() {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:65536",
+            "127.0.0.1:9-1",
+            "::1:80",
+            "[::1]80",
+            "10.0.0.0/33:*",
+            "bad host:80",
+            ":80",
+        ] {
+            let err = bad.parse::<Rule>().unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn address_port_and_range_matching() {
+        let p = Policy::deny_all()
+            .allow_connect(rule("127.0.0.1:8080"))
+            .allow_connect(rule("10.1.0.0/16:1000-2000"))
+            .allow_connect(rule("[::1]:*"));
+        assert!(p.allows(Operation::Connect, addr("127.0.0.1:8080")));
+        assert!(!p.allows(Operation::Connect, addr("127.0.0.1:8081")));
+        assert!(!p.allows(Operation::Connect, addr("127.0.0.2:8080")));
+        assert!(p.allows(Operation::Connect, addr("10.1.255.3:1000")));
+        assert!(p.allows(Operation::Connect, addr("10.1.0.1:2000")));
+        assert!(!p.allows(Operation::Connect, addr("10.1.0.1:2001")));
+        assert!(!p.allows(Operation::Connect, addr("10.2.0.1:1500")));
+        assert!(p.allows(Operation::Connect, addr("[::1]:1")));
+        // Rules are per operation.
+        assert!(!p.allows(Operation::Bind, addr("127.0.0.1:8080")));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_judged_as_ipv4() {
+        let p = Policy::deny_all().allow_connect(rule("127.0.0.1:80"));
+        assert!(p.allows(Operation::Connect, addr("[::ffff:127.0.0.1]:80")));
+        assert!(!p.allows(Operation::Connect, addr("[::ffff:10.0.0.1]:80")));
+        let v6_only = Policy::deny_all().allow_connect(rule("[::1]:80"));
+        assert!(!v6_only.allows(Operation::Connect, addr("127.0.0.1:80")));
+    }
+
+    #[test]
+    fn zero_prefix_covers_the_family() {
+        let p = Policy::deny_all().allow_connect(rule("0.0.0.0/0:443"));
+        assert!(p.allows(Operation::Connect, addr("203.0.113.9:443")));
+        assert!(!p.allows(Operation::Connect, addr("[2001:db8::1]:443")));
+    }
+
+    #[test]
+    fn names_and_wildcard_names() {
+        let p = Policy::deny_all()
+            .allow_connect(rule("localhost:80"))
+            .allow_connect(rule("*.example.com:443"));
+        assert!(p.allows_name(Operation::Connect, "LOCALHOST.", 80));
+        assert!(!p.allows_name(Operation::Connect, "localhost", 81));
+        assert!(p.allows_name(Operation::Connect, "api.example.com", 443));
+        assert!(!p.allows_name(Operation::Connect, "example.com", 443));
+        assert!(!p.allows_name(Operation::Connect, "evilexample.com", 443));
+        // A name rule allows every address the name resolves to.
+        let resolved = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(
+            p.permitted(Operation::Connect, "localhost", 80, &resolved),
+            resolved
+        );
+        // Names are not resolved when no rule could allow them.
+        assert!(!p.may_resolve(Operation::Connect, "other.org", 80));
+    }
+
+    #[test]
+    fn names_are_filtered_through_address_rules() {
+        let p = Policy::deny_all().allow_connect(rule("127.0.0.0/8:*"));
+        assert!(p.may_resolve(Operation::Connect, "localhost", 80));
+        let resolved = ["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        assert_eq!(
+            p.permitted(Operation::Connect, "localhost", 80, &resolved),
+            ["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            p.permitted_any_port("localhost", &resolved),
+            ["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn wasi_sockets_follow_the_same_rules() {
+        use wasmtime_wasi::sockets::SocketAddrUse as Use;
+        let p = Policy::deny_all().allow_connect(rule("127.0.0.1:8080"));
+        assert!(p.allows_wasi(addr("127.0.0.1:8080"), Use::TcpConnect));
+        assert!(!p.allows_wasi(addr("127.0.0.1:8081"), Use::TcpConnect));
+        // The implicit bind before a connect passes, but the listen it could
+        // lead to does not.
+        assert!(p.allows_wasi(addr("0.0.0.0:0"), Use::TcpBind));
+        assert!(!p.allows_wasi(addr("0.0.0.0:41234"), Use::TcpListen));
+        assert!(!p.allows_wasi(addr("0.0.0.0:8080"), Use::TcpBind));
+        // With no connect rule even the implicit bind is refused.
+        assert!(!Policy::deny_all().allows_wasi(addr("0.0.0.0:0"), Use::TcpBind));
+    }
+}
