@@ -10,11 +10,11 @@
 //! in `recv` holds no OS thread.
 
 use crate::bindings::ErrorCode;
+use crate::sys::SocketIo;
 use socket2::Socket;
 use std::io;
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 /// How long a socket's blocking operations may wait: Python's
@@ -73,17 +73,21 @@ pub enum Deadline {
 /// `op` must be a single non-blocking system call (or a few that are safe to
 /// repeat): it runs once up front, then again after each wake-up.
 pub async fn sock_call<R>(
-    fd: &AsyncFd<Socket>,
+    io: &SocketIo,
     interest: Interest,
     deadline: Deadline,
     mut op: impl FnMut(&Socket) -> io::Result<R>,
 ) -> Result<R, ErrorCode> {
     // Try the system call first: when data is already there, no readiness
     // round trip is made.
-    match retry_interrupted(|| op(fd.get_ref())) {
+    match retry_interrupted(|| op(io.socket())) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         other => return other.map_err(ErrorCode::from),
     }
+    if deadline == Deadline::Now {
+        return Err(ErrorCode::WouldBlock);
+    }
+    let fd = io.registration()?;
     loop {
         let ready = match deadline {
             Deadline::Now => return Err(ErrorCode::WouldBlock),
@@ -96,7 +100,7 @@ pub async fn sock_call<R>(
         let mut guard = ready.map_err(ErrorCode::from)?;
         // `try_io` clears the readiness tokio cached when `op` reports
         // EWOULDBLOCK, so the next `ready` really waits for the kernel.
-        match guard.try_io(|fd| retry_interrupted(|| op(fd.get_ref()))) {
+        match guard.try_io(|_| retry_interrupted(|| op(io.socket()))) {
             Ok(result) => return result.map_err(ErrorCode::from),
             Err(_would_block) => continue,
         }
@@ -123,13 +127,13 @@ mod tests {
 
     /// A connected pair: a non-blocking socket registered with tokio, and a
     /// plain blocking std stream as its peer.
-    fn pair() -> (AsyncFd<Socket>, std::net::TcpStream) {
+    fn pair() -> (SocketIo, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         let ours = Socket::from(ours);
         ours.set_nonblocking(true).unwrap();
-        (AsyncFd::new(ours).unwrap(), peer)
+        (SocketIo::new(ours), peer)
     }
 
     fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
@@ -146,9 +150,11 @@ mod tests {
         // Give loopback a moment to deliver.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut buf = [0; 16];
-        let n = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| recv(s, &mut buf))
-            .await
-            .unwrap();
+        let n = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| {
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap();
         assert_eq!(&buf[..n], b"hello");
     }
 
@@ -200,9 +206,11 @@ mod tests {
     async fn non_blocking_fails_at_once_with_would_block() {
         let (fd, _peer) = pair();
         let mut buf = [0; 4];
-        let err = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| recv(s, &mut buf))
-            .await
-            .unwrap_err();
+        let err = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| {
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap_err();
         assert!(matches!(err, ErrorCode::WouldBlock));
     }
 
@@ -225,12 +233,39 @@ mod tests {
     async fn other_errors_end_the_call() {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         s.set_nonblocking(true).unwrap();
-        let fd = AsyncFd::new(s).unwrap();
+        let fd = SocketIo::new(s);
         let mut buf = [0; 4];
-        let err = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| recv(s, &mut buf))
-            .await
-            .unwrap_err();
+        let err = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap_err();
         assert!(matches!(err, ErrorCode::NotConnected), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn waiting_to_accept_does_not_spin() {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        s.listen(8).unwrap();
+        let io = SocketIo::new(s);
+        let mut calls = 0;
+        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
+        let err = sock_call(&io, Interest::READABLE, deadline, |s| {
+            calls += 1;
+            s.accept()
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ErrorCode::Timeout));
+        assert!(calls <= 3, "accept ran {calls} times while waiting");
     }
 
     #[test]

@@ -163,7 +163,10 @@ mod tests {
     #[test]
     fn conditions_a_program_tells_apart_get_their_own_case() {
         let code = |errno| ErrorCode::from(io::Error::from_raw_os_error(errno));
-        assert!(matches!(code(libc::ECONNREFUSED), ErrorCode::ConnectionRefused));
+        assert!(matches!(
+            code(libc::ECONNREFUSED),
+            ErrorCode::ConnectionRefused
+        ));
         assert!(matches!(code(libc::ECONNRESET), ErrorCode::ConnectionReset));
         assert!(matches!(code(libc::EPIPE), ErrorCode::BrokenPipe));
         assert!(matches!(code(libc::ETIMEDOUT), ErrorCode::Timeout));
@@ -179,6 +182,9 @@ mod tests {
         assert!(matches!(code(libc::EHOSTUNREACH), ErrorCode::Os(23)));
         assert!(matches!(code(libc::ENOPROTOOPT), ErrorCode::Os(50)));
         // An errno WASI has no number for becomes EIO rather than a wrong name.
-        assert!(matches!(code(libc::ENOMEDIUM), ErrorCode::Os(wasi_errno::EIO)));
+        assert!(matches!(
+            code(libc::ENOMEDIUM),
+            ErrorCode::Os(wasi_errno::EIO)
+        ));
     }
 }

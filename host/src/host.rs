@@ -1,6 +1,7 @@
 //! The glue between the generated bindings and the native sockets: resource
 //! handles, the policy, the per-plugin socket limit, address conversions.
 
+use crate::SockshimCtxView;
 use crate::bindings::{
     AddressFamily, ErrorCode, Host, HostSocket, IpAddress, Ipv4SocketAddress, Ipv6SocketAddress,
     OptionName, ShutdownHow, SocketAddress, SocketOption, SocketType, Timeout as WitTimeout,
@@ -9,7 +10,6 @@ use crate::bindings::{
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
 use crate::socket::{MAX_RECV_SIZE, TcpSocket};
-use crate::SockshimCtxView;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
 use wasmtime::component::Resource;
 
@@ -45,53 +45,54 @@ impl SockshimCtxView<'_> {
             }
         }
     }
-
 }
 
 /// Resolves `host` (a literal address, a name, or empty for the wildcard
 /// address) to the address `op` will use on a socket of `family`, checking
 /// it against the policy.
 async fn address_for(
-        policy: &Policy,
-        op: Operation,
-        family: AddressFamily,
-        host: &str,
-        port: u16,
-        deadline: Deadline,
-    ) -> Result<SocketAddr, ErrorCode> {
-        let ipv6 = family == AddressFamily::Ipv6;
-        let denied = |what: &str| {
-            ErrorCode::AccessDenied(format!(
-                "the host's policy does not allow this plugin to {op} {what}"
-            ))
-        };
-        let literal = if host.is_empty() && op == Operation::Bind {
-            Some(unspecified(ipv6))
-        } else {
-            host.parse::<IpAddr>().ok()
-        };
-        if let Some(ip) = literal {
-            let addr = SocketAddr::new(for_family(ip, ipv6)?, port);
-            if !policy.allows(op, addr) {
-                return Err(denied(&display_addr(ip, port)));
-            }
-            return Ok(addr);
+    policy: &Policy,
+    op: Operation,
+    family: AddressFamily,
+    host: &str,
+    port: u16,
+    deadline: Deadline,
+) -> Result<SocketAddr, ErrorCode> {
+    let ipv6 = family == AddressFamily::Ipv6;
+    let denied = |what: &str| {
+        ErrorCode::AccessDenied(format!(
+            "the host's policy does not allow this plugin to {op} {what}"
+        ))
+    };
+    let literal = if host.is_empty() && op == Operation::Bind {
+        Some(unspecified(ipv6))
+    } else {
+        host.parse::<IpAddr>().ok()
+    };
+    if let Some(ip) = literal {
+        let addr = SocketAddr::new(for_family(ip, ipv6)?, port);
+        if !policy.allows(op, addr) {
+            return Err(denied(&display_addr(ip, port)));
         }
-        if !policy.may_resolve(op, host, port) {
-            return Err(denied(&format!("{host}:{port}")));
-        }
-        let resolved = lookup(host, deadline).await?;
-        let of_family: Vec<IpAddr> = resolved
-            .into_iter()
-            .filter(|ip| ip.is_ipv6() == ipv6)
-            .collect();
-        if of_family.is_empty() {
-            return Err(ErrorCode::AddressNotAvailable);
-        }
-        match policy.permitted(op, host, port, &of_family).first() {
-            Some(ip) => Ok(SocketAddr::new(*ip, port)),
-            None => Err(denied(&format!("{host}:{port} (resolved to {of_family:?})"))),
-        }
+        return Ok(addr);
+    }
+    if !policy.may_resolve(op, host, port) {
+        return Err(denied(&format!("{host}:{port}")));
+    }
+    let resolved = lookup(host, deadline).await?;
+    let of_family: Vec<IpAddr> = resolved
+        .into_iter()
+        .filter(|ip| ip.is_ipv6() == ipv6)
+        .collect();
+    if of_family.is_empty() {
+        return Err(ErrorCode::AddressNotAvailable);
+    }
+    match policy.permitted(op, host, port, &of_family).first() {
+        Some(ip) => Ok(SocketAddr::new(*ip, port)),
+        None => Err(denied(&format!(
+            "{host}:{port} (resolved to {of_family:?})"
+        ))),
+    }
 }
 
 /// getaddrinfo(3) on tokio's blocking pool, bounded by the operation's
@@ -180,7 +181,11 @@ impl Host for SockshimCtxView<'_> {
 }
 
 impl HostSocket for SockshimCtxView<'_> {
-    async fn create(&mut self, family: AddressFamily, kind: SocketType) -> Res<Resource<TcpSocket>> {
+    async fn create(
+        &mut self,
+        family: AddressFamily,
+        kind: SocketType,
+    ) -> Res<Resource<TcpSocket>> {
         if kind == SocketType::Datagram {
             return Ok(Err(ErrorCode::invalid(
                 "datagram sockets are not supported yet",
@@ -203,11 +208,18 @@ impl HostSocket for SockshimCtxView<'_> {
     }
 
     async fn connect(&mut self, res: Resource<TcpSocket>, host: String, port: u16) -> Res<()> {
-        let sock = self.socket(&res)?;
+        let sock = self.table.get_mut(&res)?;
         // One deadline for resolution and connection together.
         let deadline = sock.deadline();
-        let addr = match address_for(&self.ctx.policy, Operation::Connect, sock.family(), &host, port, deadline)
-            .await
+        let addr = match address_for(
+            &self.ctx.policy,
+            Operation::Connect,
+            sock.family(),
+            &host,
+            port,
+            deadline,
+        )
+        .await
         {
             Ok(addr) => addr,
             Err(e) => return Ok(Err(e)),
@@ -217,8 +229,15 @@ impl HostSocket for SockshimCtxView<'_> {
 
     async fn bind(&mut self, res: Resource<TcpSocket>, host: String, port: u16) -> Res<()> {
         let sock = self.socket(&res)?;
-        let addr = match address_for(&self.ctx.policy, Operation::Bind, sock.family(), &host, port, sock.deadline())
-            .await
+        let addr = match address_for(
+            &self.ctx.policy,
+            Operation::Bind,
+            sock.family(),
+            &host,
+            port,
+            sock.deadline(),
+        )
+        .await
         {
             Ok(addr) => addr,
             Err(e) => return Ok(Err(e)),
@@ -241,7 +260,10 @@ impl HostSocket for SockshimCtxView<'_> {
         Ok(sock.listen(backlog))
     }
 
-    async fn accept(&mut self, res: Resource<TcpSocket>) -> Res<(Resource<TcpSocket>, SocketAddress)> {
+    async fn accept(
+        &mut self,
+        res: Resource<TcpSocket>,
+    ) -> Res<(Resource<TcpSocket>, SocketAddress)> {
         // Check the limit before taking the connection off the backlog.
         if let Err(e) = self.reserve_socket() {
             return Ok(Err(e));
@@ -282,7 +304,11 @@ impl HostSocket for SockshimCtxView<'_> {
         Ok(self.socket(&res)?.shutdown(how))
     }
 
-    async fn set_timeout(&mut self, res: Resource<TcpSocket>, timeout: WitTimeout) -> wasmtime::Result<()> {
+    async fn set_timeout(
+        &mut self,
+        res: Resource<TcpSocket>,
+        timeout: WitTimeout,
+    ) -> wasmtime::Result<()> {
         self.socket_mut(&res)?.set_timeout(timeout.into());
         Ok(())
     }
@@ -303,7 +329,11 @@ impl HostSocket for SockshimCtxView<'_> {
         Ok(self.socket_mut(&res)?.set_option(option))
     }
 
-    async fn get_option(&mut self, res: Resource<TcpSocket>, name: OptionName) -> Res<SocketOption> {
+    async fn get_option(
+        &mut self,
+        res: Resource<TcpSocket>,
+        name: OptionName,
+    ) -> Res<SocketOption> {
         Ok(self.socket(&res)?.get_option(name))
     }
 

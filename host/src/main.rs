@@ -1,12 +1,12 @@
 //! `sockshim`: run a wasm32-wasip2 plugin with sockshim sockets under a
 //! network policy.
 
-use wasmtime::error::Context as _;
 use clap::{Parser, Subcommand};
 use sockshim_host::runner::PluginHost;
 use sockshim_host::{Policy, Rule, SockshimCtx};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wasmtime::error::Context as _;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// Run WebAssembly plugins with real sockets, under a deny-by-default
@@ -48,7 +48,11 @@ struct RunArgs {
     #[arg(value_name = "PLUGIN.wasm")]
     plugin: PathBuf,
     /// Arguments passed to the plugin.
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 

@@ -205,7 +205,11 @@ fn parse_host(host: &str) -> Result<HostPattern, String> {
             prefix,
         });
     }
-    let name = host.strip_prefix("*.").unwrap_or(host);
+    // A fully qualified name may end in a dot.
+    let name = host
+        .strip_prefix("*.")
+        .unwrap_or(host)
+        .trim_end_matches('.');
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -216,7 +220,9 @@ fn parse_host(host: &str) -> Result<HostPattern, String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !valid {
-        return Err(format!("`{host}` is not a host name, an IP address or a CIDR block"));
+        return Err(format!(
+            "`{host}` is not a host name, an IP address or a CIDR block"
+        ));
     }
     Ok(HostPattern::Name(normalize_name(host)))
 }
@@ -295,7 +301,9 @@ impl Policy {
     /// Does a rule of `op` name this host (on this port)? Then every address
     /// the name resolves to is allowed.
     pub fn allows_name(&self, op: Operation, name: &str, port: u16) -> bool {
-        self.rules(op).iter().any(|r| r.matches_name(name, Some(port)))
+        self.rules(op)
+            .iter()
+            .any(|r| r.matches_name(name, Some(port)))
     }
 
     /// Is it worth resolving `name` for `op` on `port`: does a rule name it,
@@ -353,7 +361,10 @@ impl Policy {
 
     /// Does any rule name a host (so plugins need name lookups)?
     pub fn has_name_rules(&self) -> bool {
-        self.connect.iter().chain(&self.bind).any(Rule::is_name_rule)
+        self.connect
+            .iter()
+            .chain(&self.bind)
+            .any(Rule::is_name_rule)
     }
 
     /// The check wasmtime-wasi runs for wasi:sockets, so that a plugin using
@@ -364,7 +375,11 @@ impl Policy {
     /// is let through when the plugin may connect somewhere; the listen that
     /// may follow is checked on its own, with its real local address, against
     /// the bind rules, so the wildcard bind cannot be used to serve.
-    pub fn allows_wasi(&self, addr: SocketAddr, use_: wasmtime_wasi::sockets::SocketAddrUse) -> bool {
+    pub fn allows_wasi(
+        &self,
+        addr: SocketAddr,
+        use_: wasmtime_wasi::sockets::SocketAddrUse,
+    ) -> bool {
         use wasmtime_wasi::sockets::SocketAddrUse as Use;
         let implicit_bind = addr.ip().is_unspecified() && addr.port() == 0;
         match use_ {

@@ -5,10 +5,11 @@
 //! [`add_to_linker`](crate::add_to_linker) directly.
 
 use crate::{SockshimCtx, SockshimCtxView, SockshimView, add_to_linker, apply_policy_to_wasi};
-use wasmtime::error::Context as _;
 use std::path::Path;
+use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::error::Context as _;
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -46,9 +47,15 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    /// A host with wasmtime's default configuration.
+    /// A host with wasmtime's default configuration plus epoch interruption:
+    /// every [`YIELD_INTERVAL`] a running plugin yields to the async
+    /// executor, so a plugin that computes (or spins) without waiting cannot
+    /// hold a runtime thread, and dropping its future stops it.
     pub fn new() -> wasmtime::Result<PluginHost> {
-        let engine = Engine::new(&wasmtime::Config::new())?;
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         add_to_linker(&mut linker)?;
@@ -90,9 +97,13 @@ impl PluginHost {
             table: ResourceTable::new(),
         };
         let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         let command = Command::instantiate_async(&mut store, component, &self.linker)
             .await
-            .map_err(|e| wasmtime::format_err!("cannot instantiate the plugin: {}", first_line(&e)))?;
+            .map_err(|e| {
+                wasmtime::format_err!("cannot instantiate the plugin: {}", first_line(&e))
+            })?;
         match command.wasi_cli_run().call_run(&mut store).await {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),
@@ -102,6 +113,26 @@ impl PluginHost {
             },
         }
     }
+}
+
+/// How often a running plugin yields to the async executor.
+pub const YIELD_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Advances the engine's epoch every [`YIELD_INTERVAL`] until the engine is
+/// dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("sockshim-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(YIELD_INTERVAL);
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| eprintln!("sockshim: cannot start the epoch ticker: {e}"));
 }
 
 /// The first line of an error chain, for one-line messages.

@@ -5,13 +5,12 @@
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
 use crate::deadline::{Deadline, Timeout, sock_call};
-use crate::sys;
+use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 /// The largest `max-len` one `recv` accepts, and so the most one call makes
 /// the host allocate: 16 MiB.
@@ -19,7 +18,7 @@ pub const MAX_RECV_SIZE: u64 = 16 << 20;
 
 /// A plugin's TCP socket.
 pub struct TcpSocket {
-    fd: AsyncFd<Socket>,
+    io: SocketIo,
     family: AddressFamily,
     timeout: Timeout,
     /// `SO_LINGER` with a non-zero time makes close(2) block, even on a
@@ -41,7 +40,7 @@ impl TcpSocket {
     fn from_socket(sock: Socket, family: AddressFamily, timeout: Timeout) -> io::Result<TcpSocket> {
         sock.set_nonblocking(true)?;
         Ok(TcpSocket {
-            fd: sys::register(sock)?,
+            io: SocketIo::new(sock),
             family,
             timeout,
             lingers: false,
@@ -79,15 +78,18 @@ impl TcpSocket {
 
     /// connect(2), bounded by `deadline` as CPython's `internal_connect`: a
     /// non-blocking connect, then a wait for writability, then `SO_ERROR`.
-    pub async fn connect(&self, addr: SocketAddr, deadline: Deadline) -> Result<(), ErrorCode> {
-        match self.fd.get_ref().connect(&SockAddr::from(addr)) {
+    pub async fn connect(&mut self, addr: SocketAddr, deadline: Deadline) -> Result<(), ErrorCode> {
+        // What a failed earlier connect left in tokio's readiness must not
+        // wake this one.
+        self.io.forget_registration();
+        match self.io.socket().connect(&SockAddr::from(addr)) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             // EINTR: the connection goes on in the background, as EINPROGRESS.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-        sock_call(&self.fd, Interest::WRITABLE, deadline, |s| {
+        sock_call(&self.io, Interest::WRITABLE, deadline, |s| {
             if let Some(err) = s.take_error()? {
                 return Err(err);
             }
@@ -104,7 +106,7 @@ impl TcpSocket {
 
     /// bind(2).
     pub fn bind(&self, addr: SocketAddr) -> Result<(), ErrorCode> {
-        Ok(self.fd.get_ref().bind(&SockAddr::from(addr))?)
+        Ok(self.io.socket().bind(&SockAddr::from(addr))?)
     }
 
     /// Has the socket a local address yet (bound explicitly or by connect)?
@@ -115,12 +117,15 @@ impl TcpSocket {
     /// listen(2); the backlog is clamped to what the kernel takes.
     pub fn listen(&self, backlog: u32) -> Result<(), ErrorCode> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-        Ok(self.fd.get_ref().listen(backlog)?)
+        Ok(self.io.socket().listen(backlog)?)
     }
 
     /// accept(2); the new socket starts with `timeout`.
     pub async fn accept(&self, timeout: Timeout) -> Result<(TcpSocket, SocketAddr), ErrorCode> {
-        let (sock, peer) = sock_call(&self.fd, Interest::READABLE, self.deadline(), |s| s.accept()).await?;
+        let (sock, peer) = sock_call(&self.io, Interest::READABLE, self.deadline(), |s| {
+            s.accept()
+        })
+        .await?;
         let peer = peer
             .as_socket()
             .ok_or_else(|| ErrorCode::invalid("accepted a connection without an IP address"))?;
@@ -141,7 +146,7 @@ impl TcpSocket {
         }
         // At most MAX_RECV_SIZE; not zeroed, only what arrives is written.
         let mut buf = Vec::with_capacity(max_len as usize);
-        sock_call(&self.fd, Interest::READABLE, self.deadline(), |s| {
+        sock_call(&self.io, Interest::READABLE, self.deadline(), |s| {
             sys::recv_to_spare(s, &mut buf)
         })
         .await?;
@@ -150,7 +155,10 @@ impl TcpSocket {
 
     /// One send(2) of as much of `data` as the socket takes.
     pub async fn send(&self, data: &[u8]) -> Result<usize, ErrorCode> {
-        sock_call(&self.fd, Interest::WRITABLE, self.deadline(), |s| sys::send(s, data)).await
+        sock_call(&self.io, Interest::WRITABLE, self.deadline(), |s| {
+            sys::send(s, data)
+        })
+        .await
     }
 
     /// send(2) until all of `data` went, under one deadline for the whole
@@ -159,7 +167,11 @@ impl TcpSocket {
         let deadline = self.deadline();
         let mut sent = 0;
         while sent < data.len() {
-            match sock_call(&self.fd, Interest::WRITABLE, deadline, |s| sys::send(s, &data[sent..])).await {
+            match sock_call(&self.io, Interest::WRITABLE, deadline, |s| {
+                sys::send(s, &data[sent..])
+            })
+            .await
+            {
                 Ok(n) => sent += n,
                 Err(code) => return Err(TransferError::new(code, sent)),
             }
@@ -169,22 +181,22 @@ impl TcpSocket {
 
     /// shutdown(2).
     pub fn shutdown(&self, how: Shutdown) -> Result<(), ErrorCode> {
-        Ok(self.fd.get_ref().shutdown(how)?)
+        Ok(self.io.socket().shutdown(how)?)
     }
 
     /// getsockname(2).
     pub fn local_address(&self) -> Result<SocketAddr, ErrorCode> {
-        socket_addr(self.fd.get_ref().local_addr()?)
+        socket_addr(self.io.socket().local_addr()?)
     }
 
     /// getpeername(2).
     pub fn remote_address(&self) -> Result<SocketAddr, ErrorCode> {
-        socket_addr(self.fd.get_ref().peer_addr()?)
+        socket_addr(self.io.socket().peer_addr()?)
     }
 
     /// setsockopt(2).
     pub fn set_option(&mut self, option: SocketOption) -> Result<(), ErrorCode> {
-        let s = self.fd.get_ref();
+        let s = self.io.socket();
         match option {
             SocketOption::ReuseAddress(on) => s.set_reuse_address(on)?,
             SocketOption::TcpNodelay(on) => s.set_tcp_nodelay(on)?,
@@ -201,13 +213,17 @@ impl TcpSocket {
 
     /// getsockopt(2).
     pub fn get_option(&self, name: OptionName) -> Result<SocketOption, ErrorCode> {
-        let s = self.fd.get_ref();
+        let s = self.io.socket();
         Ok(match name {
             OptionName::ReuseAddress => SocketOption::ReuseAddress(s.reuse_address()?),
             OptionName::TcpNodelay => SocketOption::TcpNodelay(s.tcp_nodelay()?),
             OptionName::KeepAlive => SocketOption::KeepAlive(s.keepalive()?),
-            OptionName::ReceiveBufferSize => SocketOption::ReceiveBufferSize(s.recv_buffer_size()? as u64),
-            OptionName::SendBufferSize => SocketOption::SendBufferSize(s.send_buffer_size()? as u64),
+            OptionName::ReceiveBufferSize => {
+                SocketOption::ReceiveBufferSize(s.recv_buffer_size()? as u64)
+            }
+            OptionName::SendBufferSize => {
+                SocketOption::SendBufferSize(s.send_buffer_size()? as u64)
+            }
             OptionName::Linger => SocketOption::Linger(
                 s.linger()?
                     .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
@@ -221,7 +237,7 @@ impl TcpSocket {
         if !self.lingers {
             return; // dropping `fd` deregisters and closes it
         }
-        let sock = self.fd.into_inner();
+        let sock = self.io.into_socket();
         tokio::task::spawn_blocking(move || drop(sock));
     }
 }

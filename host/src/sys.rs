@@ -2,6 +2,8 @@
 
 use socket2::Socket;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
 use tokio::io::unix::AsyncFd;
 
 /// `recv(2)` into the spare capacity of `buf`, without zeroing it first;
@@ -20,16 +22,77 @@ pub fn send(sock: &Socket, data: &[u8]) -> io::Result<usize> {
     sock.send_with_flags(data, libc::MSG_NOSIGNAL)
 }
 
-/// Registers `sock` with the current tokio reactor. Fails (instead of
-/// panicking, as tokio would) when called outside a tokio runtime.
-pub fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(io::Error::other(
-            "sockshim host functions must run inside a tokio runtime",
-        ));
+/// A non-blocking socket and its registration with tokio's reactor, made
+/// the first time an operation has to wait.
+///
+/// Registering late matters: epoll reports a socket that is neither
+/// connected nor listening as hung up (`EPOLLHUP`), and tokio keeps
+/// "closed" readiness for good, so a socket registered when it was created
+/// would look ready forever after `listen` or `connect`, and every wait
+/// would spin. A socket has to wait only once it is connecting, connected or
+/// listening.
+#[derive(Debug)]
+pub struct SocketIo {
+    // Declared before `socket` so that it is dropped (deregistered) first.
+    registration: OnceLock<AsyncFd<SocketFd>>,
+    socket: Socket,
+}
+
+/// The raw descriptor of a [`SocketIo`]'s socket, as tokio's reactor sees it.
+#[derive(Debug)]
+pub struct SocketFd(RawFd);
+
+impl AsRawFd for SocketFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
-    // SAFETY: `Socket` owns its file descriptor: it stays open, and
-    // `as_raw_fd` returns the same one, until the `Socket` is dropped, which
-    // happens only when the `AsyncFd` is dropped or `into_inner` gives it back.
-    unsafe { AsyncFd::register(sock) }.map_err(io::Error::from)
+}
+
+impl SocketIo {
+    /// Takes a socket that is already non-blocking.
+    pub fn new(socket: Socket) -> SocketIo {
+        SocketIo {
+            registration: OnceLock::new(),
+            socket,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// The socket's registration with the current tokio reactor, made now if
+    /// it was not yet. Fails (instead of panicking, as tokio would) outside
+    /// a tokio runtime.
+    pub fn registration(&self) -> io::Result<&AsyncFd<SocketFd>> {
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "sockshim host functions must run inside a tokio runtime",
+            ));
+        }
+        let fd = SocketFd(self.socket.as_raw_fd());
+        // SAFETY: the descriptor belongs to `self.socket`, which stays open
+        // for as long as the registration exists: the registration is
+        // dropped before the socket (field order, `forget_registration`,
+        // `into_socket`), and `as_raw_fd` always returns the same number.
+        let registration = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(self.registration.get_or_init(|| registration))
+    }
+
+    /// Drops the registration and the readiness tokio remembered, e.g.
+    /// before a new connect on a socket whose last one failed (and so looks
+    /// hung up).
+    pub fn forget_registration(&mut self) {
+        self.registration.take();
+    }
+
+    /// Deregisters the socket and gives it back.
+    pub fn into_socket(mut self) -> Socket {
+        self.registration.take();
+        self.socket
+    }
 }

@@ -1,0 +1,91 @@
+//! CPython's `socket` API for `wasm32-wasip2` plugins.
+//!
+//! A sockshim host (a wasmtime embedding) implements real TCP sockets on
+//! native OS sockets, within its network policy, and exposes them through
+//! the `sockshim:socket/socket@0.1.0` WIT interface. This crate is a thin,
+//! idiomatic layer over that interface: Python's names, Rust's types.
+//!
+//! | Python                              | sockshim                              |
+//! |-------------------------------------|---------------------------------------|
+//! | `socket.socket(AF_INET, SOCK_STREAM)` | [`Socket::new`]`(Family::Ipv4, Kind::Stream)` |
+//! | `socket.create_connection(addr, t)` | [`create_connection`]`(addr, t)`      |
+//! | `socket.create_server(addr)`        | [`create_server`]`(addr)`             |
+//! | `socket.getaddrinfo(host, ...)`     | [`resolve`]`(host)`                   |
+//! | `socket.setdefaulttimeout(t)`       | [`setdefaulttimeout`]`(t)`            |
+//! | `OSError` subclasses                | [`std::io::Error`] with the matching [`std::io::ErrorKind`] |
+//!
+//! Addresses are anything that implements [`ToAddress`]: `("host", port)`,
+//! a [`std::net::SocketAddr`], or a `"host:port"` string. Timeouts are
+//! `Option<Duration>`: `None` blocks, `Some(Duration::ZERO)` is
+//! non-blocking, anything else is a timeout.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//!
+//! let server = sockshim::create_server("127.0.0.1:0")?;
+//! println!("listening on {}", server.getsockname()?);
+//! let (conn, peer) = server.accept()?;
+//! println!("connection from {peer}");
+//! let mut buf = [0; 4096];
+//! loop {
+//!     let n = (&conn).read(&mut buf)?;
+//!     if n == 0 {
+//!         break; // the peer closed its side
+//!     }
+//!     (&conn).write_all(&buf[..n])?;
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Errors
+//!
+//! Every failure is an [`std::io::Error`] whose [`ErrorKind`] matches the
+//! exception CPython raises for the same condition:
+//!
+//! | Condition (WIT `error-code`)     | [`ErrorKind`]        | Python exception         |
+//! |----------------------------------|----------------------|--------------------------|
+//! | `timeout`                        | `TimedOut`, message "timed out" | `TimeoutError`  |
+//! | `would-block`                    | `WouldBlock`         | `BlockingIOError`        |
+//! | `connection-refused`             | `ConnectionRefused`  | `ConnectionRefusedError` |
+//! | `connection-reset`               | `ConnectionReset`    | `ConnectionResetError`   |
+//! | `connection-aborted`             | `ConnectionAborted`  | `ConnectionAbortedError` |
+//! | `broken-pipe`                    | `BrokenPipe`         | `BrokenPipeError`        |
+//! | `not-connected`                  | `NotConnected`       | `OSError` (`ENOTCONN`)   |
+//! | `address-in-use`                 | `AddrInUse`          | `OSError` (`EADDRINUSE`) |
+//! | `address-not-available`          | `AddrNotAvailable`   | `OSError` (`EADDRNOTAVAIL`) |
+//! | `access-denied` (host policy)    | `PermissionDenied`, message "access denied: …" | `PermissionError` |
+//! | `invalid-argument`               | `InvalidInput`, message "invalid argument: …" | `ValueError` / `OSError` (`EINVAL`) |
+//! | `limit-reached` (e.g. sockets per plugin) | `QuotaExceeded`, message "limit reached: …" | `OSError` (`EMFILE`) |
+//! | `os(errno)`, anything else       | from the errno       | `OSError`                |
+//! | the socket was closed            | `Other`, message "socket is closed" | `OSError` (`EBADF`) |
+//!
+//! On `wasm32-wasip2`, the errors from `would-block` to
+//! `address-not-available` also carry their WASI errno
+//! ([`std::io::Error::raw_os_error`]), as `os(errno)` errors do. Errors from
+//! [`Socket::sendall`] also say how many bytes were sent: see
+//! [`PartialTransfer`] and [`bytes_sent`].
+//!
+//! [`ErrorKind`]: std::io::ErrorKind
+//!
+//! # Targets
+//!
+//! Plugins are built for `wasm32-wasip2` and run by a sockshim host. The
+//! crate also compiles for other targets (so that a workspace builds), but
+//! there every call into the host panics.
+
+#![deny(missing_docs)]
+
+mod address;
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings;
+mod create;
+mod error;
+mod options;
+mod socket;
+
+pub use address::{Address, ToAddress};
+pub use create::{DEFAULT_BACKLOG, create_connection, create_server, create_server_with, resolve};
+pub use error::{PartialTransfer, bytes_sent};
+pub use options::{SockOpt, SockOptName};
+pub use socket::{Family, Kind, Socket, getdefaulttimeout, setdefaulttimeout};

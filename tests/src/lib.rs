@@ -1,0 +1,238 @@
+//! The harness of sockshim's integration tests: runs wasm32-wasip2 guests
+//! in-process in a [`PluginHost`], with captured output, next to native
+//! peers on loopback.
+//!
+//! The guests are built once per test build (crate
+//! `sockshim-test-artifacts`) and compiled to machine code once per test
+//! process.
+
+use sockshim_host::runner::PluginHost;
+use sockshim_host::{Policy, Rule, SockshimCtx};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use sockshim_test_artifacts::{ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST};
+
+/// The host every test shares: one engine, one linker.
+pub fn host() -> &'static PluginHost {
+    static HOST: OnceLock<PluginHost> = OnceLock::new();
+    HOST.get_or_init(|| PluginHost::new().expect("cannot create the plugin host"))
+}
+
+/// The compiled component at `path`, compiled once per process.
+pub fn component(path: &str) -> Component {
+    static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap();
+    cache
+        .entry(path.to_string())
+        .or_insert_with(|| {
+            host()
+                .load(path.as_ref())
+                .unwrap_or_else(|e| panic!("cannot load {path}: {e}"))
+        })
+        .clone()
+}
+
+/// A policy from `--allow-connect`-style specs.
+pub fn policy(connect: &[&str], bind: &[&str]) -> Policy {
+    let rule = |s: &&str| s.parse::<Rule>().unwrap();
+    let p = connect
+        .iter()
+        .map(rule)
+        .fold(Policy::deny_all(), Policy::allow_connect);
+    bind.iter().map(rule).fold(p, Policy::allow_bind)
+}
+
+/// Loopback only, any port, both ways: what most tests run with.
+pub fn loopback() -> Policy {
+    policy(&["127.0.0.0/8:*", "[::1]:*"], &["127.0.0.0/8:*", "[::1]:*"])
+}
+
+/// A plugin running in the background on the current tokio runtime.
+pub struct Running {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    task: tokio::task::JoinHandle<wasmtime::Result<i32>>,
+}
+
+/// What a finished plugin left behind.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Its exit code.
+    pub code: i32,
+    /// Everything it printed to stdout.
+    pub stdout: String,
+    /// Everything it printed to stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// The value of the first `key=value` line of stdout.
+    pub fn get(&self, key: &str) -> &str {
+        let prefix = format!("{key}=");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no `{key}=` in the plugin's output:\n{self}"))
+    }
+
+    /// [`get`](Self::get), parsed.
+    pub fn num(&self, key: &str) -> u64 {
+        let v = self.get(key);
+        v.parse()
+            .unwrap_or_else(|_| panic!("`{key}={v}` is not a number:\n{self}"))
+    }
+
+    /// Asserts the plugin exited 0.
+    pub fn success(self) -> Outcome {
+        assert_eq!(self.code, 0, "the plugin failed:\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Starts the plugin at `wasm` with `args` (argv[1..]) under `ctx`.
+pub fn spawn_with(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
+    let component = component(wasm);
+    let stdout = MemoryOutputPipe::new(64 << 20);
+    let stderr = MemoryOutputPipe::new(1 << 20);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    wasi.arg(wasm.rsplit('/').next().unwrap_or(wasm));
+    wasi.args(args);
+    let task = tokio::spawn(async move { host().run(&component, wasi, ctx).await });
+    Running {
+        stdout,
+        stderr,
+        task,
+    }
+}
+
+/// Starts the plugin at `wasm` with `args` under `policy`.
+pub fn spawn(wasm: &str, args: &[&str], policy: Policy) -> Running {
+    spawn_with(wasm, args, SockshimCtx::new(policy))
+}
+
+/// Runs the test guest's `scenario` to the end under `policy`.
+pub async fn run_guest(scenario: &str, args: &[&str], policy: Policy) -> Outcome {
+    let mut all = vec![scenario];
+    all.extend_from_slice(args);
+    spawn(SOCKSHIM_TEST_GUEST, &all, policy).finish().await
+}
+
+impl Running {
+    /// Waits (up to 60 s) for a stdout line starting with `prefix`, and
+    /// returns the rest of it.
+    pub async fn line_starting(&self, prefix: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = String::from_utf8_lossy(&self.stdout.contents()).into_owned();
+            if let Some(rest) = out.lines().find_map(|l| l.strip_prefix(prefix)) {
+                return rest.to_string();
+            }
+            if self.task.is_finished() || tokio::time::Instant::now() > deadline {
+                panic!(
+                    "the plugin never printed `{prefix}`:\n--- stdout\n{out}--- stderr\n{}",
+                    String::from_utf8_lossy(&self.stderr.contents())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// For a server that prints `listening on ADDR`: waits for it and
+    /// returns ADDR.
+    pub async fn listening_on(&self) -> SocketAddr {
+        let addr = self.line_starting("listening on ").await;
+        addr.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("`listening on {addr}` is not an address"))
+    }
+
+    /// Waits (up to 120 s) for the plugin to end.
+    pub async fn finish(self) -> Outcome {
+        let mut task = self.task;
+        let Ok(joined) = tokio::time::timeout(Duration::from_secs(20), &mut task).await else {
+            task.abort();
+            panic!(
+                "the plugin did not finish within 120 s:\n--- stdout\n{}--- stderr\n{}",
+                String::from_utf8_lossy(&self.stdout.contents()),
+                String::from_utf8_lossy(&self.stderr.contents())
+            );
+        };
+        let result = joined.expect("the plugin's task panicked");
+        let code = result.unwrap_or_else(|e| panic!("the plugin trapped: {e:?}"));
+        Outcome {
+            code,
+            stdout: String::from_utf8_lossy(&self.stdout.contents()).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr.contents()).into_owned(),
+        }
+    }
+
+    /// Stops a plugin that would run forever (a server).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// The test data: a deterministic byte stream (xorshift64), the same as the
+/// test guest's `pattern`.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// FNV-1a over `data`, the same as the test guest's `fnv1a`.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A native listener on an ephemeral loopback port.
+pub fn native_listener() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+/// A loopback port nothing listens on.
+pub fn closed_port() -> String {
+    let (listener, addr) = native_listener();
+    drop(listener);
+    addr
+}
+
+/// A native server thread: accepts one connection and hands it to `serve`.
+pub fn serve_one<R: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> R + Send + 'static,
+) -> (String, std::thread::JoinHandle<R>) {
+    let (listener, addr) = native_listener();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        serve(stream)
+    });
+    (addr, handle)
+}

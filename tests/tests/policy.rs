@@ -1,0 +1,94 @@
+//! The host's policy, deny by default, for sockshim sockets and for the
+//! wasi:sockets that Rust's std::net uses; the per-plugin socket limit.
+
+use sockshim_host::SockshimCtx;
+use sockshim_tests::*;
+use std::io::Read;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_address_is_permission_denied_and_everything_goes_on() {
+    let (allowed, server) = serve_one(|mut s| {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    // Only the native server's port is allowed; another loopback port is not.
+    let denied = closed_port();
+    let policy = policy(&[&allowed], &[]);
+    let out = run_guest("connect-twice", &[&denied, &allowed], policy)
+        .await
+        .success();
+    let denied_msg = out.get("denied");
+    assert!(denied_msg.starts_with("PermissionDenied"), "{out}");
+    assert!(
+        denied_msg.contains(&denied),
+        "the message names the address: {out}"
+    );
+    assert_eq!(out.get("allowed"), "ok");
+    assert_eq!(server.join().unwrap(), b"still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_allowed_by_default() {
+    let (listener, addr) = native_listener();
+    let out = run_guest("connect", &[&addr], sockshim_host::Policy::deny_all())
+        .await
+        .success();
+    assert!(out.get("connect").starts_with("PermissionDenied"), "{out}");
+    // Denied before any packet: nothing reached the listener.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn std_net_through_wasi_sockets_obeys_the_same_policy() {
+    let (allowed, server) = serve_one(|_s| ());
+    let denied = closed_port();
+    let policy = || policy(&[&allowed], &[]);
+    let out = run_guest("std-connect", &[&allowed], policy())
+        .await
+        .success();
+    assert_eq!(out.get("std_connect"), "ok");
+    server.join().unwrap();
+    let out = run_guest("std-connect", &[&denied], policy())
+        .await
+        .success();
+    assert!(
+        out.get("std_connect").starts_with("PermissionDenied"),
+        "std::net stepped around the policy: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_needs_a_bind_rule() {
+    // Connect rules alone do not let a plugin serve.
+    let out = run_guest("accept-timeouts", &[], policy(&["127.0.0.1:*"], &[])).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("PermissionDenied"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolve_only_to_permitted_addresses() {
+    let out = run_guest("resolve", &["localhost"], policy(&["127.0.0.0/8:*"], &[]))
+        .await
+        .success();
+    assert_eq!(out.get("resolve"), "Ok([127.0.0.1])", "{out}");
+    let out = run_guest("resolve", &["localhost"], sockshim_host::Policy::deny_all())
+        .await
+        .success();
+    assert!(out.get("resolve").starts_with("Err"), "{out}");
+    assert!(out.get("resolve").contains("PermissionDenied"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_limit_is_limit_reached_and_frees_on_close() {
+    let ctx = SockshimCtx::new(loopback()).with_max_sockets(4);
+    let out = spawn_with(SOCKSHIM_TEST_GUEST, &["socket-limit", "4"], ctx)
+        .finish()
+        .await
+        .success();
+    let over = out.get("over_limit");
+    assert!(over.starts_with("QuotaExceeded"), "{out}");
+    assert!(over.contains("at most 4 sockets"), "{out}");
+    assert_eq!(out.get("after_close"), "ok");
+}
