@@ -67,11 +67,17 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            // One clear line, not clap's multi-line usage block.
+            // One clear line, not clap's multi-line usage block: the message
+            // and its details, up to the first blank line.
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.trim_start_matches("error: ");
-            eprintln!("sockshim: {line} (see `sockshim run --help`)");
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
+            eprintln!("sockshim: {message} (see `sockshim run --help`)");
             return ExitCode::from(2);
         }
         Err(e) => {

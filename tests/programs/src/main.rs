@@ -39,6 +39,11 @@ fn main() -> ExitCode {
         ("options", [addr]) => options(addr),
         ("addresses", [addr]) => addresses(addr),
         ("resolve", [host]) => resolve(host),
+        ("env", [name]) => {
+            report("value", std::env::var(name).unwrap_or_default());
+            Ok(())
+        }
+        ("read-file", [path]) => std::fs::read_to_string(path).map(|text| report("text", text)),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);
