@@ -403,20 +403,18 @@ impl Write for &Socket {
     }
 }
 
-/// Writes with [`Socket::send`]; `write_all` is [`Socket::sendall`], so a
-/// failure says how many bytes were sent ([`bytes_sent`](crate::bytes_sent)).
-/// `flush` does nothing: the socket has no user-space buffer.
+/// As for `&Socket`.
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.send(buf)
+        (&*self).write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.sendall(buf)
+        (&*self).write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        (&*self).flush()
     }
 }
 

@@ -10,7 +10,7 @@ use crate::bindings::{
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
 use crate::socket::{MAX_RECV_SIZE, TcpSocket};
-use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
 use wasmtime::component::Resource;
 
 type Res<T> = wasmtime::Result<Result<T, ErrorCode>>;
@@ -59,20 +59,18 @@ async fn address_for(
     deadline: Deadline,
 ) -> Result<SocketAddr, ErrorCode> {
     let ipv6 = family == AddressFamily::Ipv6;
+    let verb = match op {
+        Operation::Connect => "connect to",
+        Operation::Bind => "bind",
+    };
     let denied = |what: &str| {
         ErrorCode::AccessDenied(format!(
-            "the host's policy does not allow this plugin to {op} {what}"
+            "the host's policy does not allow this plugin to {verb} {what}"
         ))
     };
-    let literal = if host.is_empty() && op == Operation::Bind {
-        Some(unspecified(ipv6))
-    } else {
-        host.parse::<IpAddr>().ok()
-    };
-    if let Some(ip) = literal {
-        let addr = SocketAddr::new(for_family(ip, ipv6)?, port);
+    if let Some(addr) = literal_address(op, host, port, ipv6)? {
         if !policy.allows(op, addr) {
-            return Err(denied(&display_addr(ip, port)));
+            return Err(denied(&addr.to_string()));
         }
         return Ok(addr);
     }
@@ -93,6 +91,37 @@ async fn address_for(
             "{host}:{port} (resolved to {of_family:?})"
         ))),
     }
+}
+
+/// `host` as a literal address for a socket of the given family: an IP
+/// address, an IPv6 address with a zone (`fe80::1%2`), or empty for the
+/// wildcard address of a bind. `None` when it is a name.
+fn literal_address(
+    op: Operation,
+    host: &str,
+    port: u16,
+    ipv6: bool,
+) -> Result<Option<SocketAddr>, ErrorCode> {
+    if host.is_empty() && op == Operation::Bind {
+        return Ok(Some(SocketAddr::new(unspecified(ipv6), port)));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Some(SocketAddr::new(for_family(ip, ipv6)?, port)));
+    }
+    if host.contains('%') {
+        // Rust parses a zone only inside a socket address; a numeric zone is
+        // the scope id (interface index).
+        return match format!("[{host}]:{port}").parse::<SocketAddrV6>() {
+            Ok(addr) if ipv6 => Ok(Some(SocketAddr::V6(addr))),
+            Ok(_) => Err(ErrorCode::invalid(format!(
+                "address {host} is not of the socket's family"
+            ))),
+            Err(_) => Err(ErrorCode::invalid(format!(
+                "`{host}` is not an address (zones must be numeric interface indexes)"
+            ))),
+        };
+    }
+    Ok(None)
 }
 
 /// getaddrinfo(3) on tokio's blocking pool, bounded by the operation's
@@ -121,9 +150,8 @@ async fn lookup(host: &str, deadline: Deadline) -> Result<Vec<IpAddr>, ErrorCode
     Ok(ips)
 }
 
-/// An IPv4 address used on an IPv6 socket becomes IPv4-mapped (Python
-/// rejects it; the OS would too, with EINVAL); an IPv6 one on an IPv4 socket
-/// is an error.
+/// An address of the other family is an error, as in Python (an IPv4
+/// address on an IPv6 socket must be written IPv4-mapped, `::ffff:a.b.c.d`).
 fn for_family(ip: IpAddr, ipv6: bool) -> Result<IpAddr, ErrorCode> {
     match (ip, ipv6) {
         (IpAddr::V4(_), false) | (IpAddr::V6(_), true) => Ok(ip),
@@ -131,10 +159,6 @@ fn for_family(ip: IpAddr, ipv6: bool) -> Result<IpAddr, ErrorCode> {
             "address {ip} is not of the socket's family"
         ))),
     }
-}
-
-fn display_addr(ip: IpAddr, port: u16) -> String {
-    SocketAddr::new(ip, port).to_string()
 }
 
 impl Host for SockshimCtxView<'_> {

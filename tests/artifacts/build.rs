@@ -2,7 +2,7 @@
 //! examples) with a nested `cargo build`, once per test build, in a target
 //! directory of its own so that it does not wait for the outer build's lock.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Packages built, and the binaries each provides.
@@ -19,6 +19,7 @@ fn main() {
         "guest",
         "examples",
         "tests/programs",
+        "tests/src/data.rs",
         "wit",
         "Cargo.toml",
         "Cargo.lock",
@@ -56,7 +57,7 @@ fn main() {
     for (_, bins) in PACKAGES {
         for bin in *bins {
             let path = out_dir.join(format!("{bin}.wasm"));
-            assert!(exists(&path), "{} was not built", path.display());
+            assert!(path.is_file(), "{} was not built", path.display());
             let name = bin.to_uppercase().replace('-', "_");
             consts.push_str(&format!(
                 "/// `{bin}.wasm`, built for wasm32-wasip2.\npub const {name}: &str = {:?};\n",
@@ -66,8 +67,4 @@ fn main() {
     }
     let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("artifacts.rs");
     std::fs::write(dest, consts).unwrap();
-}
-
-fn exists(path: &Path) -> bool {
-    path.is_file()
 }

@@ -16,6 +16,9 @@ use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+mod data;
+
+pub use data::{fnv1a, pattern};
 pub use sockshim_test_artifacts::{ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST};
 
 /// The host every test shares: one engine, one linker.
@@ -188,27 +191,6 @@ impl Running {
     pub fn stop(self) {
         self.task.abort();
     }
-}
-
-/// The test data: a deterministic byte stream (xorshift64), the same as the
-/// test guest's `pattern`.
-pub fn pattern(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// FNV-1a over `data`, the same as the test guest's `fnv1a`.
-pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// A native listener on an ephemeral loopback port.

@@ -4,6 +4,10 @@
 //! `key=value` lines; the native side of each test (tests/tests/*.rs) asserts
 //! on them. A failure the scenario does not expect exits non-zero.
 
+#[path = "../../src/data.rs"]
+mod data;
+
+use data::{fnv1a, pattern};
 use sockshim::{Family, Kind, SockOpt, SockOptName, Socket};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
@@ -84,27 +88,6 @@ fn outcome<T>(r: &std::io::Result<T>) -> String {
 
 fn ms(since: Instant) -> u128 {
     since.elapsed().as_millis()
-}
-
-/// The test data: a deterministic byte stream (xorshift64), the same as the
-/// native side's `sockshim_tests::pattern`.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// FNV-1a, the same as the native side's `sockshim_tests::fnv1a`.
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn sendall(addr: &str, len: usize) -> Result {
