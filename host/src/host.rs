@@ -36,11 +36,16 @@ impl SockshimCtxView<'_> {
         Ok(())
     }
 
+    /// Gives back what `reserve_socket` counted.
+    fn release_socket(&mut self) {
+        self.ctx.open_sockets = self.ctx.open_sockets.saturating_sub(1);
+    }
+
     fn push_socket(&mut self, sock: TcpSocket) -> wasmtime::Result<Resource<TcpSocket>> {
         match self.table.push(sock) {
             Ok(res) => Ok(res),
             Err(e) => {
-                self.ctx.open_sockets -= 1;
+                self.release_socket();
                 Err(e.into())
             }
         }
@@ -221,7 +226,7 @@ impl HostSocket for SockshimCtxView<'_> {
         match TcpSocket::new(family, self.ctx.default_timeout) {
             Ok(sock) => Ok(Ok(self.push_socket(sock)?)),
             Err(e) => {
-                self.ctx.open_sockets -= 1;
+                self.release_socket();
                 Ok(Err(e.into()))
             }
         }
@@ -297,7 +302,7 @@ impl HostSocket for SockshimCtxView<'_> {
         match accepted {
             Ok((sock, peer)) => Ok(Ok((self.push_socket(sock)?, addr_to_wit(peer)))),
             Err(e) => {
-                self.ctx.open_sockets -= 1;
+                self.release_socket();
                 Ok(Err(e))
             }
         }
@@ -363,7 +368,7 @@ impl HostSocket for SockshimCtxView<'_> {
 
     async fn drop(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<()> {
         let sock = self.table.delete(res)?;
-        self.ctx.open_sockets -= 1;
+        self.release_socket();
         sock.close();
         Ok(())
     }

@@ -52,15 +52,6 @@ impl TcpSocket {
         self.family
     }
 
-    /// Is `addr` of the socket's family? An IPv6 socket also reaches IPv4
-    /// hosts through IPv4-mapped addresses, which callers map beforehand.
-    pub fn accepts(&self, addr: &SocketAddr) -> bool {
-        matches!(
-            (self.family, addr),
-            (AddressFamily::Ipv4, SocketAddr::V4(_)) | (AddressFamily::Ipv6, SocketAddr::V6(_))
-        )
-    }
-
     /// The socket's timeout.
     pub fn timeout(&self) -> Timeout {
         self.timeout

@@ -92,3 +92,26 @@ async fn the_socket_limit_is_limit_reached_and_frees_on_close() {
     assert!(over.contains("at most 4 sockets"), "{out}");
     assert_eq!(out.get("after_close"), "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_by_name_resolves_on_the_host_under_the_policy() {
+    // `connect(("localhost", port))` hands the name to the host, which
+    // resolves it and connects to the first permitted IPv4 address.
+    // Connections complete in the listener's backlog; nobody accepts them.
+    let (_listener, addr) = native_listener();
+    let port = addr.rsplit(':').next().unwrap();
+    let by_name = format!("localhost:{port}");
+    for allowed in [format!("127.0.0.1:{port}"), by_name.clone()] {
+        let out = run_guest("connect", &[&by_name], policy(&[&allowed], &[]))
+            .await
+            .success();
+        assert_eq!(out.get("connect"), "ok", "allowed by {allowed}: {out}");
+    }
+    // Neither the name nor its addresses allowed: refused without a lookup.
+    let out = run_guest("connect", &[&by_name], policy(&["10.0.0.0/8:1"], &[]))
+        .await
+        .success();
+    let denied = out.get("connect");
+    assert!(denied.starts_with("PermissionDenied"), "{out}");
+    assert!(denied.contains(&by_name), "{out}");
+}
