@@ -122,8 +122,7 @@ fn retry_interrupted<R>(mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> 
 mod tests {
     use super::*;
     use socket2::{Domain, Type};
-    use std::io::Write;
-    use std::mem::MaybeUninit;
+    use std::io::{Read, Write};
 
     /// A connected pair: a non-blocking socket registered with tokio, and a
     /// plain blocking std stream as its peer.
@@ -136,11 +135,9 @@ mod tests {
         (SocketIo::new(ours), peer)
     }
 
-    fn recv(s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv only
-        // writes initialised bytes into the buffer.
-        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        s.recv(buf)
+    fn recv(mut s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+        // socket2's `Read for &Socket` is recv(2).
+        s.read(buf)
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 use sockshim_host::runner::PluginHost;
 use sockshim_host::{Policy, Rule, SockshimCtx};
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -205,6 +206,13 @@ pub fn closed_port() -> String {
     let (listener, addr) = native_listener();
     drop(listener);
     addr
+}
+
+/// Reads a connection to its end (or error) and returns how many bytes came.
+pub fn drain(mut stream: TcpStream) -> usize {
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink);
+    sink.len()
 }
 
 /// A native server thread: accepts one connection and hands it to `serve`.

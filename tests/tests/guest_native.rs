@@ -36,12 +36,9 @@ async fn recv_gets_every_byte_a_native_peer_sends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_zero_returns_empty_at_once_even_when_blocking() {
-    let (addr, server) = serve_one(|s| {
-        // Send nothing; hold the connection until the guest is done.
-        let mut s = s;
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    });
+    // The native side sends nothing and holds the connection until the
+    // guest is done.
+    let (addr, server) = serve_one(drain);
     let out = run_guest("recv-zero", &[&addr], loopback()).await.success();
     server.join().unwrap();
     assert_eq!(out.num("len"), 0);
@@ -89,8 +86,7 @@ async fn timeouts_none_zero_and_positive() {
         // this arrives.
         std::thread::sleep(Duration::from_millis(1500));
         s.write_all(b"late").unwrap();
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
+        drain(s);
     });
     let out = run_guest("timeouts", &[&addr], loopback()).await.success();
     server.join().unwrap();
@@ -196,10 +192,7 @@ fn socket_with_backlog(backlog: i32) -> TcpListener {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_after_close_is_an_error_not_a_trap() {
-    let (addr, server) = serve_one(|mut s| {
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    });
+    let (addr, server) = serve_one(drain);
     let out = run_guest("use-after-close", &[&addr], loopback())
         .await
         .success();
@@ -254,10 +247,7 @@ async fn read_and_write_traits_run_buffered_readers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_round_trip() {
-    let (addr, server) = serve_one(|mut s| {
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    });
+    let (addr, server) = serve_one(drain);
     let out = run_guest("options", &[&addr], loopback()).await.success();
     server.join().unwrap();
     assert_eq!(out.get("TcpNoDelay"), "TcpNoDelay(true)");
@@ -277,10 +267,7 @@ async fn options_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addresses_of_both_ends() {
-    let (addr, server) = serve_one(|mut s| {
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    });
+    let (addr, server) = serve_one(drain);
     let out = run_guest("addresses", &[&addr], loopback()).await.success();
     server.join().unwrap();
     assert_eq!(out.get("peer"), addr);
