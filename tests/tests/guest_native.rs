@@ -278,3 +278,36 @@ async fn addresses_of_both_ends() {
     );
     assert_eq!(out.get("family"), "Ipv4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_sockets_connect_and_carry_bytes() {
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0; 3];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        drain(s);
+    });
+    let out = run_guest("ipv6", &[&addr], loopback()).await.success();
+    server.join().unwrap();
+    assert_eq!(out.get("peer"), addr);
+    assert_eq!(out.get("local_ip"), "::1");
+    assert_eq!(out.get("echo"), "six");
+    let v4 = out.get("v4_on_v6");
+    assert!(
+        v4.starts_with("InvalidInput") && v4.contains("family"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagram_sockets_are_refused_clearly_for_now() {
+    let out = run_guest("datagram", &[], loopback()).await.success();
+    let v = out.get("datagram");
+    assert!(
+        v.starts_with("InvalidInput") && v.contains("datagram"),
+        "{out}"
+    );
+}

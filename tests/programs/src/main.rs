@@ -43,6 +43,14 @@ fn main() -> ExitCode {
         ("options", [addr]) => options(addr),
         ("addresses", [addr]) => addresses(addr),
         ("resolve", [host]) => resolve(host),
+        ("ipv6", [addr]) => ipv6(addr),
+        ("datagram", []) => {
+            report(
+                "datagram",
+                outcome(&Socket::new(Family::Ipv4, Kind::Datagram)),
+            );
+            Ok(())
+        }
         ("env", [name]) => {
             report("value", std::env::var(name).unwrap_or_default());
             Ok(())
@@ -380,6 +388,20 @@ fn addresses(addr: &str) -> Result {
     let fresh = Socket::new(Family::Ipv4, Kind::Stream)?;
     report("unconnected_peer", outcome(&fresh.getpeername()));
     report("family", format!("{:?}", sock.family()));
+    Ok(())
+}
+
+fn ipv6(addr: &str) -> Result {
+    let sock = Socket::new(Family::Ipv6, Kind::Stream)?;
+    sock.settimeout(Some(Duration::from_secs(10)))?;
+    sock.connect(addr)?;
+    report("peer", sock.getpeername()?);
+    report("local_ip", sock.getsockname()?.ip());
+    sock.sendall(b"six")?;
+    report("echo", String::from_utf8_lossy(&sock.recv(16)?));
+    // An IPv4 address on an IPv6 socket is refused, as in Python.
+    let other = Socket::new(Family::Ipv6, Kind::Stream)?;
+    report("v4_on_v6", outcome(&other.connect("127.0.0.1:9")));
     Ok(())
 }
 
