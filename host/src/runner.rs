@@ -2,7 +2,7 @@
 //! (stdio, arguments, environment, preopened directories, clocks, random)
 //! plus sockshim, held to one policy. The `sockshim run` command and the
 //! test harness are built on it; embedders with state of their own use
-//! [`add_to_linker`](crate::add_to_linker) directly.
+//! [`add_to_linker`] directly.
 
 use crate::{SockshimCtx, SockshimCtxView, SockshimView, add_to_linker, apply_policy_to_wasi};
 use std::path::Path;
