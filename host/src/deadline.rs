@@ -84,15 +84,16 @@ pub async fn sock_call<R>(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         other => return other.map_err(ErrorCode::from),
     }
-    if deadline == Deadline::Now {
-        return Err(ErrorCode::WouldBlock);
-    }
+    let until = match deadline {
+        Deadline::Now => return Err(ErrorCode::WouldBlock),
+        Deadline::Never => None,
+        Deadline::At(at) => Some(at),
+    };
     let fd = io.registration()?;
     loop {
-        let ready = match deadline {
-            Deadline::Now => return Err(ErrorCode::WouldBlock),
-            Deadline::Never => fd.ready(interest).await,
-            Deadline::At(at) => match tokio::time::timeout_at(at, fd.ready(interest)).await {
+        let ready = match until {
+            None => fd.ready(interest).await,
+            Some(at) => match tokio::time::timeout_at(at, fd.ready(interest)).await {
                 Ok(ready) => ready,
                 Err(_elapsed) => return Err(ErrorCode::Timeout),
             },

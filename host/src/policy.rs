@@ -6,7 +6,6 @@
 //! with no I/O: resolving names is the caller's business (see
 //! [`Policy::permitted`]).
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
@@ -17,15 +16,6 @@ pub enum Operation {
     Connect,
     /// Bind a local address (and so listen or receive on it).
     Bind,
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Operation::Connect => "connect",
-            Operation::Bind => "bind",
-        })
-    }
 }
 
 /// Which hosts a rule covers.
