@@ -10,6 +10,12 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     with: {
         "sockshim:socket/socket.socket": crate::socket::TcpSocket,
+        // `sendfile` borrows the plugin's wasi:filesystem descriptor, the
+        // entry wasmtime-wasi keeps in the shared resource table
+        // (`wasmtime_wasi::filesystem::Descriptor`).
+        "wasi:filesystem/types": wasmtime_wasi::p2::bindings::filesystem::types,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
     },
 });
 

@@ -9,9 +9,12 @@ use crate::bindings::{
 };
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
-use crate::socket::{MAX_RECV_SIZE, TcpSocket};
+use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
+use std::time::Duration;
 use wasmtime::component::Resource;
+use wasmtime_wasi::OpenMode;
+use wasmtime_wasi::filesystem::Descriptor;
 
 type Res<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
@@ -322,6 +325,48 @@ impl HostSocket for SockshimCtxView<'_> {
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), TransferError>> {
         Ok(self.socket(&res)?.sendall(&data).await)
+    }
+
+    async fn sendfile(
+        &mut self,
+        res: Resource<TcpSocket>,
+        file: Resource<Descriptor>,
+        offset: u64,
+        count: Option<u64>,
+        total_timeout: Option<u64>,
+    ) -> wasmtime::Result<Result<u64, TransferError>> {
+        // Reaching the file behind the descriptor steps around
+        // wasmtime-wasi's own checks, so make them here: the plugin must not
+        // send what it could not read through wasi:filesystem.
+        let file = match self.table.get(&file)? {
+            Descriptor::File(f) if f.open_mode.contains(OpenMode::READ) => f.file.clone(),
+            Descriptor::File(_) => {
+                return Ok(Err(TransferError::new(
+                    ErrorCode::invalid("sendfile needs a file opened for reading"),
+                    0,
+                )));
+            }
+            Descriptor::Dir(_) => {
+                return Ok(Err(TransferError::new(
+                    ErrorCode::invalid("sendfile cannot send a directory"),
+                    0,
+                )));
+            }
+        };
+        let total = match total_timeout {
+            None => Deadline::Never,
+            Some(nanos) => tokio::time::Instant::now()
+                .checked_add(Duration::from_nanos(nanos))
+                .map_or(Deadline::Never, Deadline::At),
+        };
+        let req = SendfileRequest {
+            file,
+            offset,
+            count,
+            total,
+        };
+        let stats = self.ctx.transfer_stats.clone();
+        Ok(self.socket(&res)?.sendfile(req, &stats).await)
     }
 
     async fn shutdown(&mut self, res: Resource<TcpSocket>, how: ShutdownHow) -> Res<()> {

@@ -74,7 +74,7 @@ mod sys;
 
 pub use deadline::Timeout;
 pub use policy::{Policy, Rule};
-pub use socket::{MAX_RECV_SIZE, TcpSocket};
+pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
 
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, ResourceTable};
@@ -90,6 +90,7 @@ pub struct SockshimCtx {
     pub(crate) max_sockets: usize,
     pub(crate) open_sockets: usize,
     pub(crate) default_timeout: Timeout,
+    pub(crate) transfer_stats: Arc<TransferStats>,
 }
 
 impl SockshimCtx {
@@ -101,6 +102,7 @@ impl SockshimCtx {
             max_sockets: DEFAULT_MAX_SOCKETS,
             open_sockets: 0,
             default_timeout: Timeout::Blocking,
+            transfer_stats: Arc::default(),
         }
     }
 
@@ -114,6 +116,13 @@ impl SockshimCtx {
     /// The plugin's policy.
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    /// How the plugin's `sendfile` calls moved their bytes. The counters are
+    /// shared: take them before the context moves into a store, and read
+    /// them while the plugin runs or after it ended.
+    pub fn transfer_stats(&self) -> Arc<TransferStats> {
+        Arc::clone(&self.transfer_stats)
     }
 
     /// How many sockets the plugin has open now.
@@ -148,7 +157,9 @@ impl HasData for Sockshim {
 /// `wasmtime_wasi::p2::add_to_linker_async`; the host functions are async,
 /// so instantiate and call the plugin with the `_async` methods.
 pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    bindings::Imports::add_to_linker::<T, Sockshim>(linker, T::sockshim)
+    // Interface level: the world also names wasi:filesystem (for `sendfile`'s
+    // descriptor), which wasmtime-wasi's own `add_to_linker` provides.
+    bindings::sockshim::socket::socket::add_to_linker::<T, Sockshim>(linker, T::sockshim)
 }
 
 /// Holds wasmtime-wasi's own sockets (wasi:sockets, which Rust's `std::net`

@@ -44,6 +44,10 @@ struct RunArgs {
     /// Most sockets the plugin may have open at once.
     #[arg(long = "max-sockets", value_name = "N", default_value_t = sockshim_host::DEFAULT_MAX_SOCKETS)]
     max_sockets: usize,
+    /// When the plugin ends, print on stderr how its `sendfile` calls moved
+    /// their bytes: by sendfile(2), or by the read-and-send fallback.
+    #[arg(long = "stats")]
+    stats: bool,
     /// The plugin: a wasm32-wasip2 command component.
     #[arg(value_name = "PLUGIN.wasm")]
     plugin: PathBuf,
@@ -126,5 +130,14 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
     let host = PluginHost::new()?;
     let component = host.load(&args.plugin)?;
     let ctx = SockshimCtx::new(policy).with_max_sockets(args.max_sockets);
-    runtime.block_on(host.run(&component, wasi, ctx))
+    let stats = ctx.transfer_stats();
+    let code = runtime.block_on(host.run(&component, wasi, ctx));
+    if args.stats {
+        eprintln!(
+            "sockshim: sendfile carried {} bytes by sendfile(2) and {} bytes by the read+send fallback",
+            stats.sendfile_bytes(),
+            stats.fallback_bytes()
+        );
+    }
+    code
 }

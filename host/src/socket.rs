@@ -7,14 +7,69 @@ use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, Transf
 use crate::deadline::{Deadline, Timeout, sock_call};
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::Interest;
 
 /// The largest `max-len` one `recv` accepts, and so the most one call makes
 /// the host allocate: 16 MiB.
 pub const MAX_RECV_SIZE: u64 = 16 << 20;
+
+/// The most one sendfile(2) call is asked to send; Linux sends at most
+/// 0x7ffff000 bytes per call anyway.
+const SENDFILE_CHUNK: u64 = 1 << 30;
+
+/// The buffer of the read-and-send fallback of `sendfile`.
+const FALLBACK_CHUNK: usize = 256 << 10;
+
+/// After this many bytes moved without waiting, a transfer yields to the
+/// executor, so one fast `sendfile` does not hold a runtime thread for
+/// seconds while other plugins wait.
+const YIELD_EVERY: u64 = 64 << 20;
+
+/// How the bytes of a plugin's `sendfile` calls went: by sendfile(2), never
+/// entering user space, or by the fallback of reads and sends, for files the
+/// kernel cannot send from. Shared, so an embedder or a test can read it
+/// while the plugin runs and after it ends ([`SockshimCtx::transfer_stats`]).
+///
+/// [`SockshimCtx::transfer_stats`]: crate::SockshimCtx::transfer_stats
+#[derive(Debug, Default)]
+pub struct TransferStats {
+    sendfile_bytes: AtomicU64,
+    fallback_bytes: AtomicU64,
+}
+
+impl TransferStats {
+    /// Bytes `sendfile` moved with sendfile(2).
+    pub fn sendfile_bytes(&self) -> u64 {
+        self.sendfile_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes `sendfile` moved with reads and sends, because sendfile(2)
+    /// could not serve the file.
+    pub fn fallback_bytes(&self) -> u64 {
+        self.fallback_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// What a `sendfile` call sends: `file` from `offset`, at most `count`
+/// bytes (to the end of the file when `None`), within `total` as a whole.
+pub struct SendfileRequest {
+    /// The file, shared with wasmtime-wasi's descriptor.
+    pub file: Arc<File>,
+    /// Where in the file to start.
+    pub offset: u64,
+    /// How many bytes at most; never zero.
+    pub count: Option<u64>,
+    /// The deadline of the whole call, besides the socket's timeout for
+    /// each wait.
+    pub total: Deadline,
+}
 
 /// A plugin's TCP socket.
 pub struct TcpSocket {
@@ -170,6 +225,164 @@ impl TcpSocket {
         Ok(())
     }
 
+    /// Sends part of a file, as CPython's `socket.sendfile`: sendfile(2)
+    /// when the file is a regular file, positioned reads and sends when it is
+    /// not or when the kernel refuses before anything went. The socket's
+    /// timeout bounds each wait for the peer (`_sendfile_zerocopy`); the
+    /// request's `total` bounds the whole call.
+    pub async fn sendfile(
+        &self,
+        req: SendfileRequest,
+        stats: &TransferStats,
+    ) -> Result<u64, TransferError> {
+        let fail = |code| TransferError::new(code, 0);
+        if self.timeout == Timeout::NonBlocking {
+            return Err(fail(ErrorCode::invalid(
+                "non-blocking sockets are not supported",
+            )));
+        }
+        if req.count == Some(0) {
+            return Err(fail(ErrorCode::invalid("count must be a positive integer")));
+        }
+        let meta = req.file.metadata().map_err(|e| fail(e.into()))?;
+        if !meta.file_type().is_file() {
+            return self.send_by_reading(&req, 0, stats).await;
+        }
+        // A regular file: what lies between the offset and the end of the
+        // file now, at most `count`.
+        let available = meta.len().saturating_sub(req.offset);
+        let wanted = req.count.map_or(available, |count| count.min(available));
+        let mut sent = 0;
+        let mut since_yield = 0;
+        while sent < wanted {
+            let chunk = (wanted - sent).min(SENDFILE_CHUNK) as usize;
+            let offset = req.offset + sent;
+            let result = sock_call(
+                &self.io,
+                Interest::WRITABLE,
+                self.wait_deadline(req.total),
+                |s| {
+                    match sys::sendfile(s, &req.file, offset, chunk) {
+                        // The kernel cannot send from this file: not an error of
+                        // the transfer, a reason to fall back.
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                            Ok(Err(e))
+                        }
+                        other => other.map(Ok),
+                    }
+                },
+            )
+            .await;
+            match result {
+                Ok(Ok(0)) => break, // the file shrank under us
+                Ok(Ok(n)) => {
+                    stats.sendfile_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    sent += n as u64;
+                    since_yield += n as u64;
+                    if since_yield >= YIELD_EVERY {
+                        since_yield = 0;
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Ok(Err(_unsupported)) if sent == 0 => {
+                    return self.send_by_reading(&req, wanted, stats).await;
+                }
+                Ok(Err(e)) => return Err(TransferError::new(e.into(), sent as usize)),
+                Err(code) => return Err(TransferError::new(code, sent as usize)),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// `sendfile`'s fallback, CPython's `_sendfile_use_send`: reads of the
+    /// file (on tokio's blocking pool, since a file read may block) and
+    /// sends of what was read. `limit` is what a regular file still holds
+    /// (zero for files without a length: pipes, devices). A pipe cannot be
+    /// read from an offset other than zero.
+    async fn send_by_reading(
+        &self,
+        req: &SendfileRequest,
+        limit: u64,
+        stats: &TransferStats,
+    ) -> Result<u64, TransferError> {
+        let wanted = match (req.count, limit) {
+            (Some(count), 0) => count,
+            (Some(count), limit) => count.min(limit),
+            (None, 0) => u64::MAX,
+            (None, limit) => limit,
+        };
+        let positioned = limit > 0 || req.offset > 0 || is_seekable(&req.file);
+        let mut buf = Vec::with_capacity(FALLBACK_CHUNK);
+        let mut sent: u64 = 0;
+        while sent < wanted {
+            let len = (wanted - sent).min(FALLBACK_CHUNK as u64) as usize;
+            let file = Arc::clone(&req.file);
+            let offset = req.offset + sent;
+            buf.clear();
+            let read = tokio::task::spawn_blocking(move || {
+                buf.resize(len, 0);
+                let n = loop {
+                    let result = if positioned {
+                        file.read_at(&mut buf, offset)
+                    } else {
+                        (&*file).read(&mut buf)
+                    };
+                    match result {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                (n, buf)
+            })
+            .await;
+            let n = match read {
+                Ok((Ok(n), returned)) => {
+                    buf = returned;
+                    n
+                }
+                Ok((Err(e), _)) => return Err(TransferError::new(e.into(), sent as usize)),
+                Err(_join) => {
+                    return Err(TransferError::new(
+                        ErrorCode::Os(crate::error::wasi_errno::EIO),
+                        sent as usize,
+                    ));
+                }
+            };
+            if n == 0 {
+                break; // end of file
+            }
+            let mut done = 0;
+            while done < n {
+                match sock_call(
+                    &self.io,
+                    Interest::WRITABLE,
+                    self.wait_deadline(req.total),
+                    |s| sys::send(s, &buf[done..n]),
+                )
+                .await
+                {
+                    Ok(k) => {
+                        done += k;
+                        stats.fallback_bytes.fetch_add(k as u64, Ordering::Relaxed);
+                    }
+                    Err(code) => return Err(TransferError::new(code, (sent as usize) + done)),
+                }
+            }
+            sent += n as u64;
+        }
+        Ok(sent)
+    }
+
+    /// The deadline of one wait within a transfer bounded as a whole by
+    /// `total`: the socket's timeout from now, or `total` if sooner.
+    fn wait_deadline(&self, total: Deadline) -> Deadline {
+        match (self.deadline(), total) {
+            (Deadline::Now, _) | (_, Deadline::Now) => Deadline::Now,
+            (Deadline::Never, other) | (other, Deadline::Never) => other,
+            (Deadline::At(a), Deadline::At(b)) => Deadline::At(a.min(b)),
+        }
+    }
+
     /// shutdown(2).
     pub fn shutdown(&self, how: Shutdown) -> Result<(), ErrorCode> {
         Ok(self.io.socket().shutdown(how)?)
@@ -231,6 +444,14 @@ impl TcpSocket {
         let sock = self.io.into_socket();
         tokio::task::spawn_blocking(move || drop(sock));
     }
+}
+
+/// Can the file be read at an offset (unlike a pipe or a socket)?
+fn is_seekable(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| {
+        let kind = m.file_type();
+        !(kind.is_fifo() || kind.is_socket())
+    })
 }
 
 /// Buffer sizes are C ints in the kernel.

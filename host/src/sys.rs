@@ -1,6 +1,7 @@
 //! The system calls socket2 leaves to us, and the only `unsafe` of the crate.
 
 use socket2::Socket;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
@@ -20,6 +21,70 @@ pub fn recv_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
 /// fails with `EPIPE` instead of raising `SIGPIPE` in the host process.
 pub fn send(sock: &Socket, data: &[u8]) -> io::Result<usize> {
     sock.send_with_flags(data, libc::MSG_NOSIGNAL)
+}
+
+/// `sendfile(2)` of at most `count` bytes of `file`, from `offset`, to
+/// `sock`; returns the count sent (0 at the end of the file).
+///
+/// sendfile(2) has no `MSG_NOSIGNAL`: writing to a connection the peer has
+/// closed raises `SIGPIPE` in the calling thread, whose default action ends
+/// the host process. Rust programs ignore `SIGPIPE` from the start, and then
+/// the call is made as it is; otherwise `SIGPIPE` is blocked in this thread
+/// for the call and a signal it raised is taken back, as curl does, so that
+/// the error is `EPIPE` and nothing else.
+pub fn sendfile(sock: &Socket, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+    let mut off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+    let mut call = || {
+        // SAFETY: both descriptors are open for the duration of the call
+        // (borrowed), and `off` is a valid, exclusively borrowed off_t.
+        let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    };
+    if sigpipe_ignored() {
+        return call();
+    }
+    // SAFETY: plain signal-mask calls on properly initialised sigset_t
+    // values owned by this frame.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::sigpending(&mut pending);
+        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let result = call();
+        if !was_pending && matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
+}
+
+/// Is `SIGPIPE` ignored in this process (as every Rust program's `main`
+/// arranges)? Asked once.
+fn sigpipe_ignored() -> bool {
+    static IGNORED: OnceLock<bool> = OnceLock::new();
+    *IGNORED.get_or_init(|| {
+        // SAFETY: sigaction with a null new action only reads the current
+        // disposition into `old`.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+        }
+    })
 }
 
 /// A non-blocking socket and its registration with tokio's reactor, made
