@@ -7,7 +7,11 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "sockshim:socket/imports",
-    imports: { default: async | trappable },
+    imports: {
+        // Makes a stream, which needs the store.
+        "sockshim:socket/socket.[method]socket.receive": store | trappable,
+        default: async | trappable,
+    },
     with: {
         "sockshim:socket/socket.socket": crate::socket::TcpSocket,
         // `sendfile` borrows the plugin's wasi:filesystem descriptor, the

@@ -32,7 +32,10 @@
 //! }
 //!
 //! # async fn run() -> wasmtime::Result<()> {
-//! let engine = Engine::default();
+//! // The socket's receive stream is a component-model async `stream<u8>`.
+//! let mut config = wasmtime::Config::new();
+//! config.wasm_component_model_async(true);
+//! let engine = Engine::new(&config)?;
 //! let mut linker = Linker::<State>::new(&engine);
 //! wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
 //! sockshim_host::add_to_linker(&mut linker)?;
@@ -67,9 +70,11 @@ pub mod bindings;
 mod deadline;
 pub mod error;
 mod host;
+mod in_place;
 pub mod policy;
 pub mod runner;
 mod socket;
+mod stream;
 mod sys;
 
 pub use deadline::Timeout;
@@ -155,11 +160,14 @@ impl HasData for Sockshim {
 
 /// Adds the `sockshim:socket` imports to `linker`. Use it beside
 /// `wasmtime_wasi::p2::add_to_linker_async`; the host functions are async,
-/// so instantiate and call the plugin with the `_async` methods.
+/// so instantiate and call the plugin with the `_async` methods. The engine
+/// needs `Config::wasm_component_model_async(true)`: the socket's receive
+/// stream is a component-model `stream<u8>`.
 pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     // Interface level: the world also names wasi:filesystem (for `sendfile`'s
     // descriptor), which wasmtime-wasi's own `add_to_linker` provides.
-    bindings::sockshim::socket::socket::add_to_linker::<T, Sockshim>(linker, T::sockshim)
+    bindings::sockshim::socket::socket::add_to_linker::<T, Sockshim>(linker, T::sockshim)?;
+    in_place::add_to_linker(linker)
 }
 
 /// Holds wasmtime-wasi's own sockets (wasi:sockets, which Rust's `std::net`

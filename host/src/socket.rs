@@ -5,14 +5,15 @@
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
 use crate::deadline::{Deadline, Timeout, sock_call};
+use crate::stream::ReceiveStream;
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::Interest;
 
@@ -71,11 +72,106 @@ pub struct SendfileRequest {
     pub total: Deadline,
 }
 
+/// What a socket shares with its receive stream: the native socket, the
+/// timeout (which `set-timeout` changes for both), and why the stream's last
+/// read delivered nothing.
+pub(crate) struct Shared {
+    pub(crate) io: SocketIo,
+    pub(crate) timeout: AtomicTimeout,
+    receive: Mutex<ReceiveState>,
+}
+
+#[derive(Default)]
+pub(crate) struct ReceiveState {
+    /// A receive stream is open.
+    pub(crate) open: bool,
+    /// Why the stream's last read delivered nothing: `timeout`,
+    /// `would-block`, or the error that ended the stream.
+    pub(crate) error: Option<ErrorCode>,
+}
+
+impl Shared {
+    /// One send(2), after waiting (within the socket's timeout) until the
+    /// socket takes at least one byte. `send` makes the system call, so the
+    /// bytes may be somewhere reachable only during it (the plugin's
+    /// memory).
+    pub(crate) async fn send_with(
+        &self,
+        send: impl FnMut(&Socket) -> io::Result<usize>,
+    ) -> Result<usize, ErrorCode> {
+        sock_call(
+            &self.io,
+            Interest::WRITABLE,
+            self.timeout.get().deadline(),
+            send,
+        )
+        .await
+    }
+
+    /// send(2) until `len` bytes went, under one deadline for the whole
+    /// call; on failure says how much went. `send(socket, sent)` sends what
+    /// is left after the first `sent` bytes.
+    pub(crate) async fn sendall_with(
+        &self,
+        len: usize,
+        mut send: impl FnMut(&Socket, usize) -> io::Result<usize>,
+    ) -> Result<(), TransferError> {
+        let deadline = self.timeout.get().deadline();
+        let mut sent = 0;
+        while sent < len {
+            match sock_call(&self.io, Interest::WRITABLE, deadline, |s| send(s, sent)).await {
+                Ok(n) => sent += n,
+                Err(code) => return Err(TransferError::new(code, sent)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn receive_state(&self) -> MutexGuard<'_, ReceiveState> {
+        // A panic while holding this lock cannot leave the state
+        // inconsistent: keep going with what is there.
+        self.receive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A [`Timeout`] that the socket and its receive stream share, as one
+/// atomic: `u64::MAX` is blocking, zero non-blocking, anything else a
+/// number of nanoseconds.
+pub(crate) struct AtomicTimeout(AtomicU64);
+
+impl AtomicTimeout {
+    fn new(timeout: Timeout) -> AtomicTimeout {
+        AtomicTimeout(AtomicU64::new(Self::encode(timeout)))
+    }
+
+    fn encode(timeout: Timeout) -> u64 {
+        match timeout {
+            Timeout::Blocking => u64::MAX,
+            Timeout::NonBlocking => 0,
+            // Some 584 years short of "blocking"; never zero.
+            Timeout::After(d) => {
+                u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.clamp(1, u64::MAX - 1))
+            }
+        }
+    }
+
+    pub(crate) fn get(&self) -> Timeout {
+        match self.0.load(Ordering::Relaxed) {
+            u64::MAX => Timeout::Blocking,
+            nanos => Timeout::from_nanos(nanos),
+        }
+    }
+
+    fn set(&self, timeout: Timeout) {
+        self.0.store(Self::encode(timeout), Ordering::Relaxed);
+    }
+}
+
 /// A plugin's TCP socket.
 pub struct TcpSocket {
-    io: SocketIo,
+    /// What the socket shares with its receive stream, if it has one.
+    shared: Arc<Shared>,
     family: AddressFamily,
-    timeout: Timeout,
     /// `SO_LINGER` with a non-zero time makes close(2) block, even on a
     /// non-blocking socket; such a socket is closed on tokio's blocking pool.
     lingers: bool,
@@ -95,9 +191,12 @@ impl TcpSocket {
     fn from_socket(sock: Socket, family: AddressFamily, timeout: Timeout) -> io::Result<TcpSocket> {
         sock.set_nonblocking(true)?;
         Ok(TcpSocket {
-            io: SocketIo::new(sock),
+            shared: Arc::new(Shared {
+                io: SocketIo::new(sock),
+                timeout: AtomicTimeout::new(timeout),
+                receive: Mutex::new(ReceiveState::default()),
+            }),
             family,
-            timeout,
             lingers: false,
         })
     }
@@ -109,17 +208,33 @@ impl TcpSocket {
 
     /// The socket's timeout.
     pub fn timeout(&self) -> Timeout {
-        self.timeout
+        self.shared.timeout.get()
     }
 
     /// Sets the socket's timeout.
     pub fn set_timeout(&mut self, timeout: Timeout) {
-        self.timeout = timeout;
+        self.shared.timeout.set(timeout);
     }
 
     /// The deadline of an operation starting now.
     pub fn deadline(&self) -> Deadline {
-        self.timeout.deadline()
+        self.timeout().deadline()
+    }
+
+    fn io(&self) -> &SocketIo {
+        &self.shared.io
+    }
+
+    /// The socket's receive side as a stream whose reads go straight into
+    /// the reader's buffer (see [`ReceiveStream`]). One at a time.
+    pub fn receive_stream(&self) -> Result<ReceiveStream, ErrorCode> {
+        ReceiveStream::open(&self.shared)
+    }
+
+    /// Why the last read of the receive stream delivered nothing, taken
+    /// (so asked once).
+    pub fn take_receive_error(&self) -> Option<ErrorCode> {
+        self.shared.receive_state().error.take()
     }
 
     /// connect(2), bounded by `deadline` as CPython's `internal_connect`: a
@@ -127,15 +242,20 @@ impl TcpSocket {
     pub async fn connect(&mut self, addr: SocketAddr, deadline: Deadline) -> Result<(), ErrorCode> {
         // What a failed earlier connect left in tokio's readiness must not
         // wake this one.
-        self.io.forget_registration();
-        match self.io.socket().connect(&SockAddr::from(addr)) {
+        let Some(shared) = Arc::get_mut(&mut self.shared) else {
+            return Err(ErrorCode::invalid(
+                "the socket is already connected (it has a receive stream)",
+            ));
+        };
+        shared.io.forget_registration();
+        match self.io().socket().connect(&SockAddr::from(addr)) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             // EINTR: the connection goes on in the background, as EINPROGRESS.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-        sock_call(&self.io, Interest::WRITABLE, deadline, |s| {
+        sock_call(self.io(), Interest::WRITABLE, deadline, |s| {
             if let Some(err) = s.take_error()? {
                 return Err(err);
             }
@@ -152,7 +272,7 @@ impl TcpSocket {
 
     /// bind(2).
     pub fn bind(&self, addr: SocketAddr) -> Result<(), ErrorCode> {
-        Ok(self.io.socket().bind(&SockAddr::from(addr))?)
+        Ok(self.io().socket().bind(&SockAddr::from(addr))?)
     }
 
     /// Has the socket a local address yet (bound explicitly or by connect)?
@@ -163,12 +283,12 @@ impl TcpSocket {
     /// listen(2); the backlog is clamped to what the kernel takes.
     pub fn listen(&self, backlog: u32) -> Result<(), ErrorCode> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-        Ok(self.io.socket().listen(backlog)?)
+        Ok(self.io().socket().listen(backlog)?)
     }
 
     /// accept(2); the new socket starts with `timeout`.
     pub async fn accept(&self, timeout: Timeout) -> Result<(TcpSocket, SocketAddr), ErrorCode> {
-        let (sock, peer) = sock_call(&self.io, Interest::READABLE, self.deadline(), |s| {
+        let (sock, peer) = sock_call(self.io(), Interest::READABLE, self.deadline(), |s| {
             s.accept()
         })
         .await?;
@@ -192,7 +312,7 @@ impl TcpSocket {
         }
         // At most MAX_RECV_SIZE; not zeroed, only what arrives is written.
         let mut buf = Vec::with_capacity(max_len as usize);
-        sock_call(&self.io, Interest::READABLE, self.deadline(), |s| {
+        sock_call(self.io(), Interest::READABLE, self.deadline(), |s| {
             sys::recv_to_spare(s, &mut buf)
         })
         .await?;
@@ -201,28 +321,20 @@ impl TcpSocket {
 
     /// One send(2) of as much of `data` as the socket takes.
     pub async fn send(&self, data: &[u8]) -> Result<usize, ErrorCode> {
-        sock_call(&self.io, Interest::WRITABLE, self.deadline(), |s| {
-            sys::send(s, data)
-        })
-        .await
+        self.shared.send_with(|s| sys::send(s, data)).await
     }
 
     /// send(2) until all of `data` went, under one deadline for the whole
     /// call; on failure says how much went.
     pub async fn sendall(&self, data: &[u8]) -> Result<(), TransferError> {
-        let deadline = self.deadline();
-        let mut sent = 0;
-        while sent < data.len() {
-            match sock_call(&self.io, Interest::WRITABLE, deadline, |s| {
-                sys::send(s, &data[sent..])
-            })
+        self.shared
+            .sendall_with(data.len(), |s, sent| sys::send(s, &data[sent..]))
             .await
-            {
-                Ok(n) => sent += n,
-                Err(code) => return Err(TransferError::new(code, sent)),
-            }
-        }
-        Ok(())
+    }
+
+    /// What the socket shares with transfers that outlive a borrow of it.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
     }
 
     /// Sends part of a file, as CPython's `socket.sendfile`: sendfile(2)
@@ -236,7 +348,7 @@ impl TcpSocket {
         stats: &TransferStats,
     ) -> Result<u64, TransferError> {
         let fail = |code| TransferError::new(code, 0);
-        if self.timeout == Timeout::NonBlocking {
+        if self.timeout() == Timeout::NonBlocking {
             return Err(fail(ErrorCode::invalid(
                 "non-blocking sockets are not supported",
             )));
@@ -258,7 +370,7 @@ impl TcpSocket {
             let chunk = (wanted - sent).min(SENDFILE_CHUNK) as usize;
             let offset = req.offset + sent;
             let result = sock_call(
-                &self.io,
+                self.io(),
                 Interest::WRITABLE,
                 self.wait_deadline(req.total),
                 |s| {
@@ -354,7 +466,7 @@ impl TcpSocket {
             let mut done = 0;
             while done < n {
                 match sock_call(
-                    &self.io,
+                    self.io(),
                     Interest::WRITABLE,
                     self.wait_deadline(req.total),
                     |s| sys::send(s, &buf[done..n]),
@@ -385,22 +497,22 @@ impl TcpSocket {
 
     /// shutdown(2).
     pub fn shutdown(&self, how: Shutdown) -> Result<(), ErrorCode> {
-        Ok(self.io.socket().shutdown(how)?)
+        Ok(self.io().socket().shutdown(how)?)
     }
 
     /// getsockname(2).
     pub fn local_address(&self) -> Result<SocketAddr, ErrorCode> {
-        socket_addr(self.io.socket().local_addr()?)
+        socket_addr(self.io().socket().local_addr()?)
     }
 
     /// getpeername(2).
     pub fn remote_address(&self) -> Result<SocketAddr, ErrorCode> {
-        socket_addr(self.io.socket().peer_addr()?)
+        socket_addr(self.io().socket().peer_addr()?)
     }
 
     /// setsockopt(2).
     pub fn set_option(&mut self, option: SocketOption) -> Result<(), ErrorCode> {
-        let s = self.io.socket();
+        let s = self.io().socket();
         match option {
             SocketOption::ReuseAddress(on) => s.set_reuse_address(on)?,
             SocketOption::TcpNodelay(on) => s.set_tcp_nodelay(on)?,
@@ -417,7 +529,7 @@ impl TcpSocket {
 
     /// getsockopt(2).
     pub fn get_option(&self, name: OptionName) -> Result<SocketOption, ErrorCode> {
-        let s = self.io.socket();
+        let s = self.io().socket();
         Ok(match name {
             OptionName::ReuseAddress => SocketOption::ReuseAddress(s.reuse_address()?),
             OptionName::TcpNodelay => SocketOption::TcpNodelay(s.tcp_nodelay()?),
@@ -441,8 +553,10 @@ impl TcpSocket {
         if !self.lingers {
             return; // dropping `fd` deregisters and closes it
         }
-        let sock = self.io.into_socket();
-        tokio::task::spawn_blocking(move || drop(sock));
+        // The last reference closes the socket; a receive stream the plugin
+        // still holds may outlive this one, and then closes it itself.
+        let shared = self.shared;
+        tokio::task::spawn_blocking(move || drop(shared));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use socket2::Socket;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 use tokio::io::unix::AsyncFd;
@@ -15,6 +15,12 @@ pub fn recv_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
     // and `n` is at most its length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// `recv(2)` into `buf`.
+pub fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    // socket2's `Read for &Socket` is recv(2) without flags.
+    (&*sock).read(buf)
 }
 
 /// `send(2)` with `MSG_NOSIGNAL`: a write to a connection the peer has closed
@@ -142,8 +148,7 @@ impl SocketIo {
         let fd = SocketFd(self.socket.as_raw_fd());
         // SAFETY: the descriptor belongs to `self.socket`, which stays open
         // for as long as the registration exists: the registration is
-        // dropped before the socket (field order, `forget_registration`,
-        // `into_socket`), and `as_raw_fd` always returns the same number.
+        // dropped before the socket (field order, `forget_registration`), and `as_raw_fd` always returns the same number.
         let registration = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
         Ok(self.registration.get_or_init(|| registration))
     }
@@ -153,11 +158,5 @@ impl SocketIo {
     /// hung up).
     pub fn forget_registration(&mut self) {
         self.registration.take();
-    }
-
-    /// Deregisters the socket and gives it back.
-    pub fn into_socket(mut self) -> Socket {
-        self.registration.take();
-        self.socket
     }
 }
