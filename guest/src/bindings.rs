@@ -6,10 +6,23 @@
 //! crate root instead; this module is public only for code that needs the
 //! contract itself (tests, other wrappers). On targets other than `wasm32`
 //! the generated functions are stubs that panic when called.
+//!
+//! The WASI types the contract uses (`sendfile` borrows a
+//! `wasi:filesystem` descriptor) are not generated again here: they are the
+//! `wasip2` crate's, so a descriptor opened through `wasip2` (as
+//! [`crate::fs::File`] does) can be passed as it is, and the component
+//! imports one `wasi:filesystem/types` interface, not two.
 
 wit_bindgen::generate!({
     path: "../wit",
     world: "sockshim:socket/imports",
+    with: {
+        "wasi:filesystem/types@0.2.12": wasip2::filesystem::types,
+        "wasi:io/streams@0.2.12": wasip2::io::streams,
+        "wasi:io/error@0.2.12": wasip2::io::error,
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
+    },
 });
 
 pub use self::sockshim::socket::socket::*;

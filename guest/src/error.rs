@@ -8,19 +8,56 @@ use std::error::Error;
 use std::fmt;
 use std::io::{self, ErrorKind};
 
+use wasip2::filesystem::types::ErrorCode as FsErrorCode;
+
 use crate::bindings::{ErrorCode, TransferError};
 
 /// errno values as numbered by WASI's `errno.h`, which wasi-libc and Rust's
 /// standard library use on `wasm32-wasip2`.
 mod wasi_errno {
+    pub const EACCES: i32 = 2;
     pub const EADDRINUSE: i32 = 3;
     pub const EADDRNOTAVAIL: i32 = 4;
     pub const EAGAIN: i32 = 6;
+    pub const EALREADY: i32 = 7;
+    pub const EBADF: i32 = 8;
+    pub const EBUSY: i32 = 10;
     pub const ECONNABORTED: i32 = 13;
     pub const ECONNREFUSED: i32 = 14;
     pub const ECONNRESET: i32 = 15;
+    pub const EDEADLK: i32 = 16;
+    pub const EDQUOT: i32 = 19;
+    pub const EEXIST: i32 = 20;
+    pub const EFBIG: i32 = 22;
+    pub const EILSEQ: i32 = 25;
+    pub const EINPROGRESS: i32 = 26;
+    pub const EINTR: i32 = 27;
+    pub const EINVAL: i32 = 28;
+    pub const EIO: i32 = 29;
+    pub const EISDIR: i32 = 31;
+    pub const ELOOP: i32 = 32;
+    pub const EMLINK: i32 = 34;
+    pub const EMSGSIZE: i32 = 35;
+    pub const ENAMETOOLONG: i32 = 37;
+    pub const ENODEV: i32 = 43;
+    pub const ENOENT: i32 = 44;
+    pub const ENOLCK: i32 = 46;
+    pub const ENOMEM: i32 = 48;
+    pub const ENOSPC: i32 = 51;
     pub const ENOTCONN: i32 = 53;
+    pub const ENOTDIR: i32 = 54;
+    pub const ENOTEMPTY: i32 = 55;
+    pub const ENOTRECOVERABLE: i32 = 56;
+    pub const ENOTSUP: i32 = 58;
+    pub const ENOTTY: i32 = 59;
+    pub const ENXIO: i32 = 60;
+    pub const EOVERFLOW: i32 = 61;
+    pub const EPERM: i32 = 63;
     pub const EPIPE: i32 = 64;
+    pub const EROFS: i32 = 69;
+    pub const ESPIPE: i32 = 70;
+    pub const ETXTBSY: i32 = 74;
+    pub const EXDEV: i32 = 75;
 }
 
 /// Converts an `error-code` from the host into an [`io::Error`], as the
@@ -69,6 +106,74 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
     }
 }
 
+/// Converts a `wasi:filesystem` error into an [`io::Error`] with the errno
+/// wasi-libc gives the same code (so that, on `wasm32-wasip2`, it has the
+/// kind and message Rust's `std::fs` would give) and the matching
+/// [`ErrorKind`] everywhere.
+pub(crate) fn from_fs(code: FsErrorCode) -> io::Error {
+    use wasi_errno::*;
+    let (code, kind, message) = match code {
+        FsErrorCode::Access => (EACCES, ErrorKind::PermissionDenied, "permission denied"),
+        FsErrorCode::WouldBlock => (EAGAIN, ErrorKind::WouldBlock, "operation would block"),
+        FsErrorCode::Already => (EALREADY, ErrorKind::Other, "operation already in progress"),
+        FsErrorCode::BadDescriptor => (EBADF, ErrorKind::Other, "bad file descriptor"),
+        FsErrorCode::Busy => (EBUSY, ErrorKind::ResourceBusy, "resource busy"),
+        FsErrorCode::Deadlock => (EDEADLK, ErrorKind::Deadlock, "deadlock would occur"),
+        FsErrorCode::Quota => (EDQUOT, ErrorKind::QuotaExceeded, "storage quota exceeded"),
+        FsErrorCode::Exist => (EEXIST, ErrorKind::AlreadyExists, "file exists"),
+        FsErrorCode::FileTooLarge => (EFBIG, ErrorKind::FileTooLarge, "file too large"),
+        FsErrorCode::IllegalByteSequence => {
+            (EILSEQ, ErrorKind::InvalidData, "illegal byte sequence")
+        }
+        FsErrorCode::InProgress => (EINPROGRESS, ErrorKind::Other, "operation in progress"),
+        FsErrorCode::Interrupted => (EINTR, ErrorKind::Interrupted, "interrupted"),
+        FsErrorCode::Invalid => (EINVAL, ErrorKind::InvalidInput, "invalid argument"),
+        FsErrorCode::Io => (EIO, ErrorKind::Other, "I/O error"),
+        FsErrorCode::IsDirectory => (EISDIR, ErrorKind::IsADirectory, "is a directory"),
+        FsErrorCode::Loop => (ELOOP, ErrorKind::Other, "too many levels of symbolic links"),
+        FsErrorCode::TooManyLinks => (EMLINK, ErrorKind::TooManyLinks, "too many links"),
+        FsErrorCode::MessageSize => (EMSGSIZE, ErrorKind::InvalidInput, "message too large"),
+        FsErrorCode::NameTooLong => (
+            ENAMETOOLONG,
+            ErrorKind::InvalidFilename,
+            "file name too long",
+        ),
+        FsErrorCode::NoDevice => (ENODEV, ErrorKind::NotFound, "no such device"),
+        FsErrorCode::NoEntry => (ENOENT, ErrorKind::NotFound, "no such file or directory"),
+        FsErrorCode::NoLock => (ENOLCK, ErrorKind::Other, "no locks available"),
+        FsErrorCode::InsufficientMemory => (ENOMEM, ErrorKind::OutOfMemory, "out of memory"),
+        FsErrorCode::InsufficientSpace => {
+            (ENOSPC, ErrorKind::StorageFull, "no space left on device")
+        }
+        FsErrorCode::NotDirectory => (ENOTDIR, ErrorKind::NotADirectory, "not a directory"),
+        FsErrorCode::NotEmpty => (
+            ENOTEMPTY,
+            ErrorKind::DirectoryNotEmpty,
+            "directory not empty",
+        ),
+        FsErrorCode::NotRecoverable => (ENOTRECOVERABLE, ErrorKind::Other, "state not recoverable"),
+        FsErrorCode::Unsupported => (ENOTSUP, ErrorKind::Unsupported, "not supported"),
+        FsErrorCode::NoTty => (ENOTTY, ErrorKind::Other, "not a terminal"),
+        FsErrorCode::NoSuchDevice => (ENXIO, ErrorKind::NotFound, "no such device or address"),
+        FsErrorCode::Overflow => (EOVERFLOW, ErrorKind::InvalidInput, "value too large"),
+        FsErrorCode::NotPermitted => (
+            EPERM,
+            ErrorKind::PermissionDenied,
+            "operation not permitted",
+        ),
+        FsErrorCode::Pipe => (EPIPE, ErrorKind::BrokenPipe, "broken pipe"),
+        FsErrorCode::ReadOnly => (
+            EROFS,
+            ErrorKind::ReadOnlyFilesystem,
+            "read-only file system",
+        ),
+        FsErrorCode::InvalidSeek => (ESPIPE, ErrorKind::NotSeekable, "invalid seek"),
+        FsErrorCode::TextFileBusy => (ETXTBSY, ErrorKind::ExecutableFileBusy, "text file busy"),
+        FsErrorCode::CrossDevice => (EXDEV, ErrorKind::CrossesDevices, "cross-device link"),
+    };
+    errno(code, kind, message)
+}
+
 /// An error carrying the WASI errno `code`, so that `raw_os_error` returns
 /// it, provided the standard library decodes that errno as `kind` (it does
 /// on `wasm32-wasip2`). Elsewhere, where errno numbers differ, the error is
@@ -89,7 +194,7 @@ pub(crate) fn closed() -> io::Error {
     io::Error::other("socket is closed")
 }
 
-/// Converts the error of a `sendall` into an [`io::Error`] whose kind is that
+/// Converts the error of a `sendall` or `sendfile` into an [`io::Error`] whose kind is that
 /// of its code and whose inner error is a [`PartialTransfer`].
 pub(crate) fn from_transfer(error: TransferError) -> io::Error {
     let inner = from_code(error.code);
@@ -104,8 +209,9 @@ pub(crate) fn from_transfer(error: TransferError) -> io::Error {
 
 /// The inner error of an [`io::Error`] returned by
 /// [`Socket::sendall`](crate::Socket::sendall) (and by `write_all` on a
-/// socket): says how many bytes reached the socket before the failure, so
-/// that nothing is lost silently. CPython's `sendall` does not report this.
+/// socket) or by [`Socket::sendfile`](crate::Socket::sendfile): says how
+/// many bytes reached the socket before the failure, so that nothing is lost
+/// silently. CPython's `sendall` does not report this.
 ///
 /// The outer [`io::Error`] has the kind of the underlying error; use
 /// [`bytes_sent`] to read the count from it, or downcast it with
@@ -141,9 +247,10 @@ impl fmt::Display for PartialTransfer {
 /// error, which [`PartialTransfer::error`] returns.
 impl Error for PartialTransfer {}
 
-/// How many bytes a failed [`Socket::sendall`](crate::Socket::sendall) sent
-/// before it failed: `Some` for an error returned by `sendall` (or
-/// `write_all` on a socket), `None` for any other error.
+/// How many bytes a failed [`Socket::sendall`](crate::Socket::sendall) or
+/// [`Socket::sendfile`](crate::Socket::sendfile) sent before it failed:
+/// `Some` for an error returned by `sendall` (or `write_all` on a socket),
+/// `sendfile` or `sendfile_until`, `None` for any other error.
 pub fn bytes_sent(err: &io::Error) -> Option<u64> {
     err.get_ref()?
         .downcast_ref::<PartialTransfer>()
@@ -216,6 +323,34 @@ mod tests {
         assert_eq!(
             from_code(ErrorCode::WouldBlock).raw_os_error(),
             Some(wasi_errno::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn filesystem_errors_have_std_kinds() {
+        let cases = [
+            (FsErrorCode::NoEntry, ErrorKind::NotFound),
+            (FsErrorCode::Access, ErrorKind::PermissionDenied),
+            (FsErrorCode::NotPermitted, ErrorKind::PermissionDenied),
+            (FsErrorCode::IsDirectory, ErrorKind::IsADirectory),
+            (FsErrorCode::NotDirectory, ErrorKind::NotADirectory),
+            (FsErrorCode::Invalid, ErrorKind::InvalidInput),
+            (FsErrorCode::Exist, ErrorKind::AlreadyExists),
+            (FsErrorCode::ReadOnly, ErrorKind::ReadOnlyFilesystem),
+            (FsErrorCode::InvalidSeek, ErrorKind::NotSeekable),
+            (FsErrorCode::Unsupported, ErrorKind::Unsupported),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(from_fs(code).kind(), kind, "{code:?}");
+        }
+    }
+
+    #[cfg(target_os = "wasi")]
+    #[test]
+    fn filesystem_errors_carry_wasi_errno() {
+        assert_eq!(
+            from_fs(FsErrorCode::NoEntry).raw_os_error(),
+            Some(wasi_errno::ENOENT)
         );
     }
 

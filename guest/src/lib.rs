@@ -12,6 +12,8 @@
 //! | `socket.create_server(addr)`        | [`create_server`]`(addr)`             |
 //! | `socket.getaddrinfo(host, ...)`     | [`resolve`]`(host)`                   |
 //! | `socket.setdefaulttimeout(t)`       | [`setdefaulttimeout`]`(t)`            |
+//! | `sock.sendfile(open(p, "rb"), o, n)` | [`Socket::sendfile`]`(&`[`fs::File::open`]`(p)?, o, n)` |
+//! | `sock.makefile("rb")`               | [`Socket::makefile`]`("rb")`, a [`SocketFile`] |
 //! | `OSError` subclasses                | [`std::io::Error`] with the matching [`std::io::ErrorKind`] |
 //!
 //! Addresses are anything that implements [`ToAddress`]: `("host", port)`,
@@ -81,11 +83,14 @@ mod address;
 pub mod bindings;
 mod create;
 mod error;
+pub mod fs;
+mod makefile;
 mod options;
 mod socket;
 
 pub use address::{Address, ToAddress};
 pub use create::{DEFAULT_BACKLOG, create_connection, create_server, create_server_with, resolve};
 pub use error::{PartialTransfer, bytes_sent};
+pub use makefile::{DEFAULT_BUFFER_SIZE, SocketFile};
 pub use options::{SockOpt, SockOptName};
 pub use socket::{Family, Kind, Socket, getdefaulttimeout, setdefaulttimeout};

@@ -1,15 +1,18 @@
 //! The [`Socket`] type and per-process socket defaults.
 
-use std::cell::{Cell, Ref, RefCell};
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::address::{ToAddress, socket_addr_from_wit};
 use crate::bindings;
 use crate::error::{closed, from_code, from_transfer};
+use crate::fs::File;
+use crate::makefile::{Mode, SocketFile};
 use crate::options::{SockOpt, SockOptName};
 
 /// Address family: Python's `AF_INET` / `AF_INET6`.
@@ -74,6 +77,11 @@ impl Kind {
 /// "socket is closed" (where Python raises `OSError` `EBADF`). Dropping a
 /// socket closes it.
 ///
+/// The connection itself lives as long as the socket or any file object
+/// from [`makefile`](Socket::makefile) does (CPython's `_io_refs`): closing
+/// or dropping the socket while a file object is open leaves the connection
+/// to the file object, and the host closes it when the last one goes.
+///
 /// # Example
 ///
 /// ```no_run
@@ -94,8 +102,10 @@ impl Kind {
 /// }
 /// ```
 pub struct Socket {
-    /// The host's socket; `None` once closed.
-    inner: RefCell<Option<bindings::Socket>>,
+    /// The host's socket, shared with the file objects from `makefile`;
+    /// `None` once this socket is closed. The host closes its socket when
+    /// the last `Rc` goes.
+    inner: RefCell<Option<Rc<bindings::Socket>>>,
     family: Family,
     kind: Kind,
     /// The timeout last set on the host's socket, kept so that
@@ -120,7 +130,7 @@ impl Socket {
     fn from_host(inner: bindings::Socket, family: Family, kind: Kind) -> Socket {
         let timeout = timeout_from_wit(inner.get_timeout());
         Socket {
-            inner: RefCell::new(Some(inner)),
+            inner: RefCell::new(Some(Rc::new(inner))),
             family,
             kind,
             timeout: Cell::new(timeout),
@@ -128,9 +138,9 @@ impl Socket {
     }
 
     /// The host's socket, or the "socket is closed" error.
-    fn host(&self) -> io::Result<Ref<'_, bindings::Socket>> {
+    fn host(&self) -> io::Result<Rc<bindings::Socket>> {
         let inner = self.inner.try_borrow().map_err(|_| closed())?;
-        Ref::filter_map(inner, Option::as_ref).map_err(|_| closed())
+        inner.as_ref().map(Rc::clone).ok_or_else(closed)
     }
 
     /// Connects to a remote address; corresponds to Python's
@@ -193,18 +203,8 @@ impl Socket {
     /// `socket.recv_into(buffer)`. A buffer larger than the host's maximum
     /// per call receives at most that maximum.
     pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let max_len = u64::try_from(buf.len())
-            .unwrap_or(u64::MAX)
-            .min(max_recv_size());
-        let data = self.host()?.recv(max_len).map_err(from_code)?;
-        let target = buf.get_mut(..data.len()).ok_or_else(|| {
-            io::Error::new(
-                ErrorKind::InvalidData,
-                "the host returned more bytes than requested",
-            )
-        })?;
-        target.copy_from_slice(&data);
-        Ok(data.len())
+        let host = self.host()?;
+        recv_into(&host, buf)
     }
 
     /// Sends as much of `data` as the socket takes at once, after waiting
@@ -214,9 +214,8 @@ impl Socket {
     ///
     /// At most 16 MiB are handed to the host per call.
     pub fn send(&self, data: &[u8]) -> io::Result<usize> {
-        let data = data.get(..MAX_TRANSFER).unwrap_or(data);
-        let sent = self.host()?.send(data).map_err(from_code)?;
-        Ok(usize::try_from(sent).unwrap_or(usize::MAX).min(data.len()))
+        let host = self.host()?;
+        send(&host, data)
     }
 
     /// Sends all of `data`; corresponds to Python's `socket.sendall(bytes)`.
@@ -304,13 +303,141 @@ impl Socket {
     /// [`family`](Socket::family), [`kind`](Socket::kind),
     /// [`gettimeout`](Socket::gettimeout) and
     /// [`getblocking`](Socket::getblocking) keep working.
+    ///
+    /// While a file object from [`makefile`](Socket::makefile) is open, the
+    /// connection stays open for it, as in CPython: the host closes the
+    /// connection when the last of the socket and its file objects is
+    /// closed or dropped.
     pub fn close(&self) {
-        // Other methods borrow the host's socket only for the duration of a
-        // host call, which cannot overlap `close` on this single-threaded
-        // type; the check merely avoids a panic path.
+        // Methods hold the `RefCell` borrowed only while cloning the `Rc`,
+        // which cannot overlap `close` on this single-threaded type; the
+        // check merely avoids a panic path.
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
             drop(inner.take());
         }
+    }
+
+    /// Sends `count` bytes of `file` starting at `offset` (to the end of the
+    /// file when `count` is `None`) and returns how many were sent;
+    /// corresponds to Python's `socket.sendfile(file, offset, count)`.
+    ///
+    /// The data goes from the file to the socket inside the host
+    /// (sendfile(2) where the kernel can, reads and sends where it cannot,
+    /// e.g. from a FIFO), never through the plugin's memory. Fewer than
+    /// `count` bytes are sent only when the file ends first; an `offset` at
+    /// or past the end sends nothing and returns 0.
+    ///
+    /// As in CPython, the socket's timeout bounds each wait for the peer to
+    /// take more data, not the whole transfer: a large file is not cut off
+    /// by a short timeout while the peer keeps reading. To bound the whole
+    /// call, use [`sendfile_until`](Socket::sendfile_until).
+    ///
+    /// After the call, whether it succeeded or failed, the file's position
+    /// ([`File::position`]) is `offset` plus the bytes sent, so that reading
+    /// the file goes on where the socket stopped (CPython's
+    /// `file.seek(offset + total_sent)`; unlike CPython, also when nothing
+    /// was sent). Only on a closed socket, which fails before anything is
+    /// tried, is the position left as it was.
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::InvalidInput`]: a `count` of zero (CPython: "count
+    ///   must be a positive integer"), a non-blocking socket (timeout zero;
+    ///   CPython: "non-blocking sockets are not supported"), or a `file` that
+    ///   is a directory.
+    /// - [`ErrorKind::TimedOut`]: the peer took nothing for a whole timeout.
+    /// - [`ErrorKind::ConnectionReset`], [`ErrorKind::BrokenPipe`], …: the
+    ///   connection failed.
+    ///
+    /// Every error from the host says how many bytes were sent before it:
+    /// [`bytes_sent`](crate::bytes_sent) reads the count, and the message
+    /// ends with "after sending N bytes", as for [`sendall`](Socket::sendall).
+    pub fn sendfile(&self, file: &File, offset: u64, count: Option<u64>) -> io::Result<u64> {
+        self.sendfile_with(file, offset, count, None)
+    }
+
+    /// [`sendfile`](Socket::sendfile), with `deadline` bounding the whole
+    /// call (Go's `SetWriteDeadline`); the socket's timeout still bounds
+    /// each wait. Past the deadline the call fails with
+    /// [`ErrorKind::TimedOut`] and says how many bytes were sent, and the
+    /// file's position is `offset` plus that count.
+    ///
+    /// A deadline that has already passed fails at once with
+    /// [`ErrorKind::TimedOut`], "timed out after sending 0 bytes", without
+    /// asking the host (the file's position is then `offset`).
+    pub fn sendfile_until(
+        &self,
+        file: &File,
+        offset: u64,
+        count: Option<u64>,
+        deadline: Instant,
+    ) -> io::Result<u64> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.sendfile_with(file, offset, count, Some(left))
+    }
+
+    /// `sendfile` with an optional bound on the whole call.
+    fn sendfile_with(
+        &self,
+        file: &File,
+        offset: u64,
+        count: Option<u64>,
+        total: Option<Duration>,
+    ) -> io::Result<u64> {
+        let host = self.host()?;
+        let total_timeout = match total {
+            None => None,
+            Some(left) if left.is_zero() => {
+                file.set_position(offset);
+                return Err(from_transfer(bindings::TransferError {
+                    code: bindings::ErrorCode::Timeout,
+                    bytes_sent: 0,
+                }));
+            }
+            // Rounded up: a sub-nanosecond rest is still time left, not zero.
+            Some(left) => Some(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX).max(1)),
+        };
+        let result = host.sendfile(file.descriptor(), offset, count, total_timeout);
+        let sent = match &result {
+            Ok(sent) => *sent,
+            Err(err) => err.bytes_sent,
+        };
+        file.set_position(offset.saturating_add(sent));
+        result.map_err(from_transfer)
+    }
+
+    /// A buffered file object on the connection; corresponds to Python's
+    /// `socket.makefile(mode)` with the default buffer size (8 KiB, Python's
+    /// `io.DEFAULT_BUFFER_SIZE`). See
+    /// [`makefile_with_buffer`](Socket::makefile_with_buffer).
+    pub fn makefile(&self, mode: &str) -> io::Result<SocketFile> {
+        self.makefile_with_buffer(mode, crate::makefile::DEFAULT_BUFFER_SIZE)
+    }
+
+    /// A file object on the connection, with buffers of `buffering` bytes;
+    /// corresponds to Python's `socket.makefile(mode, buffering)`.
+    ///
+    /// `mode` is made of the characters `r`, `w` and `b`, as in CPython:
+    /// `"rb"` gives a readable file ([`Read`], [`BufRead`](std::io::BufRead):
+    /// `read_line`, `lines`, `read_until`), `"wb"` a writable one ([`Write`],
+    /// with `flush`), `"rwb"` both. Text mode (a mode without `b`, which
+    /// CPython wraps in a `TextIOWrapper` with newline translation) is not
+    /// supported: it fails with [`ErrorKind::InvalidInput`]; `BufRead`'s
+    /// `read_line` and `lines` already decode UTF-8 lines. Any other
+    /// character also fails with [`ErrorKind::InvalidInput`].
+    ///
+    /// `buffering` zero is unbuffered: writes go to the socket at once, and
+    /// reads through `BufRead` receive one byte at a time (as CPython's
+    /// unbuffered `SocketIO.readline` does).
+    ///
+    /// The file object shares the connection: reads and writes use the
+    /// socket's timeout (as it is when they run), and the connection stays
+    /// open while the file object lives, even after this socket is closed.
+    /// See [`SocketFile`].
+    pub fn makefile_with_buffer(&self, mode: &str, buffering: usize) -> io::Result<SocketFile> {
+        let parsed = Mode::parse(mode)?;
+        let host = self.host()?;
+        Ok(SocketFile::new(host, parsed, buffering))
     }
 
     /// The address the socket is bound to; corresponds to Python's
@@ -466,6 +593,31 @@ fn sendall_pieces(
         sent = sent.saturating_add(u64::try_from(piece.len()).unwrap_or(u64::MAX));
     }
     Ok(())
+}
+
+/// [`Socket::recv_into`] on the host's socket; also the raw reads of
+/// [`SocketFile`].
+pub(crate) fn recv_into(host: &bindings::Socket, buf: &mut [u8]) -> io::Result<usize> {
+    let max_len = u64::try_from(buf.len())
+        .unwrap_or(u64::MAX)
+        .min(max_recv_size());
+    let data = host.recv(max_len).map_err(from_code)?;
+    let target = buf.get_mut(..data.len()).ok_or_else(|| {
+        io::Error::new(
+            ErrorKind::InvalidData,
+            "the host returned more bytes than requested",
+        )
+    })?;
+    target.copy_from_slice(&data);
+    Ok(data.len())
+}
+
+/// [`Socket::send`] on the host's socket; also the raw writes of
+/// [`SocketFile`].
+pub(crate) fn send(host: &bindings::Socket, data: &[u8]) -> io::Result<usize> {
+    let data = data.get(..MAX_TRANSFER).unwrap_or(data);
+    let sent = host.send(data).map_err(from_code)?;
+    Ok(usize::try_from(sent).unwrap_or(usize::MAX).min(data.len()))
 }
 
 /// The largest `recv` the host accepts, asked once.

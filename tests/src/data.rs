@@ -16,7 +16,13 @@ pub fn pattern(len: usize) -> Vec<u8> {
 
 /// FNV-1a (64 bit) of `data`.
 pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+    fnv1a_continue(0xcbf2_9ce4_8422_2325, data)
+}
+
+/// FNV-1a of a stream fed in pieces: `fnv1a_continue(fnv1a(a), b)` is
+/// `fnv1a` of `a` followed by `b`.
+pub fn fnv1a_continue(hash: u64, data: &[u8]) -> u64 {
+    data.iter().fold(hash, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

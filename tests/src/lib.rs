@@ -11,15 +11,17 @@ use sockshim_host::{Policy, Rule, SockshimCtx};
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::component::Component;
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 mod data;
 
-pub use data::{fnv1a, pattern};
+pub use data::{fnv1a, fnv1a_continue, pattern};
 pub use sockshim_test_artifacts::{ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST};
 
 /// The host every test shares: one engine, one linker.
@@ -112,6 +114,13 @@ impl std::fmt::Display for Outcome {
 
 /// Starts the plugin at `wasm` with `args` (argv[1..]) under `ctx`.
 pub fn spawn_with(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
+    spawn_in(wasm, args, ctx, &[])
+}
+
+/// [`spawn_with`], with host directories preopened for the plugin: each
+/// `(host_dir, guest_dir)` read-write, as `sockshim run --dir HOST::GUEST`
+/// preopens it.
+pub fn spawn_in(wasm: &str, args: &[&str], ctx: SockshimCtx, dirs: &[(&Path, &str)]) -> Running {
     let component = component(wasm);
     let stdout = MemoryOutputPipe::new(64 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
@@ -119,6 +128,10 @@ pub fn spawn_with(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
     wasi.stdout(stdout.clone()).stderr(stderr.clone());
     wasi.arg(wasm.rsplit('/').next().unwrap_or(wasm));
     wasi.args(args);
+    for (host_dir, guest_dir) in dirs {
+        wasi.preopened_dir(host_dir, guest_dir, FsPerms::ReadWrite)
+            .unwrap_or_else(|e| panic!("cannot preopen {}: {e}", host_dir.display()));
+    }
     let task = tokio::spawn(async move { host().run(&component, wasi, ctx).await });
     Running {
         stdout,
@@ -137,6 +150,22 @@ pub async fn run_guest(scenario: &str, args: &[&str], policy: Policy) -> Outcome
     let mut all = vec![scenario];
     all.extend_from_slice(args);
     spawn(SOCKSHIM_TEST_GUEST, &all, policy).finish().await
+}
+
+/// Runs the test guest's `scenario` to the end under `ctx`, with `dirs`
+/// preopened as in [`spawn_in`]. Keep `ctx.transfer_stats()` first to read
+/// the run's sendfile counters afterwards.
+pub async fn run_guest_in(
+    scenario: &str,
+    args: &[&str],
+    ctx: SockshimCtx,
+    dirs: &[(&Path, &str)],
+) -> Outcome {
+    let mut all = vec![scenario];
+    all.extend_from_slice(args);
+    spawn_in(SOCKSHIM_TEST_GUEST, &all, ctx, dirs)
+        .finish()
+        .await
 }
 
 impl Running {
@@ -171,7 +200,7 @@ impl Running {
     /// Waits (up to 120 s) for the plugin to end.
     pub async fn finish(self) -> Outcome {
         let mut task = self.task;
-        let Ok(joined) = tokio::time::timeout(Duration::from_secs(20), &mut task).await else {
+        let Ok(joined) = tokio::time::timeout(Duration::from_secs(120), &mut task).await else {
             task.abort();
             panic!(
                 "the plugin did not finish within 120 s:\n--- stdout\n{}--- stderr\n{}",
@@ -225,4 +254,42 @@ pub fn serve_one<R: Send + 'static>(
         serve(stream)
     });
     (addr, handle)
+}
+
+/// A directory of its own under the system's temporary directory, removed
+/// with everything in it when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `sockshim-NAME-PID-N` in the temporary directory.
+    pub fn new(name: &str) -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("sockshim-{name}-{}-{n}", std::process::id()));
+        // A leftover of a crashed run with the same pid goes first.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `data` to the file `name` in it and returns the file's path.
+    pub fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, data)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

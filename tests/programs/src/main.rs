@@ -8,8 +8,9 @@
 mod data;
 
 use data::{fnv1a, pattern};
+use sockshim::fs::File;
 use sockshim::{Family, Kind, SockOpt, SockOptName, Socket};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::Shutdown;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -56,6 +57,18 @@ fn main() -> ExitCode {
             Ok(())
         }
         ("read-file", [path]) => std::fs::read_to_string(path).map(|text| report("text", text)),
+        ("sendfile", [addr, path]) => sendfile(addr, path),
+        ("sendfile-slices", [addr, path, dir]) => sendfile_slices(addr, path, dir),
+        ("sendfile-stalled", [addr, path, offset, ms]) => {
+            sendfile_stalled(addr, path, parse(offset), parse(ms))
+        }
+        ("sendfile-deadline", [addr, path, ms]) => sendfile_deadline(addr, path, parse(ms)),
+        ("sendfile-reset", [addr, path]) => sendfile_reset(addr, path),
+        ("sendfile-write-only", [addr, dir, name]) => sendfile_write_only(addr, dir, name),
+        ("makefile-lines", [addr]) => makefile_lines(addr),
+        ("makefile-write", [addr]) => makefile_write(addr),
+        ("makefile-outlives-socket", [addr]) => makefile_outlives_socket(addr),
+        ("makefile-timeout", [addr]) => makefile_timeout(addr),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);
@@ -407,5 +420,326 @@ fn ipv6(addr: &str) -> Result {
 
 fn resolve(host: &str) -> Result {
     report("resolve", format!("{:?}", sockshim::resolve(host)));
+    Ok(())
+}
+
+/// `bytes_sent` of an error, or `none`.
+fn sent_of<T>(r: &std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "none".to_string(),
+        Err(e) => sockshim::bytes_sent(e).map_or("none".to_string(), |n| n.to_string()),
+    }
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads up to `n` bytes at the file's position, as hex.
+fn next_bytes(mut file: &File, n: usize) -> std::io::Result<String> {
+    let mut buf = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        let read = file.read(&mut buf[got..])?;
+        if read == 0 {
+            break;
+        }
+        got += read;
+    }
+    Ok(hex(&buf[..got]))
+}
+
+/// The whole file at `path` (a regular file or a FIFO) to `addr`.
+fn sendfile(addr: &str, path: &str) -> Result {
+    let file = File::open(path)?;
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(30)))?;
+    let started = Instant::now();
+    let sent = sock.sendfile(&file, 0, None)?;
+    report("elapsed_ms", ms(started));
+    report("sent", sent);
+    report("position", file.position());
+    Ok(())
+}
+
+/// Slices of the file at `path` to `addr`, in order, over one connection;
+/// then the argument errors, and a directory (`dir`).
+fn sendfile_slices(addr: &str, path: &str, dir: &str) -> Result {
+    let mut file = File::open(path)?;
+    let len = file.len()?;
+    report("len", len);
+    report("is_file", file.metadata()?.is_file());
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(30)))?;
+
+    // A middle slice; the file's position ends after it, and reading goes
+    // on from there.
+    let sent = sock.sendfile(&file, 1000, Some(5000))?;
+    report("middle_sent", sent);
+    report("middle_position", file.position());
+    report("middle_stream_position", file.stream_position()?);
+    report("middle_next", next_bytes(&file, 16)?);
+
+    // A count past the end: only what exists.
+    let sent = sock.sendfile(&file, len - 100, Some(1000))?;
+    report("tail_sent", sent);
+    report("tail_position", file.position());
+    report("tail_next", outcome(&file.read(&mut [0; 8])));
+    report("tail_next_len", (&file).read(&mut [0; 8])?);
+
+    // At and past the end: nothing, and 0.
+    report("at_end", sock.sendfile(&file, len, None)?);
+    report("past_end", sock.sendfile(&file, len + 10, Some(10))?);
+    report("past_end_position", file.position());
+
+    // Count zero: CPython's "count must be a positive integer".
+    file.seek(SeekFrom::Start(7))?;
+    let zero = sock.sendfile(&file, 20, Some(0));
+    report("count_zero", outcome(&zero));
+    report("count_zero_sent", sent_of(&zero));
+    report("count_zero_position", file.position());
+
+    // A non-blocking socket is refused, as in CPython.
+    sock.setblocking(false)?;
+    let nonblocking = sock.sendfile(&file, 0, Some(10));
+    report("nonblocking", outcome(&nonblocking));
+    sock.settimeout(Some(Duration::from_secs(30)))?;
+
+    // A directory opens (as open(2) does) but cannot be sent.
+    let directory = File::open(dir)?;
+    report("dir_is_dir", directory.metadata()?.is_dir());
+    report("directory", outcome(&sock.sendfile(&directory, 0, None)));
+
+    // A path under no preopened directory.
+    report("outside", outcome(&File::open("/nowhere/x")));
+    report("missing", outcome(&File::open(format!("{dir}/missing"))));
+
+    // A closed socket: the error, and the file untouched.
+    file.set_position(3);
+    sock.shutdown(Shutdown::Write)?;
+    sock.close();
+    report("closed", outcome(&sock.sendfile(&file, 0, None)));
+    report("closed_position", file.position());
+    Ok(())
+}
+
+/// sendfile to a peer that stops reading, with a socket timeout.
+fn sendfile_stalled(addr: &str, path: &str, offset: u64, timeout_ms: u64) -> Result {
+    let file = File::open(path)?;
+    report("len", file.len()?);
+    let sock = sockshim::create_connection(addr, None)?;
+    sock.setsockopt(SockOpt::SendBufSize(64 << 10))?;
+    sock.settimeout(Some(Duration::from_millis(timeout_ms)))?;
+    let started = Instant::now();
+    let result = sock.sendfile(&file, offset, None);
+    report("elapsed_ms", ms(started));
+    report("outcome", outcome(&result));
+    report("bytes_sent", sent_of(&result));
+    report("position", file.position());
+    Ok(())
+}
+
+/// sendfile_until to a slow reader: the deadline bounds the whole call,
+/// though every wait is short.
+fn sendfile_deadline(addr: &str, path: &str, deadline_ms: u64) -> Result {
+    let file = File::open(path)?;
+    report("len", file.len()?);
+    let sock = sockshim::create_connection(addr, None)?;
+    sock.setsockopt(SockOpt::SendBufSize(64 << 10))?;
+    sock.settimeout(Some(Duration::from_secs(5)))?;
+
+    // A deadline already past: at once, nothing sent.
+    file.set_position(99);
+    let past = sock.sendfile_until(&file, 10, None, Instant::now());
+    report("past", outcome(&past));
+    report("past_bytes_sent", sent_of(&past));
+    report("past_position", file.position());
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(deadline_ms);
+    let result = sock.sendfile_until(&file, 0, None, deadline);
+    report("elapsed_ms", ms(started));
+    report("outcome", outcome(&result));
+    report("bytes_sent", sent_of(&result));
+    report("position", file.position());
+    Ok(())
+}
+
+/// sendfile to a peer that resets the connection.
+fn sendfile_reset(addr: &str, path: &str) -> Result {
+    let file = File::open(path)?;
+    report("len", file.len()?);
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(20)))?;
+    let result = sock.sendfile(&file, 0, None);
+    report("outcome", outcome(&result));
+    report("bytes_sent", sent_of(&result));
+    report("position", file.position());
+    Ok(())
+}
+
+/// Line reading through makefile("rb"), mixed with plain reads.
+fn makefile_lines(addr: &str) -> Result {
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(10)))?;
+    let mut file = sock.makefile("rb")?;
+    report("mode", file.mode());
+    report("writable", file.writable());
+    let mut line = String::new();
+    file.read_line(&mut line)?;
+    report("line1", line.trim_end());
+    line.clear();
+    file.read_line(&mut line)?;
+    report("line2", line.trim_end());
+    let mut five = [0; 5];
+    file.read_exact(&mut five)?;
+    report("exact5", String::from_utf8_lossy(&five));
+    line.clear();
+    file.read_line(&mut line)?;
+    report("line3", line.trim_end());
+    let mut field = Vec::new();
+    file.read_until(b';', &mut field)?;
+    report("until", String::from_utf8_lossy(&field));
+    let mut some = [0; 3];
+    let n = file.read(&mut some)?;
+    report("read3", String::from_utf8_lossy(&some[..n]));
+    let rest: Vec<String> = (&mut file).lines().collect::<std::io::Result<_>>()?;
+    report("lines", rest.join("|"));
+    report("eof_read", file.read(&mut some)?);
+    report("write_to_rb", outcome(&file.write(b"x")));
+    report("flush_rb", outcome(&file.flush()));
+    file.close()?;
+    report("closed", file.is_closed());
+    report("read_closed", outcome(&file.read(&mut some)));
+    report("close_again", outcome(&file.close()));
+    report("text_mode", outcome(&sock.makefile("r")));
+    report("bad_mode", outcome(&sock.makefile("rwb+")));
+    Ok(())
+}
+
+/// Writes through makefile("wb"): nothing reaches the peer before flush.
+fn makefile_write(addr: &str) -> Result {
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(10)))?;
+    let mut file = sock.makefile("wb")?;
+    report("mode", file.mode());
+    report("read_from_wb", outcome(&file.read(&mut [0; 4])));
+    report(
+        "read_line_from_wb",
+        outcome(&file.read_line(&mut String::new())),
+    );
+    file.write_all(b"hello ")?;
+    file.write_all(b"world\n")?;
+    // The peer checks that nothing arrives while this sleeps.
+    std::thread::sleep(Duration::from_millis(1500));
+    file.flush()?;
+    report("flushed", "yes");
+    // A write larger than the buffer goes out whole.
+    let mut small = sock.makefile_with_buffer("wb", 4)?;
+    small.write_all(b"0123456789\n")?;
+    // Dropping a writable file flushes it.
+    let mut dropped = sock.makefile("wb")?;
+    dropped.write_all(b"dropped\n")?;
+    drop(dropped);
+    // close() flushes and reports.
+    small.write_all(b"closed\n")?;
+    report("close", outcome(&small.close()));
+    report("write_closed", outcome(&small.write(b"x")));
+    // Unbuffered: each write goes at once.
+    let mut raw = sock.makefile_with_buffer("wb", 0)?;
+    raw.write_all(b"raw\n")?;
+    drop(raw);
+    drop(file);
+    sock.close();
+    Ok(())
+}
+
+/// Two file objects keep the connection open after the socket is closed;
+/// the peer sees the end only when the last one goes.
+fn makefile_outlives_socket(addr: &str) -> Result {
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(10)))?;
+    let mut reader = sock.makefile("rb")?;
+    let mut writer = sock.makefile("wb")?;
+    sock.close();
+    report("socket_recv", outcome(&sock.recv(1)));
+    report("socket_makefile", outcome(&sock.makefile("rb")));
+    writer.write_all(b"ping\n")?;
+    writer.flush()?;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    report("reply", line.trim_end());
+    drop(reader);
+    // The writer alone still holds the connection.
+    writer.write_all(b"still here\n")?;
+    writer.flush()?;
+    report("still", "written");
+    std::thread::sleep(Duration::from_millis(1500));
+    writer.close()?;
+    report("closed", "yes");
+    // Long enough after the close that the peer's end of stream is told
+    // apart from the plugin's exit.
+    std::thread::sleep(Duration::from_millis(3000));
+    Ok(())
+}
+
+/// A read that timed out poisons the file object, not the socket.
+fn makefile_timeout(addr: &str) -> Result {
+    let sock = sockshim::create_connection(addr, Some(Duration::from_millis(300)))?;
+    let mut file = sock.makefile("rwb")?;
+    let mut line = String::new();
+    let started = Instant::now();
+    report("first", outcome(&file.read_line(&mut line)));
+    report("first_ms", ms(started));
+    // Ask the peer for the rest, and give it time to arrive.
+    file.write_all(b"go\n")?;
+    file.flush()?;
+    std::thread::sleep(Duration::from_millis(800));
+    line.clear();
+    report("second", outcome(&file.read_line(&mut line)));
+    report("read_after", outcome(&file.read(&mut [0; 4])));
+    // Writing still works, and so does the socket itself.
+    report(
+        "write_after",
+        outcome(&file.write_all(b"ok\n").and_then(|()| file.flush())),
+    );
+    sock.settimeout(Some(Duration::from_secs(5)))?;
+    report("socket_recv", String::from_utf8_lossy(&sock.recv(100)?));
+    Ok(())
+}
+
+/// sendfile from a descriptor opened only for writing, through the raw
+/// bindings (`sockshim::fs::File` opens for reading only): the host must
+/// refuse to read what the plugin could not read itself.
+fn sendfile_write_only(addr: &str, dir: &str, name: &str) -> Result {
+    use sockshim::bindings;
+    use wasip2::filesystem::preopens;
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let fs_error = |e: wasip2::filesystem::types::ErrorCode| std::io::Error::other(e.to_string());
+    let preopens = preopens::get_directories();
+    let Some((base, _)) = preopens.iter().find(|(_, n)| n == dir) else {
+        return Err(std::io::Error::other(format!("no preopen {dir}")));
+    };
+    let write_only = base
+        .open_at(
+            PathFlags::empty(),
+            name,
+            OpenFlags::empty(),
+            DescriptorFlags::WRITE,
+        )
+        .map_err(fs_error)?;
+    let readable = base
+        .open_at(
+            PathFlags::empty(),
+            name,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
+        .map_err(fs_error)?;
+    let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let sock =
+        bindings::Socket::create(bindings::AddressFamily::Ipv4, bindings::SocketType::Stream)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    sock.connect(&addr.ip().to_string(), addr.port())
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let refused = sock.sendfile(&write_only, 0, None, None);
+    report("write_only", format!("{refused:?}"));
+    // The same file opened for reading goes.
+    let sent = sock.sendfile(&readable, 0, None, None);
+    report("readable", format!("{sent:?}"));
     Ok(())
 }

@@ -1,0 +1,392 @@
+//! `Socket::sendfile` from a file in a preopened directory to a native
+//! peer: the bytes, the counts, the file position, the host's choice of
+//! sendfile(2) or its fallback, and what timeouts and dead peers do.
+
+use sockshim_host::{SockshimCtx, TransferStats};
+use sockshim_tests::*;
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Where the tests' directories appear in the guest.
+const GUEST_DIR: &str = "/data";
+
+/// A context under the loopback policy, and its transfer counters.
+fn counted() -> (SockshimCtx, Arc<TransferStats>) {
+    let ctx = SockshimCtx::new(loopback());
+    let stats = ctx.transfer_stats();
+    (ctx, stats)
+}
+
+/// Runs `scenario` with `dir` preopened as [`GUEST_DIR`].
+async fn run_with_dir(scenario: &str, args: &[&str], ctx: SockshimCtx, dir: &Path) -> Outcome {
+    run_guest_in(scenario, args, ctx, &[(dir, GUEST_DIR)]).await
+}
+
+/// Reads a connection to its end and returns its length and FNV-1a, without
+/// keeping the bytes.
+fn hash_stream(mut stream: TcpStream) -> (u64, u64) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = vec![0; 1 << 20];
+    let (mut len, mut hash) = (0u64, fnv1a(&[]));
+    loop {
+        match stream.read(&mut buf).unwrap() {
+            0 => return (len, hash),
+            n => {
+                len += n as u64;
+                hash = fnv1a_continue(hash, &buf[..n]);
+            }
+        }
+    }
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A native peer that reads `chunk` bytes, sleeps `pause`, and so on, until
+/// the end; returns how many bytes it read.
+fn slow_reader(chunk: usize, pause: Duration) -> impl FnOnce(TcpStream) -> usize {
+    move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = vec![0; chunk];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_file_goes_by_sendfile_and_arrives_intact() {
+    const LEN: usize = 256 << 20;
+    let dir = TempDir::new("sendfile-big");
+    let data = pattern(LEN);
+    let expected = fnv1a(&data);
+    dir.write("big.bin", &data);
+    drop(data);
+    let (addr, server) = serve_one(hash_stream);
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/big.bin");
+    let out = run_with_dir("sendfile", &[&addr, &path], ctx, dir.path())
+        .await
+        .success();
+    let (len, hash) = server.join().unwrap();
+    assert_eq!(out.num("sent"), LEN as u64, "{out}");
+    assert_eq!(out.num("position"), LEN as u64, "{out}");
+    assert_eq!(len, LEN as u64);
+    assert_eq!(hash, expected, "the bytes differ");
+    assert_eq!(stats.sendfile_bytes(), LEN as u64, "not by sendfile(2)");
+    assert_eq!(stats.fallback_bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_counts_positions_and_refusals() {
+    const N: usize = 100_000;
+    let dir = TempDir::new("sendfile-slices");
+    let data = pattern(N);
+    dir.write("slices.bin", &data);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let (addr, server) = serve_one(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/slices.bin");
+    let sub = format!("{GUEST_DIR}/sub");
+    let out = run_with_dir("sendfile-slices", &[&addr, &path, &sub], ctx, dir.path())
+        .await
+        .success();
+    let got = server.join().unwrap();
+
+    assert_eq!(out.num("len"), N as u64);
+    assert_eq!(out.get("is_file"), "true");
+    // The peer got exactly the two slices, in order.
+    let expected = [&data[1000..6000], &data[N - 100..]].concat();
+    assert_eq!(got.len(), expected.len(), "{out}");
+    assert!(got == expected, "the slices differ");
+
+    assert_eq!(out.num("middle_sent"), 5000);
+    assert_eq!(out.num("middle_position"), 6000);
+    assert_eq!(out.num("middle_stream_position"), 6000);
+    // Reading goes on where the socket stopped.
+    assert_eq!(out.get("middle_next"), hex(&data[6000..6016]));
+
+    // A count past the end: what exists, and the position at the end.
+    assert_eq!(out.num("tail_sent"), 100);
+    assert_eq!(out.num("tail_position"), N as u64);
+    assert_eq!(out.get("tail_next"), "ok");
+    assert_eq!(out.num("tail_next_len"), 0);
+
+    assert_eq!(out.num("at_end"), 0);
+    assert_eq!(out.num("past_end"), 0);
+    assert_eq!(out.num("past_end_position"), N as u64 + 10);
+
+    let zero = out.get("count_zero");
+    assert!(zero.starts_with("InvalidInput: invalid argument"), "{out}");
+    assert_eq!(out.get("count_zero_sent"), "0");
+    assert_eq!(out.num("count_zero_position"), 20);
+
+    let nonblocking = out.get("nonblocking");
+    assert!(
+        nonblocking.starts_with("InvalidInput") && nonblocking.contains("non-blocking"),
+        "{out}"
+    );
+
+    assert_eq!(out.get("dir_is_dir"), "true");
+    let directory = out.get("directory");
+    assert!(
+        directory.starts_with("InvalidInput") && directory.contains("directory"),
+        "{out}"
+    );
+
+    assert!(out.get("outside").starts_with("NotFound"), "{out}");
+    assert!(out.get("missing").starts_with("NotFound"), "{out}");
+    assert!(out.get("closed").contains("socket is closed"), "{out}");
+    assert_eq!(out.num("closed_position"), 3);
+
+    assert_eq!(stats.sendfile_bytes(), 5100);
+    assert_eq!(stats.fallback_bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_not_opened_for_reading_is_refused() {
+    let dir = TempDir::new("sendfile-write-only");
+    dir.write("secret.txt", b"not for sending");
+    let (addr, server) = serve_one(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let (ctx, stats) = counted();
+    let out = run_with_dir(
+        "sendfile-write-only",
+        &[&addr, GUEST_DIR, "secret.txt"],
+        ctx,
+        dir.path(),
+    )
+    .await
+    .success();
+    let got = server.join().unwrap();
+    let refused = out.get("write_only");
+    assert!(
+        refused.contains("InvalidArgument") && refused.contains("bytes-sent: 0"),
+        "{out}"
+    );
+    assert_eq!(out.get("readable"), "Ok(15)");
+    // Only the readable descriptor's bytes went.
+    assert_eq!(got, b"not for sending");
+    assert_eq!(stats.sendfile_bytes(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_goes_by_the_fallback() {
+    const LEN: usize = 8 << 20;
+    let dir = TempDir::new("sendfile-fifo");
+    let fifo = dir.path().join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // Opening for writing waits for the plugin to open it for reading.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        w.write_all(&pattern(LEN)).unwrap();
+    });
+    let (addr, server) = serve_one(hash_stream);
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/fifo");
+    let out = run_with_dir("sendfile", &[&addr, &path], ctx, dir.path())
+        .await
+        .success();
+    writer.join().unwrap();
+    let (len, hash) = server.join().unwrap();
+    assert_eq!(out.num("sent"), LEN as u64, "{out}");
+    assert_eq!(len, LEN as u64);
+    assert_eq!(hash, fnv1a(&pattern(LEN)), "the bytes differ");
+    assert_eq!(stats.fallback_bytes(), LEN as u64, "not by the fallback");
+    assert_eq!(stats.sendfile_bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_times_out_with_the_count() {
+    const LEN: usize = 64 << 20;
+    const OFFSET: u64 = 4096;
+    let dir = TempDir::new("sendfile-stalled");
+    dir.write("big.bin", &pattern(LEN));
+    // The peer accepts, never reads, and holds the connection until the
+    // plugin is done.
+    let (done, wait) = mpsc::channel::<()>();
+    let (addr, server) = serve_one(move |s| {
+        let _ = wait.recv_timeout(Duration::from_secs(60));
+        drop(s);
+    });
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/big.bin");
+    let out = run_with_dir(
+        "sendfile-stalled",
+        &[&addr, &path, &OFFSET.to_string(), "500"],
+        ctx,
+        dir.path(),
+    )
+    .await
+    .success();
+    done.send(()).unwrap();
+    server.join().unwrap();
+    let sent = out.num("bytes_sent");
+    assert_eq!(
+        out.get("outcome"),
+        format!("TimedOut: timed out after sending {sent} bytes")
+    );
+    assert!(sent > 0 && sent < LEN as u64 - OFFSET, "{out}");
+    assert_eq!(out.num("position"), OFFSET + sent);
+    let ms = out.num("elapsed_ms");
+    assert!(ms >= 500, "timed out early, after {ms} ms");
+    assert!(ms < 10_000, "timed out late, after {ms} ms");
+    assert_eq!(stats.sendfile_bytes(), sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_timeout_bounds_each_wait_not_the_transfer() {
+    // 4 MiB to a peer taking 64 KiB every 20 ms: about 1.3 s in all, far
+    // longer than the 300 ms timeout, but no single wait is that long.
+    const LEN: usize = 4 << 20;
+    let dir = TempDir::new("sendfile-slow");
+    dir.write("file.bin", &pattern(LEN));
+    let (addr, server) = serve_one(slow_reader(64 << 10, Duration::from_millis(20)));
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/file.bin");
+    let out = run_with_dir(
+        "sendfile-stalled",
+        &[&addr, &path, "0", "300"],
+        ctx,
+        dir.path(),
+    )
+    .await
+    .success();
+    assert_eq!(out.get("outcome"), "ok", "{out}");
+    assert_eq!(out.num("position"), LEN as u64);
+    assert_eq!(server.join().unwrap(), LEN);
+    let ms = out.num("elapsed_ms");
+    assert!(
+        ms > 600,
+        "the transfer did not outlast the timeout ({ms} ms)"
+    );
+    assert_eq!(stats.sendfile_bytes(), LEN as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_bounds_the_whole_call() {
+    const LEN: usize = 64 << 20;
+    let dir = TempDir::new("sendfile-deadline");
+    dir.write("big.bin", &pattern(LEN));
+    // Reads all the time, slowly: every wait is short, the whole would take
+    // over a minute.
+    let (addr, server) = serve_one(slow_reader(16 << 10, Duration::from_millis(20)));
+    let (ctx, _stats) = counted();
+    let path = format!("{GUEST_DIR}/big.bin");
+    let out = run_with_dir(
+        "sendfile-deadline",
+        &[&addr, &path, "1000"],
+        ctx,
+        dir.path(),
+    )
+    .await
+    .success();
+    let received = server.join().unwrap();
+
+    assert_eq!(out.get("past"), "TimedOut: timed out after sending 0 bytes");
+    assert_eq!(out.get("past_bytes_sent"), "0");
+    assert_eq!(out.num("past_position"), 10);
+
+    let sent = out.num("bytes_sent");
+    assert_eq!(
+        out.get("outcome"),
+        format!("TimedOut: timed out after sending {sent} bytes")
+    );
+    assert!(sent > 0 && sent < LEN as u64, "{out}");
+    assert_eq!(out.num("position"), sent);
+    let ms = out.num("elapsed_ms");
+    assert!(ms >= 1000, "timed out early, after {ms} ms");
+    assert!(ms < 6000, "the deadline did not bound the call: {ms} ms");
+    assert!(
+        received as u64 <= sent,
+        "received {received}, reported {sent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_resets_fails_the_call_and_the_host_goes_on() {
+    const LEN: usize = 64 << 20;
+    const READ: usize = 1 << 20;
+    let dir = TempDir::new("sendfile-reset");
+    dir.write("big.bin", &pattern(LEN));
+    dir.write("small.bin", &pattern(1000));
+    let (addr, server) = serve_one(|mut s| {
+        let mut buf = vec![0; READ];
+        s.read_exact(&mut buf).unwrap();
+        reset(s);
+    });
+    let (ctx, _stats) = counted();
+    let path = format!("{GUEST_DIR}/big.bin");
+    let out = run_with_dir("sendfile-reset", &[&addr, &path], ctx, dir.path())
+        .await
+        .success();
+    server.join().unwrap();
+    let outcome = out.get("outcome");
+    assert!(
+        outcome.starts_with("ConnectionReset") || outcome.starts_with("BrokenPipe"),
+        "{out}"
+    );
+    let sent = out.num("bytes_sent");
+    assert!(
+        outcome.ends_with(&format!("after sending {sent} bytes")),
+        "{out}"
+    );
+    assert!(sent >= READ as u64 && sent < LEN as u64, "{out}");
+    assert_eq!(out.num("position"), sent);
+
+    // The host is unharmed: another plugin sends a file.
+    let (addr, server) = serve_one(hash_stream);
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/small.bin");
+    let out = run_with_dir("sendfile", &[&addr, &path], ctx, dir.path())
+        .await
+        .success();
+    assert_eq!(out.num("sent"), 1000);
+    assert_eq!(server.join().unwrap(), (1000, fnv1a(&pattern(1000))));
+    assert_eq!(stats.sendfile_bytes(), 1000);
+}
+
+/// Closes `s` with a reset (`SO_LINGER` of zero) instead of a FIN.
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+    drop(s);
+}
