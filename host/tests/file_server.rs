@@ -666,3 +666,62 @@ fn bad_arguments_give_the_usage_and_exit_1() {
         "{err}"
     );
 }
+
+#[test]
+fn a_silent_or_trickling_client_cannot_hold_the_server() {
+    let site = Site::new("slow");
+    let mut server = Server::start(&site, &[], &["--timeout", "2"]);
+
+    // A client that connects and says nothing holds the server (it serves
+    // one connection at a time) only until the timeout; the next client,
+    // waiting in the backlog meanwhile, is served then.
+    let mut silent = server.connect();
+    let started = Instant::now();
+    let (code, body) = curl_status(&[&server.url("/hello.txt")]);
+    assert_eq!((code.as_str(), body.as_str()), ("200", HELLO));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    let mut rest = Vec::new();
+    silent.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // A client that trickles its head in, a byte well within each timeout,
+    // is cut off once the whole head has taken longer than the timeout.
+    let mut trickle = server.connect();
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    trickle
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .unwrap();
+    let started = Instant::now();
+    let closed_after = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server kept a trickling client"
+        );
+        let _ = trickle.write_all(b"a");
+        let mut buf = [0; 64];
+        match trickle.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => panic!("unexpected answer {:?}", text(&buf[..n])),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break started.elapsed(), // reset: closed too
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+
+    let (_, log) = server.kill();
+    assert_eq!(
+        log.matches(": no complete request within 2 s").count(),
+        2,
+        "{log}"
+    );
+}

@@ -10,6 +10,7 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ("sockshim-test-programs", &["sockshim-test-guest"]),
     ("echo-server", &["echo-server"]),
     ("http-get", &["http-get"]),
+    ("file-server", &["file-server"]),
 ];
 
 fn main() {
