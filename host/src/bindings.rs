@@ -7,11 +7,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "sockshim:socket/imports",
-    imports: {
-        // Makes a stream, which needs the store.
-        "sockshim:socket/socket.[method]socket.receive": store | trappable,
-        default: async | trappable,
-    },
+    imports: { default: async | trappable },
     with: {
         "sockshim:socket/socket.socket": crate::socket::TcpSocket,
         // `sendfile` borrows the plugin's wasi:filesystem descriptor, the

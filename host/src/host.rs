@@ -1,18 +1,18 @@
 //! The glue between the generated bindings and the native sockets: resource
 //! handles, the policy, the per-plugin socket limit, address conversions.
 
+use crate::SockshimCtxView;
 use crate::bindings::{
-    AddressFamily, ErrorCode, Host, HostSocket, HostSocketWithStore, IpAddress, Ipv4SocketAddress,
-    Ipv6SocketAddress, OptionName, ShutdownHow, SocketAddress, SocketOption, SocketType,
-    Timeout as WitTimeout, TransferError,
+    AddressFamily, ErrorCode, Host, HostSocket, IpAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    OptionName, ShutdownHow, SocketAddress, SocketOption, SocketType, Timeout as WitTimeout,
+    TransferError,
 };
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
 use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
-use crate::{Sockshim, SockshimCtxView};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
 use std::time::Duration;
-use wasmtime::component::{Access, Resource, StreamReader};
+use wasmtime::component::Resource;
 use wasmtime_wasi::OpenMode;
 use wasmtime_wasi::filesystem::Descriptor;
 
@@ -212,19 +212,6 @@ impl Host for SockshimCtxView<'_> {
     }
 }
 
-impl<T> HostSocketWithStore<T> for Sockshim {
-    fn receive(
-        mut store: Access<'_, T, Self>,
-        res: Resource<TcpSocket>,
-    ) -> wasmtime::Result<Result<StreamReader<u8>, ErrorCode>> {
-        let stream = match store.get().socket(&res)?.receive_stream() {
-            Ok(stream) => stream,
-            Err(code) => return Ok(Err(code)),
-        };
-        Ok(Ok(StreamReader::new(&mut store, stream)?))
-    }
-}
-
 impl HostSocket for SockshimCtxView<'_> {
     async fn create(
         &mut self,
@@ -322,13 +309,6 @@ impl HostSocket for SockshimCtxView<'_> {
                 Ok(Err(e))
             }
         }
-    }
-
-    async fn take_receive_error(
-        &mut self,
-        res: Resource<TcpSocket>,
-    ) -> wasmtime::Result<Option<ErrorCode>> {
-        Ok(self.socket(&res)?.take_receive_error())
     }
 
     async fn recv(&mut self, res: Resource<TcpSocket>, max_len: u64) -> Res<Vec<u8>> {

@@ -32,10 +32,7 @@
 //! }
 //!
 //! # async fn run() -> wasmtime::Result<()> {
-//! // The socket's receive stream is a component-model async `stream<u8>`.
-//! let mut config = wasmtime::Config::new();
-//! config.wasm_component_model_async(true);
-//! let engine = Engine::new(&config)?;
+//! let engine = Engine::default();
 //! let mut linker = Linker::<State>::new(&engine);
 //! wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
 //! sockshim_host::add_to_linker(&mut linker)?;
@@ -74,7 +71,6 @@ mod in_place;
 pub mod policy;
 pub mod runner;
 mod socket;
-mod stream;
 mod sys;
 
 pub use deadline::Timeout;
@@ -160,9 +156,7 @@ impl HasData for Sockshim {
 
 /// Adds the `sockshim:socket` imports to `linker`. Use it beside
 /// `wasmtime_wasi::p2::add_to_linker_async`; the host functions are async,
-/// so instantiate and call the plugin with the `_async` methods. The engine
-/// needs `Config::wasm_component_model_async(true)`: the socket's receive
-/// stream is a component-model `stream<u8>`.
+/// so instantiate and call the plugin with the `_async` methods.
 pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     // Interface level: the world also names wasi:filesystem (for `sendfile`'s
     // descriptor), which wasmtime-wasi's own `add_to_linker` provides.

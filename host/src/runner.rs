@@ -47,16 +47,13 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    /// A host with wasmtime's default configuration plus:
-    /// - epoch interruption: every [`YIELD_INTERVAL`] a running plugin
-    ///   yields to the async executor, so a plugin that computes (or spins)
-    ///   without waiting cannot hold a runtime thread, and dropping its
-    ///   future stops it;
-    /// - component-model async, for the socket's receive stream.
+    /// A host with wasmtime's default configuration plus epoch interruption:
+    /// every [`YIELD_INTERVAL`] a running plugin yields to the async
+    /// executor, so a plugin that computes (or spins) without waiting cannot
+    /// hold a runtime thread, and dropping its future stops it.
     pub fn new() -> wasmtime::Result<PluginHost> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
-        config.wasm_component_model_async(true);
         let engine = Engine::new(&config)?;
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);

@@ -5,15 +5,14 @@
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
 use crate::deadline::{Deadline, Timeout, sock_call};
-use crate::stream::ReceiveStream;
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::Interest;
 
@@ -72,22 +71,12 @@ pub struct SendfileRequest {
     pub total: Deadline,
 }
 
-/// What a socket shares with its receive stream: the native socket, the
-/// timeout (which `set-timeout` changes for both), and why the stream's last
-/// read delivered nothing.
+/// What a socket shares with a transfer that cannot borrow it across its
+/// waits (`in_place`'s sends, which hold the store instead): the native
+/// socket and its timeout.
 pub(crate) struct Shared {
     pub(crate) io: SocketIo,
     pub(crate) timeout: AtomicTimeout,
-    receive: Mutex<ReceiveState>,
-}
-
-#[derive(Default)]
-pub(crate) struct ReceiveState {
-    /// A receive stream is open.
-    pub(crate) open: bool,
-    /// Why the stream's last read delivered nothing: `timeout`,
-    /// `would-block`, or the error that ended the stream.
-    pub(crate) error: Option<ErrorCode>,
 }
 
 impl Shared {
@@ -126,15 +115,9 @@ impl Shared {
         }
         Ok(())
     }
-
-    pub(crate) fn receive_state(&self) -> MutexGuard<'_, ReceiveState> {
-        // A panic while holding this lock cannot leave the state
-        // inconsistent: keep going with what is there.
-        self.receive.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
-/// A [`Timeout`] that the socket and its receive stream share, as one
+/// A [`Timeout`] that the socket and its transfers share, as one
 /// atomic: `u64::MAX` is blocking, zero non-blocking, anything else a
 /// number of nanoseconds.
 pub(crate) struct AtomicTimeout(AtomicU64);
@@ -169,7 +152,7 @@ impl AtomicTimeout {
 
 /// A plugin's TCP socket.
 pub struct TcpSocket {
-    /// What the socket shares with its receive stream, if it has one.
+    /// What the socket shares with transfers in progress.
     shared: Arc<Shared>,
     family: AddressFamily,
     /// `SO_LINGER` with a non-zero time makes close(2) block, even on a
@@ -194,7 +177,6 @@ impl TcpSocket {
             shared: Arc::new(Shared {
                 io: SocketIo::new(sock),
                 timeout: AtomicTimeout::new(timeout),
-                receive: Mutex::new(ReceiveState::default()),
             }),
             family,
             lingers: false,
@@ -225,27 +207,15 @@ impl TcpSocket {
         &self.shared.io
     }
 
-    /// The socket's receive side as a stream whose reads go straight into
-    /// the reader's buffer (see [`ReceiveStream`]). One at a time.
-    pub fn receive_stream(&self) -> Result<ReceiveStream, ErrorCode> {
-        ReceiveStream::open(&self.shared)
-    }
-
-    /// Why the last read of the receive stream delivered nothing, taken
-    /// (so asked once).
-    pub fn take_receive_error(&self) -> Option<ErrorCode> {
-        self.shared.receive_state().error.take()
-    }
-
     /// connect(2), bounded by `deadline` as CPython's `internal_connect`: a
     /// non-blocking connect, then a wait for writability, then `SO_ERROR`.
     pub async fn connect(&mut self, addr: SocketAddr, deadline: Deadline) -> Result<(), ErrorCode> {
         // What a failed earlier connect left in tokio's readiness must not
         // wake this one.
         let Some(shared) = Arc::get_mut(&mut self.shared) else {
-            return Err(ErrorCode::invalid(
-                "the socket is already connected (it has a receive stream)",
-            ));
+            // Only a transfer in progress holds another reference, and the
+            // plugin is blocked in it.
+            return Err(ErrorCode::invalid("the socket is busy"));
         };
         shared.io.forget_registration();
         match self.io().socket().connect(&SockAddr::from(addr)) {
@@ -553,8 +523,6 @@ impl TcpSocket {
         if !self.lingers {
             return; // dropping `fd` deregisters and closes it
         }
-        // The last reference closes the socket; a receive stream the plugin
-        // still holds may outlive this one, and then closes it itself.
         let shared = self.shared;
         tokio::task::spawn_blocking(move || drop(shared));
     }

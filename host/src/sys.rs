@@ -2,7 +2,7 @@
 
 use socket2::Socket;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 use tokio::io::unix::AsyncFd;
@@ -15,12 +15,6 @@ pub fn recv_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
     // and `n` is at most its length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
-}
-
-/// `recv(2)` into `buf`.
-pub fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-    // socket2's `Read for &Socket` is recv(2) without flags.
-    (&*sock).read(buf)
 }
 
 /// `send(2)` with `MSG_NOSIGNAL`: a write to a connection the peer has closed
