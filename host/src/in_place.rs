@@ -1,4 +1,5 @@
-//! `send` and `sendall` that read the plugin's `list<u8>` where it lies.
+//! `send` and `sendall` that read the plugin's `list<u8>` where it lies,
+//! and `recv` that receives into the plugin's memory ([`crate::placed`]).
 //!
 //! Through `bindgen!`, a `list<u8>` argument arrives as a `Vec<u8>`: the
 //! canonical ABI copies the plugin's bytes into host memory before the host
@@ -8,8 +9,8 @@
 //! anew, since the plugin's memory may move when it grows. While the plugin
 //! is blocked in the call, nothing else writes to its memory.
 //!
-//! They replace the generated `send` and `sendall` in the linker (same names,
-//! same types) and go through the same deadline loop ([`Shared::send_with`],
+//! They replace the generated `recv`, `send` and `sendall` in the linker
+//! (same names, same types) and go through the same deadline loop ([`Shared::send_with`],
 //! [`Shared::sendall_with`]).
 //!
 //! [`Shared::send_with`]: crate::socket::Shared::send_with
@@ -26,8 +27,8 @@ use wasmtime::component::{Linker, Resource, WasmList};
 /// The instance the generated bindings define the socket functions in.
 const INTERFACE: &str = "sockshim:socket/socket@0.1.0";
 
-/// Replaces the generated `send` and `sendall` in `linker` with ones that
-/// read the plugin's list in place.
+/// Replaces the generated `recv`, `send` and `sendall` in `linker` with
+/// ones that use the plugin's memory in place.
 pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let defined = define(linker);
@@ -46,6 +47,15 @@ fn socket_of<T: SockshimView>(
 
 fn define<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut socket = linker.instance(INTERFACE)?;
+    socket.func_wrap_async(
+        "[method]socket.recv",
+        |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
+            Box::new(async move {
+                let shared = socket_of(&mut store, &res)?;
+                Ok((shared.receive(max_len).await,))
+            })
+        },
+    )?;
     socket.func_wrap_async(
         "[method]socket.send",
         |mut store: StoreContextMut<'_, T>, (res, data): (Resource<TcpSocket>, WasmList<u8>)| {

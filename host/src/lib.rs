@@ -68,6 +68,7 @@ mod deadline;
 pub mod error;
 mod host;
 mod in_place;
+mod placed;
 pub mod policy;
 pub mod runner;
 mod socket;

@@ -5,6 +5,7 @@
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
 use crate::deadline::{Deadline, Timeout, sock_call};
+use crate::placed::{PLACE_ABOVE, Received};
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
@@ -95,6 +96,39 @@ impl Shared {
             send,
         )
         .await
+    }
+
+    /// Waits (within the socket's timeout) until a receive of at most
+    /// `max_len` bytes can complete, and makes it ready to be received
+    /// straight into the plugin's memory when its result is lowered (see
+    /// [`Received`]); small receives are made here and copied.
+    pub(crate) async fn receive(self: &Arc<Self>, max_len: u64) -> Received {
+        if max_len == 0 {
+            return Received::Copied(Vec::new());
+        }
+        if max_len > MAX_RECV_SIZE {
+            return Received::Failed(ErrorCode::invalid(format!(
+                "recv size {max_len} exceeds the maximum of {MAX_RECV_SIZE} bytes per call"
+            )));
+        }
+        let deadline = self.timeout.get().deadline();
+        if max_len <= PLACE_ABOVE {
+            // Not zeroed: only what arrives is written.
+            let mut buf = Vec::with_capacity(max_len as usize);
+            return match sock_call(&self.io, Interest::READABLE, deadline, |s| {
+                sys::recv_to_spare(s, &mut buf)
+            })
+            .await
+            {
+                Ok(_) => Received::Copied(buf),
+                Err(code) => Received::Failed(code),
+            };
+        }
+        match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
+            Ok(0) => Received::Copied(Vec::new()), // the end of the stream
+            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize),
+            Err(code) => Received::Failed(code),
+        }
     }
 
     /// send(2) until `len` bytes went, under one deadline for the whole

@@ -2,7 +2,8 @@
 
 use socket2::Socket;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 use tokio::io::unix::AsyncFd;
@@ -15,6 +16,18 @@ pub fn recv_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
     // and `n` is at most its length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// `recv(2)` into `buf`.
+pub fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    // socket2's `Read for &Socket` is recv(2) without flags.
+    (&*sock).read(buf)
+}
+
+/// `recv(2)` of one byte with `MSG_PEEK`: 1 when bytes wait, 0 at the end
+/// of the stream; the byte stays for the next receive.
+pub fn peek(sock: &Socket) -> io::Result<usize> {
+    sock.peek(&mut [MaybeUninit::uninit(); 1])
 }
 
 /// `send(2)` with `MSG_NOSIGNAL`: a write to a connection the peer has closed

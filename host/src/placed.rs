@@ -1,0 +1,189 @@
+//! `recv`'s result, received straight into the plugin's memory.
+//!
+//! A host function that returns a `Vec<u8>` makes two copies of received
+//! bytes: the kernel's into the host's buffer, then the canonical ABI's from
+//! there into a buffer it allocates in the plugin. [`Received`] is lowered
+//! instead of `result<list<u8>, error-code>`: its lowering allocates the
+//! plugin's buffer (the plugin's `realloc`) and calls recv(2) into it, so
+//! the kernel's copy is the only one. Lowering cannot wait, so the host
+//! function first waits until the socket is readable (a one-byte
+//! `MSG_PEEK` through the deadline loop); the recv(2) during lowering then
+//! finds the bytes the peek saw, as no one else reads this socket. Small
+//! receives skip the peek and copy: for a few bytes a second system call
+//! costs more than the copy saves.
+//!
+//! This needs wasmtime's `ComponentType`/`Lower` traits, whose lowering
+//! methods are hidden from wasmtime's documentation: they are what
+//! `bindgen!` and the derive macros generate, pinned here by the exact
+//! wasmtime version in Cargo.toml.
+
+use crate::bindings::ErrorCode;
+use crate::socket::Shared;
+use crate::sys;
+use std::io;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use wasmtime::ValRaw;
+use wasmtime::component::__internal::{
+    CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
+};
+use wasmtime::component::{ComponentType, Lower};
+
+/// Receives of at most this many bytes are copied from a host buffer
+/// rather than placed.
+pub const PLACE_ABOVE: u64 = 4 << 10;
+
+/// The outcome of a `recv` before it is lowered into the plugin.
+pub enum Received {
+    /// Bytes wait on the socket: receive up to this many into the plugin's
+    /// memory during lowering.
+    Ready(Arc<Shared>, usize),
+    /// Bytes already received (a small receive, the end of the stream).
+    Copied(Vec<u8>),
+    /// The receive failed.
+    Failed(ErrorCode),
+}
+
+/// The lowered type: what the WIT says `recv` returns.
+type Wit = Result<PlacedList, ErrorCode>;
+
+impl Received {
+    /// Turns `self` into the value the plugin gets, receiving into (or
+    /// copying to) a buffer allocated in its memory.
+    fn place<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<Wit> {
+        match self {
+            Received::Failed(code) => Ok(Err(code.clone())),
+            Received::Copied(bytes) => {
+                let ptr = alloc(cx, bytes.len())?;
+                guest_bytes(cx, ptr, bytes.len())?.copy_from_slice(bytes);
+                Ok(Ok(PlacedList {
+                    ptr,
+                    len: bytes.len(),
+                }))
+            }
+            Received::Ready(shared, max_len) => {
+                let max_len = *max_len;
+                let ptr = alloc(cx, max_len)?;
+                let buf = guest_bytes(cx, ptr, max_len)?;
+                let received = loop {
+                    match sys::recv(shared.io.socket(), buf) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                // Give back what the bytes do not fill; a buffer of at least
+                // one byte, so the plugin's allocator never sees size zero.
+                let kept = received.as_ref().map_or(1, |n| (*n).max(1));
+                let ptr = if kept < max_len {
+                    cx.realloc(ptr, max_len, 1, kept)?
+                } else {
+                    ptr
+                };
+                Ok(match received {
+                    Ok(len) => Ok(PlacedList { ptr, len }),
+                    // The peek saw bytes (or the end) that recv(2) then did
+                    // not find: nothing else reads this socket, so this is
+                    // an error the kernel reported in between.
+                    Err(e) => Err(ErrorCode::from(e)),
+                })
+            }
+        }
+    }
+}
+
+/// Allocates `len` bytes in the plugin (nothing for zero).
+fn alloc<T>(cx: &mut LowerContext<'_, T>, len: usize) -> wasmtime::Result<usize> {
+    if len == 0 {
+        return Ok(1); // aligned and never dereferenced
+    }
+    cx.realloc(0, 0, 1, len)
+}
+
+/// The plugin's memory at `ptr..ptr + len`, checked: a `realloc` that
+/// returns a buffer outside memory is the plugin's bug, and a trap.
+fn guest_bytes<'a, T>(
+    cx: &'a mut LowerContext<'_, T>,
+    ptr: usize,
+    len: usize,
+) -> wasmtime::Result<&'a mut [u8]> {
+    ptr.checked_add(len)
+        .and_then(|end| cx.as_slice_mut().get_mut(ptr..end))
+        .ok_or_else(|| wasmtime::format_err!("the plugin's realloc returned memory out of bounds"))
+}
+
+// SAFETY: `Received` lowers exactly as `result<list<u8>, error-code>`: its
+// `Lower` representation, ABI and type check are that type's, and lowering
+// delegates to it.
+unsafe impl ComponentType for Received {
+    type Lower = <Wit as ComponentType>::Lower;
+    const ABI: CanonicalAbiInfo = <Wit as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <Wit as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: as for `ComponentType`; the lowering writes what `Wit` writes.
+unsafe impl Lower for Received {
+    fn linear_lower_to_flat<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        ty: InterfaceType,
+        dst: &mut MaybeUninit<Self::Lower>,
+    ) -> wasmtime::Result<()> {
+        self.place(cx)?.linear_lower_to_flat(cx, ty, dst)
+    }
+
+    fn linear_lower_to_memory<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        self.place(cx)?.linear_lower_to_memory(cx, ty, offset)
+    }
+}
+
+/// A `list<u8>` already in the plugin's memory: lowering writes its
+/// pointer and length.
+pub struct PlacedList {
+    ptr: usize,
+    len: usize,
+}
+
+// SAFETY: a `list<u8>` is a pointer pair, as for `[u8]`.
+unsafe impl ComponentType for PlacedList {
+    type Lower = [ValRaw; 2];
+    const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <[u8] as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: writes the pair as wasmtime writes a list's: two i64 flat values
+// (wasmtime's "WRITEPTR64"), or two little-endian u32 in memory.
+unsafe impl Lower for PlacedList {
+    fn linear_lower_to_flat<T>(
+        &self,
+        _cx: &mut LowerContext<'_, T>,
+        _ty: InterfaceType,
+        dst: &mut MaybeUninit<[ValRaw; 2]>,
+    ) -> wasmtime::Result<()> {
+        dst.write([ValRaw::i64(self.ptr as i64), ValRaw::i64(self.len as i64)]);
+        Ok(())
+    }
+
+    fn linear_lower_to_memory<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        _ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        let ptr = u32::try_from(self.ptr)?;
+        let len = u32::try_from(self.len)?;
+        *cx.get::<4>(offset) = ptr.to_le_bytes();
+        *cx.get::<4>(offset + 4) = len.to_le_bytes();
+        Ok(())
+    }
+}
