@@ -1,0 +1,137 @@
+//! Child processes of the benchmark (peers, scale runs): spawned from this
+//! same executable, talked to over stdin/stdout lines, waited for with
+//! timeouts, and killed when dropped, on a panic, on a signal or when the
+//! time limit strikes. A child also dies with us: peers ask for SIGKILL when
+//! their parent exits (PR_SET_PDEATHSIG) and exit when their stdin closes.
+
+use crate::Result;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// Process ids of the children alive now, for [`kill_all`].
+static ALIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills every child still alive (used before a forced exit).
+pub fn kill_all() {
+    let pids = std::mem::take(&mut *ALIVE.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in pids {
+        // SAFETY: kill(2) on a pid of ours; no memory involved.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// A running child: its stdin for commands and its stdout lines.
+pub struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `<this executable> ARGS...` with piped stdin and stdout.
+    pub fn spawn(args: &[String]) -> Result<Proc> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        ALIVE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("child-stdout".into())
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Proc {
+            name: args.join(" "),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        })
+    }
+
+    /// Sends one command line.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for the next stdout line.
+    pub fn line(&self, timeout: Duration) -> Result<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(format!("`{}` said nothing for {timeout:?}", self.name).into())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(format!("`{}` exited early", self.name).into())
+            }
+        }
+    }
+
+    /// Waits for the next line, which must start with `word`; returns the rest.
+    pub fn expect(&self, word: &str, timeout: Duration) -> Result<String> {
+        let line = self.line(timeout)?;
+        match line.strip_prefix(word) {
+            Some(rest) => Ok(rest.trim().to_string()),
+            None => Err(format!("`{}` said {line:?}, expected {word:?}", self.name).into()),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let pid = self.child.id();
+        ALIVE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pid);
+    }
+}
+
+/// A peer process (`sockshim-bench peer ROLE ARGS...`).
+pub struct Peer {
+    pub proc: Proc,
+    /// The port it listens on, for the roles that listen.
+    pub port: u16,
+}
+
+impl Peer {
+    /// Starts a peer; a listening role reports its port first.
+    pub fn start(role: &str, args: &[String]) -> Result<Peer> {
+        let mut argv = vec!["peer".to_string(), role.to_string()];
+        argv.extend_from_slice(args);
+        let proc = Proc::spawn(&argv)?;
+        let port = if role == "client" {
+            0
+        } else {
+            proc.expect("port", Duration::from_secs(20))?.parse()?
+        };
+        Ok(Peer { proc, port })
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}

@@ -1,0 +1,392 @@
+//! `sockshim-bench`: sockshim side by side with native sockets and with
+//! wasmtime's wasi:sockets 0.2 and 0.3, on loopback (issue 6).
+//!
+//! ```text
+//! cargo run --release -p sockshim-bench -- [--quick] [--json] [--only WORKLOAD]...
+//! ```
+//!
+//! Guests run in this process in wasmtime; every peer runs in a child
+//! process, so the CPU time measured (getrusage of this process) is the
+//! guest side's alone. See `--help` and the README.
+
+mod child;
+mod measure;
+mod native;
+mod peer;
+mod report;
+mod wasm;
+mod workloads;
+
+/// The wasm guests built by build.rs.
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+use serde_json::{Map, Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: sockshim-bench [--quick] [--json] [--only WORKLOAD]... [--system KEY]...
+                      [--reps N] [--pooling | --no-pooling] [--time-limit SECONDS]
+                      [--sockshim-recv recv|recv_into] [--one-cpu]
+
+Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
+0.2 and 0.3 on loopback, in paired repetitions, and prints one table per
+workload (or, with --json, one JSON object).
+
+  --quick            about a minute: 3 repetitions, 256 MiB transfers,
+                     10,000 round trips, 500 connections, 1 and 100 instances
+                     (default: 5 repetitions, 1 GiB, 50,000, 2,000, and 1, 100
+                     and 1,000 instances)
+  --json             print one JSON object on stdout (the tables go to stderr)
+  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate or scale
+                     (repeatable, or comma-separated)
+  --system KEY       run only this system (repeatable, or comma-separated),
+                     by its JSON key: native, wasi_sockets, wasi_sockets_p3,
+                     sockshim; native_sendfile, native_read_write,
+                     wasi_sockets_read_write, guest_read_sendall,
+                     sockshim_sendfile (for profiling; ratios need both sides)
+  --reps N           repetitions (at least 1)
+  --pooling          wasmtime's pooling instance allocator (default: on-demand)
+  --one-cpu          run everything (this process, its threads and the peers)
+                     on the first CPU it may use, as `taskset -c 0` does: no
+                     cross-CPU wake-ups, far less noise, and the figures then
+                     measure CPU work rather than wake-up latency
+  --time-limit SECS  give up after this long (default: 600 quick, 3600 full)
+  --sockshim-recv C  the sockshim guest's receive call in the bulk workloads:
+                     recv_into (default; Python's sock.recv_into(buf), one
+                     buffer reused) or recv (sock.recv(65536), a new bytes
+                     object each call)
+";
+
+const WORKLOADS: [&str; 5] = ["bulk", "pingpong", "sendfile", "connrate", "scale"];
+
+/// What to run, and how big.
+pub struct Config {
+    pub quick: bool,
+    pub json: bool,
+    pub only: Vec<String>,
+    /// JSON keys of the systems to run (all when empty).
+    pub systems: Vec<String>,
+    pub reps: usize,
+    pub buf: usize,
+    pub bulk_bytes: u64,
+    pub pingpong: u64,
+    pub sendfile_bytes: u64,
+    pub connections: u64,
+    pub scale: Vec<u32>,
+    pub scale_idle: usize,
+    pub scale_bytes: u64,
+    pub scale_msg: usize,
+    pub pooling: bool,
+    /// Everything (this process, its threads, the peers) on one CPU.
+    pub one_cpu: bool,
+    /// The sockshim guest's receive call in the bulk workloads.
+    pub sockshim_recv: String,
+    pub time_limit: Duration,
+}
+
+impl Config {
+    fn parse(argv: &[String]) -> Result<Config> {
+        let quick = argv.iter().any(|a| a == "--quick");
+        let mut cfg = Config {
+            quick,
+            json: false,
+            only: vec![],
+            systems: vec![],
+            reps: if quick { 3 } else { 5 },
+            buf: 64 * 1024,
+            bulk_bytes: if quick { 256 << 20 } else { 1 << 30 },
+            pingpong: if quick { 10_000 } else { 50_000 },
+            sendfile_bytes: if quick { 256 << 20 } else { 1 << 30 },
+            connections: if quick { 500 } else { 2_000 },
+            scale: if quick {
+                vec![1, 100]
+            } else {
+                vec![1, 100, 1000]
+            },
+            scale_idle: 4,
+            scale_bytes: if quick { 64 << 20 } else { 256 << 20 },
+            scale_msg: 16 * 1024,
+            pooling: false,
+            one_cpu: false,
+            sockshim_recv: "recv_into".into(),
+            time_limit: Duration::from_secs(if quick { 600 } else { 3600 }),
+        };
+        let mut it = argv.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match arg.as_str() {
+                "--quick" => {}
+                "--json" => cfg.json = true,
+                "--pooling" => cfg.pooling = true,
+                "--no-pooling" => cfg.pooling = false,
+                "--one-cpu" => cfg.one_cpu = true,
+                "--only" => {
+                    for w in value("--only")?.split(',') {
+                        if !WORKLOADS.contains(&w) {
+                            return Err(format!("unknown workload {w:?}\n\n{USAGE}").into());
+                        }
+                        cfg.only.push(w.to_string());
+                    }
+                }
+                "--system" => cfg
+                    .systems
+                    .extend(value("--system")?.split(',').map(str::to_string)),
+                "--sockshim-recv" => {
+                    cfg.sockshim_recv = value("--sockshim-recv")?;
+                    if !["recv", "recv_into"].contains(&cfg.sockshim_recv.as_str()) {
+                        return Err("--sockshim-recv takes recv or recv_into".into());
+                    }
+                }
+                "--reps" => {
+                    cfg.reps = value("--reps")?.parse()?;
+                    if cfg.reps == 0 {
+                        return Err("--reps must be at least 1".into());
+                    }
+                }
+                "--time-limit" => {
+                    cfg.time_limit = Duration::from_secs(value("--time-limit")?.parse()?)
+                }
+                "-h" | "--help" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn runs(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+    }
+}
+
+/// The directory holding the sendfile workload's file, removed on cleanup.
+static TEMP_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+pub fn set_temp_dir(dir: Option<PathBuf>) {
+    *TEMP_DIR.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+}
+
+/// Kills every child process and removes the temporary file, for the exits
+/// that skip destructors (signal, time limit, panic).
+fn cleanup() {
+    child::kill_all();
+    if let Some(dir) = TEMP_DIR.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// One progress line on stderr.
+pub fn progress(what: &str) {
+    eprintln!("· {what}");
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.first().map(String::as_str) {
+        Some("peer") => peer::main(&argv[1..]),
+        Some("scale-child") => {
+            peer::die_with_parent();
+            workloads::scale_child(&argv[1..])
+        }
+        _ => bench(&argv),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockshim-bench: {e}");
+            cleanup();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (call before any thread
+/// starts) and handles them in one thread: clean up, then exit. Children
+/// start with an empty signal mask (std resets it).
+fn handle_signals() {
+    // SAFETY: plain signal-set manipulation on a local `sigset_t`, before
+    // other threads exist; sigwait only writes the signal number.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+            eprintln!("sockshim-bench: signal {sig}, stopping");
+            cleanup();
+            std::process::exit(128 + sig);
+        });
+    }
+}
+
+fn bench(argv: &[String]) -> Result<()> {
+    let cfg = Config::parse(argv)?;
+    // Before any thread starts: threads and children inherit both.
+    if cfg.one_cpu {
+        pin_to_one_cpu()?;
+    }
+    handle_signals();
+    let limit = cfg.time_limit;
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("sockshim-bench: time limit of {limit:?} reached, stopping");
+        cleanup();
+        std::process::exit(3);
+    });
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        cleanup();
+        default_hook(info);
+    }));
+
+    let started = Instant::now();
+    let date = utc_now();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: sockshim-bench was built without optimisation (dev profile): the figures \
+             are not representative; use `cargo run --release -p sockshim-bench`"
+        );
+    }
+    let mode = if cfg.quick { "quick" } else { "full" };
+    let header = format!(
+        "sockshim-bench, {mode} mode, {date}, {} repetitions, {} allocator, {}{}",
+        cfg.reps,
+        if cfg.pooling { "pooling" } else { "on-demand" },
+        if cfg.one_cpu {
+            "one CPU".to_string()
+        } else {
+            format!(
+                "{} CPUs",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            )
+        },
+        if cfg!(debug_assertions) {
+            ", UNOPTIMISED BUILD"
+        } else {
+            ""
+        },
+    );
+    let show = |text: &str| {
+        if cfg.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    };
+    show(&header);
+
+    let mut json = Map::new();
+    let needs_wasm = WORKLOADS[..4].iter().any(|w| cfg.runs(w));
+    let wasm = if needs_wasm {
+        progress("loading the guests (compiled once, then cached)");
+        Some(wasm::Wasm::new(cfg.pooling, 16)?)
+    } else {
+        None
+    };
+    type Workload = fn(&wasm::Wasm, &Config) -> Result<Vec<report::Table>>;
+    let workloads: [(&str, Workload); 4] = [
+        ("bulk", workloads::bulk),
+        ("pingpong", workloads::pingpong),
+        ("sendfile", workloads::sendfile),
+        ("connrate", workloads::connrate),
+    ];
+    for (name, run) in workloads {
+        if let (true, Some(wasm)) = (cfg.runs(name), &wasm) {
+            for table in run(wasm, &cfg)? {
+                show(&table.to_text());
+                json.insert(table.key.clone(), table.to_json());
+            }
+        }
+    }
+    drop(wasm);
+    if cfg.runs("scale") {
+        let (text, value) = workloads::scale(&cfg)?;
+        show(&text);
+        json.insert("scale".into(), value);
+    }
+
+    let wall = started.elapsed().as_secs_f64();
+    show(&format!("total wall time: {wall:.0} s"));
+    if cfg.json {
+        let meta = json!({
+            "mode": mode,
+            "date": date,
+            "repetitions": cfg.reps,
+            "buffer_bytes": cfg.buf,
+            "pooling_allocator": cfg.pooling,
+            "one_cpu": cfg.one_cpu,
+            "optimised_build": !cfg!(debug_assertions),
+            "sockshim_sendfile": guests::SOCKSHIM_SENDFILE,
+            "wall_s": wall,
+        });
+        let mut out = Map::new();
+        out.insert("meta".into(), meta);
+        out.extend(json);
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+    }
+    Ok(())
+}
+
+/// Restricts this thread (and so every thread and child started after) to
+/// the first CPU it may run on.
+fn pin_to_one_cpu() -> Result<usize> {
+    // SAFETY: sched_getaffinity/sched_setaffinity read and write one
+    // `cpu_set_t` we own; the CPU_* helpers only index into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .ok_or("no CPU to run on")?;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(cpu)
+    }
+}
+
+/// Now as `YYYY-MM-DD HH:MM UTC`.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}

@@ -1,0 +1,108 @@
+//! What one measured run yields, and the process figures the benchmark
+//! reads: CPU time (getrusage), resident memory and thread count (/proc).
+
+use crate::Result;
+use std::time::{Duration, Instant};
+
+/// One measured run: its wall time and the CPU time (user + system, every
+/// thread) the benchmark process spent meanwhile. The peer runs in another
+/// process, so the CPU time is the measured side's alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+/// User plus system CPU time of this process so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes one `rusage` into the zeroed value we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs `f` and measures its wall and CPU time.
+pub fn measure(f: impl FnOnce() -> Result<()>) -> Result<Sample> {
+    let (cpu, start) = (cpu_time(), Instant::now());
+    f()?;
+    Ok(Sample {
+        wall: start.elapsed(),
+        cpu: cpu_time() - cpu,
+    })
+}
+
+/// A field of /proc/self/status, in its own unit (kB for memory).
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident memory of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    proc_status("VmRSS") * 1024
+}
+
+/// OS threads of this process.
+pub fn threads() -> u64 {
+    proc_status("Threads")
+}
+
+/// Median, minimum and maximum of `values` (which must not be empty).
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn of(values: &[f64]) -> Stats {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Stats {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_odd_and_even_counts() {
+        let s = Stats::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Stats::of(&[4.0, 1.0, 2.0, 3.0]);
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 4.0));
+    }
+
+    #[test]
+    fn process_figures_are_read() {
+        assert!(rss_bytes() > 0);
+        assert!(threads() >= 1);
+        let before = cpu_time();
+        let mut x = 0u64;
+        for i in 0..10_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time() > before);
+    }
+}

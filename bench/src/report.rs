@@ -1,0 +1,302 @@
+//! Turning paired repetitions into figures and ratios: one table per
+//! workload for people, one JSON object per workload for machines.
+//!
+//! Every repetition runs the compared systems back to back (rotating the
+//! order), so a ratio is computed within each repetition, and the table
+//! shows the median ratio with its spread (min–max) over repetitions.
+//! Ratios are always the subject (sockshim) over the other system, for
+//! throughput as for CPU and time.
+
+use crate::measure::{Sample, Stats};
+use serde_json::{Map, Value, json};
+use std::fmt::Write as _;
+
+/// How a run's amount and time become a figure.
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    /// `amount` bytes: MB/s (10^6 bytes per second), CPU seconds per GiB.
+    Throughput,
+    /// `amount` round trips: µs per round trip, CPU µs per round trip.
+    RoundTrip,
+    /// `amount` connections: connections per second, CPU µs per connection.
+    Rate,
+}
+
+impl Unit {
+    fn figure(self, s: &Sample, amount: f64) -> f64 {
+        let wall = s.wall.as_secs_f64();
+        match self {
+            Unit::Throughput => amount / wall / 1e6,
+            Unit::RoundTrip => wall / amount * 1e6,
+            Unit::Rate => amount / wall,
+        }
+    }
+
+    fn cpu(self, s: &Sample, amount: f64) -> f64 {
+        let cpu = s.cpu.as_secs_f64();
+        match self {
+            Unit::Throughput => cpu / (amount / (1u64 << 30) as f64),
+            Unit::RoundTrip | Unit::Rate => cpu / amount * 1e6,
+        }
+    }
+
+    /// (JSON suffix of the figure, JSON key of the CPU figures, headings)
+    fn names(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Unit::Throughput => ("mbps", "cpu_s_per_gib", "MB/s", "CPU s/GiB"),
+            Unit::RoundTrip => ("us_per_rt", "cpu_us_per_rt", "µs/round trip", "CPU µs/rt"),
+            Unit::Rate => ("conn_per_s", "cpu_us_per_conn", "conn/s", "CPU µs/conn"),
+        }
+    }
+
+    fn ratio_heading(self) -> &'static str {
+        match self {
+            Unit::Throughput => "throughput",
+            Unit::RoundTrip => "time",
+            Unit::Rate => "rate",
+        }
+    }
+}
+
+/// A compared system: its name in tables and its JSON key.
+#[derive(Debug, Clone, Copy)]
+pub struct System {
+    pub label: &'static str,
+    pub key: &'static str,
+}
+
+/// The outcome of one workload.
+pub struct Table {
+    pub key: String,
+    pub title: String,
+    pub unit: Unit,
+    /// Bytes, round trips or connections per run.
+    pub amount: f64,
+    pub systems: Vec<System>,
+    /// The system the ratios are about (sockshim); `None` when it could not
+    /// run, and then there are no ratios.
+    pub subject: Option<usize>,
+    /// `samples[rep][system]`; `None` for a system that could not run.
+    pub samples: Vec<Vec<Option<Sample>>>,
+    /// Extra lines under the table.
+    pub notes: Vec<String>,
+}
+
+impl Table {
+    fn figures(&self, sys: usize, cpu: bool) -> Option<Stats> {
+        let values: Vec<f64> = self
+            .samples
+            .iter()
+            .filter_map(|rep| rep[sys].as_ref())
+            .map(|s| {
+                if cpu {
+                    self.unit.cpu(s, self.amount)
+                } else {
+                    self.unit.figure(s, self.amount)
+                }
+            })
+            .collect();
+        (!values.is_empty()).then(|| Stats::of(&values))
+    }
+
+    /// Per-repetition ratios subject / `other`.
+    fn ratios(&self, other: usize, cpu: bool) -> Option<Stats> {
+        let subject = self.subject?;
+        let values: Vec<f64> = self
+            .samples
+            .iter()
+            .filter_map(|rep| {
+                let (s, o) = (rep[subject].as_ref()?, rep[other].as_ref()?);
+                let f = |x: &Sample| {
+                    if cpu {
+                        self.unit.cpu(x, self.amount)
+                    } else {
+                        self.unit.figure(x, self.amount)
+                    }
+                };
+                Some(f(s) / f(o))
+            })
+            .collect();
+        (!values.is_empty()).then(|| Stats::of(&values))
+    }
+
+    fn others(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.systems.len()).filter(move |&i| Some(i) != self.subject)
+    }
+
+    pub fn to_text(&self) -> String {
+        let (_, _, fig_head, cpu_head) = self.unit.names();
+        let mut out = String::new();
+        let _ = writeln!(out, "{}", self.title);
+        let _ = writeln!(
+            out,
+            "  {:<36} {:>24}  {:>22}",
+            "system",
+            format!("{fig_head} (min–max)"),
+            format!("{cpu_head} (min–max)")
+        );
+        for (i, sys) in self.systems.iter().enumerate() {
+            let cell = |s: Option<Stats>| match s {
+                Some(s) => format!("{} ({}–{})", num(s.median), num(s.min), num(s.max)),
+                None => "n/a".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<36} {:>24}  {:>22}",
+                sys.label,
+                cell(self.figures(i, false)),
+                cell(self.figures(i, true))
+            );
+        }
+        match self.subject {
+            Some(subject) => {
+                let _ = writeln!(
+                    out,
+                    "  {:<36} {:>24}  {:>22}",
+                    format!("{} ÷ …", self.systems[subject].label),
+                    format!("{} (min–max)", self.unit.ratio_heading()),
+                    "CPU (min–max)"
+                );
+                for other in self.others() {
+                    let cell = |s: Option<Stats>| match s {
+                        Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+                        None => "n/a".to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {:<34} {:>24}  {:>22}",
+                        format!("÷ {}", self.systems[other].label),
+                        cell(self.ratios(other, false)),
+                        cell(self.ratios(other, true))
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  (no ratios: the subject system did not run)");
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "  {note}");
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (fig_suffix, cpu_key, _, _) = self.unit.names();
+        let mut obj = Map::new();
+        let mut spread = Map::new();
+        let mut cpu = Map::new();
+        let amount_key = match self.unit {
+            Unit::Throughput => "bytes",
+            Unit::RoundTrip => "round_trips",
+            Unit::Rate => "connections",
+        };
+        obj.insert(amount_key.into(), json!(self.amount as u64));
+        obj.insert("repetitions".into(), json!(self.samples.len()));
+        for (i, sys) in self.systems.iter().enumerate() {
+            let key = format!("{}_{fig_suffix}", sys.key);
+            let fig = self.figures(i, false);
+            obj.insert(key.clone(), json!(fig.map(|s| s.median)));
+            spread.insert(key, json!(fig.map(|s| [s.min, s.max])));
+            let c = self.figures(i, true);
+            cpu.insert(sys.key.into(), json!(c.map(|s| s.median)));
+            spread.insert(
+                format!("{cpu_key}.{}", sys.key),
+                json!(c.map(|s| [s.min, s.max])),
+            );
+        }
+        obj.insert(cpu_key.into(), Value::Object(cpu));
+        if let Some(subject) = self.subject {
+            obj.insert("subject".into(), json!(self.systems[subject].key));
+        }
+        for other in self.others() {
+            for (prefix, is_cpu) in [("vs_", false), ("cpu_vs_", true)] {
+                let key = format!("{prefix}{}", self.systems[other].key);
+                let r = self.ratios(other, is_cpu);
+                obj.insert(key.clone(), json!(r.map(|s| s.median)));
+                spread.insert(key, json!(r.map(|s| [s.min, s.max])));
+            }
+        }
+        obj.insert("spread".into(), Value::Object(spread));
+        Value::Object(obj)
+    }
+}
+
+/// A figure with about four significant digits.
+pub fn num(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 10.0 {
+        format!("{x:.2}")
+    } else if a >= 1.0 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sample(wall_ms: u64, cpu_ms: u64) -> Option<Sample> {
+        Some(Sample {
+            wall: Duration::from_millis(wall_ms),
+            cpu: Duration::from_millis(cpu_ms),
+        })
+    }
+
+    fn table(unit: Unit, samples: Vec<Vec<Option<Sample>>>) -> Table {
+        Table {
+            key: "t".into(),
+            title: "t".into(),
+            unit,
+            amount: (1u64 << 30) as f64,
+            systems: vec![
+                System {
+                    label: "native",
+                    key: "native",
+                },
+                System {
+                    label: "sockshim",
+                    key: "sockshim",
+                },
+            ],
+            subject: Some(1),
+            samples,
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn ratios_are_subject_over_other_per_repetition() {
+        // Repetition 1: sockshim twice as slow; repetition 2: as fast.
+        let t = table(
+            Unit::Throughput,
+            vec![
+                vec![sample(1000, 500), sample(2000, 1000)],
+                vec![sample(500, 500), sample(500, 250)],
+            ],
+        );
+        let json = t.to_json();
+        assert_eq!(json["vs_native"], json!(0.75)); // median of 0.5 and 1.0
+        assert_eq!(json["cpu_vs_native"], json!(1.25)); // median of 2.0 and 0.5
+        assert_eq!(json["spread"]["vs_native"], json!([0.5, 1.0]));
+        assert_eq!(json["cpu_s_per_gib"]["native"], json!(0.5));
+        assert!(json["native_mbps"].as_f64().unwrap() > 1000.0);
+        assert_eq!(json["subject"], json!("sockshim"));
+    }
+
+    #[test]
+    fn a_missing_system_gives_nulls() {
+        let t = table(Unit::RoundTrip, vec![vec![sample(1000, 500), None]]);
+        let json = t.to_json();
+        assert!(json["sockshim_us_per_rt"].is_null());
+        assert!(json["vs_native"].is_null());
+        assert!(t.to_text().contains("n/a"));
+    }
+}

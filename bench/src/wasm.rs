@@ -1,0 +1,306 @@
+//! The in-process wasm host of the benchmark: one engine, one linker with
+//! wasmtime-wasi's WASI 0.2 and 0.3 and sockshim, and the three guests
+//! compiled once (cached as serialized components next to the .wasm files)
+//! and pre-instantiated. Guests run as tasks on a multi-threaded tokio
+//! runtime, as `sockshim run` and an embedding serving many plugins do.
+//!
+//! The engine is configured as sockshim's `PluginHost` configures its own
+//! (epoch interruption with a yield every 10 ms), plus component-model async
+//! for the WASI 0.3 guest; every guest runs under the same configuration.
+
+use crate::{Result, guests};
+use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The store data of every guest.
+pub struct State {
+    wasi: WasiCtx,
+    sockshim: SockshimCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl SockshimView for State {
+    fn sockshim(&mut self) -> SockshimCtxView<'_> {
+        SockshimCtxView {
+            ctx: &mut self.sockshim,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The guest programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guest {
+    /// Rust std::net on wasm32-wasip2: wasi:sockets 0.2.
+    P2,
+    /// wasi:sockets 0.3 through the `wasip3` crate.
+    P3,
+    /// The `sockshim` crate.
+    Sockshim,
+}
+
+/// Where a guest finds the preopened directory of the file workloads.
+pub const GUEST_DATA_DIR: &str = "/data";
+
+pub struct Wasm {
+    engine: Engine,
+    runtime: tokio::runtime::Runtime,
+    p2: wasmtime_wasi::p2::bindings::CommandPre<State>,
+    p3: wasmtime_wasi::p3::bindings::CommandPre<State>,
+    sockshim: wasmtime_wasi::p2::bindings::CommandPre<State>,
+    policy: std::sync::Arc<Policy>,
+}
+
+fn werr(e: wasmtime::Error) -> crate::Error {
+    format!("{e:#}").into()
+}
+
+impl Wasm {
+    /// Builds the engine and linker and loads the guests. With `pooling`,
+    /// instances come from wasmtime's pooling allocator sized for
+    /// `max_instances` at once.
+    pub fn new(pooling: bool, max_instances: u32) -> Result<Wasm> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model_async(true);
+        if pooling {
+            let n = max_instances + 8;
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(n)
+                .total_core_instances(n * 8)
+                .total_memories(n * 2)
+                .total_tables(n * 8)
+                .total_stacks(n)
+                .max_memory_size(1 << 30);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(werr)?;
+        spawn_epoch_ticker(&engine);
+
+        let mut linker = Linker::<State>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(werr)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(werr)?;
+        sockshim_host::add_to_linker(&mut linker).map_err(werr)?;
+
+        let pre = |path: &str| -> Result<InstancePre<State>> {
+            let component = load(&engine, Path::new(path))?;
+            linker.instantiate_pre(&component).map_err(werr)
+        };
+        let p2 =
+            wasmtime_wasi::p2::bindings::CommandPre::new(pre(guests::GUEST_P2)?).map_err(werr)?;
+        let p3 =
+            wasmtime_wasi::p3::bindings::CommandPre::new(pre(guests::GUEST_P3)?).map_err(werr)?;
+        let sockshim = wasmtime_wasi::p2::bindings::CommandPre::new(pre(guests::GUEST_SOCKSHIM)?)
+            .map_err(werr)?;
+
+        let policy = Policy::deny_all()
+            .allow_connect("127.0.0.1:*".parse()?)
+            .allow_bind("127.0.0.1:*".parse()?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(Wasm {
+            engine,
+            runtime,
+            p2,
+            p3,
+            sockshim,
+            policy: std::sync::Arc::new(policy),
+        })
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// The future that runs `guest` with `args` to completion (`Ok` when it
+    /// exited 0), with `data_dir` preopened as [`GUEST_DATA_DIR`] if given.
+    pub fn guest(
+        &self,
+        guest: Guest,
+        args: &[String],
+        data_dir: Option<&Path>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let setup = self.store(guest, args, data_dir);
+        let (p2, p3, sockshim) = (self.p2.clone(), self.p3.clone(), self.sockshim.clone());
+        let what = format!("{guest:?} guest {args:?}");
+        async move {
+            let mut store = setup?;
+            let result = match guest {
+                Guest::P3 => run_p3(&mut store, &p3).await,
+                Guest::P2 => run_p2(&mut store, &p2).await,
+                Guest::Sockshim => run_p2(&mut store, &sockshim).await,
+            };
+            result.map_err(|e| format!("{what}: {e}").into())
+        }
+    }
+
+    /// Runs `guest` on the runtime and waits at most `timeout` for it.
+    pub fn run(
+        &self,
+        guest: Guest,
+        args: &[String],
+        data_dir: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let task = self.runtime.spawn(self.guest(guest, args, data_dir));
+        self.wait(task, timeout)
+    }
+
+    /// Waits at most `timeout` for a guest task spawned on the runtime;
+    /// aborts it past that.
+    pub fn wait(&self, task: tokio::task::JoinHandle<Result<()>>, timeout: Duration) -> Result<()> {
+        let abort = task.abort_handle();
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, task).await })
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(format!("a guest task failed: {join}").into()),
+            Err(_) => {
+                abort.abort();
+                Err(format!("a guest took longer than {timeout:?}").into())
+            }
+        }
+    }
+
+    fn store(
+        &self,
+        guest: Guest,
+        args: &[String],
+        data_dir: Option<&Path>,
+    ) -> Result<Store<State>> {
+        let mut wasi = WasiCtxBuilder::new();
+        let program = match guest {
+            Guest::P2 => "bench-p2",
+            Guest::P3 => "bench-p3",
+            Guest::Sockshim => "bench-sockshim",
+        };
+        wasi.arg(program).args(args).inherit_stderr();
+        if let Some(dir) = data_dir {
+            wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadOnly)
+                .map_err(werr)?;
+        }
+        // wasi:sockets (0.2 and 0.3): loopback only. A connect or listen
+        // without a bind is checked first as an implicit bind of 0.0.0.0:0.
+        wasi.allow_tcp(true).socket_addr_check(|addr, _| {
+            let ip = addr.ip();
+            let allowed = ip.is_loopback() || (ip.is_unspecified() && addr.port() == 0);
+            Box::pin(async move { allowed })
+        });
+        let state = State {
+            wasi: wasi.build(),
+            sockshim: SockshimCtx::new(self.policy.clone()),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        Ok(store)
+    }
+}
+
+/// Maps a command's outcome to `Ok` for exit status 0.
+fn exit_status(result: wasmtime::Result<std::result::Result<(), ()>>) -> Result<()> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(())) => Err("exited with status 1".into()),
+        Err(e) => match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Ok(()),
+            Some(I32Exit(code)) => Err(format!("exited with status {code}").into()),
+            None => Err(format!("trapped: {e:#}").into()),
+        },
+    }
+}
+
+async fn run_p2(
+    store: &mut Store<State>,
+    pre: &wasmtime_wasi::p2::bindings::CommandPre<State>,
+) -> Result<()> {
+    let command = pre.instantiate_async(&mut *store).await.map_err(werr)?;
+    exit_status(command.wasi_cli_run().call_run(&mut *store).await)
+}
+
+async fn run_p3(
+    store: &mut Store<State>,
+    pre: &wasmtime_wasi::p3::bindings::CommandPre<State>,
+) -> Result<()> {
+    let command = pre.instantiate_async(&mut *store).await.map_err(werr)?;
+    let result = store
+        .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+        .await;
+    exit_status(result.and_then(|r| r))
+}
+
+/// Compiles `path`, or loads it from the serialized copy made by an earlier
+/// run with a compatible engine.
+fn load(engine: &Engine, path: &Path) -> Result<Component> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let cached = PathBuf::from(format!("{}.{:016x}.cwasm", path.display(), hasher.finish()));
+    if cached.is_file() {
+        // SAFETY: the file was written below by `Component::serialize` for
+        // an engine with the same compatibility hash, and nothing else
+        // writes files with this name.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
+            return Ok(component);
+        }
+    }
+    let component =
+        Component::new(engine, &bytes).map_err(|e| format!("{}: {}", path.display(), werr(e)))?;
+    if let Ok(serialized) = component.serialize() {
+        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, serialized).is_ok() && std::fs::rename(&tmp, &cached).is_ok() {
+            remove_stale_caches(path, &cached);
+        }
+    }
+    Ok(component)
+}
+
+/// Removes the serialized copies of earlier builds of `wasm` but `keep`.
+fn remove_stale_caches(wasm: &Path, keep: &Path) {
+    let (Some(dir), Some(name)) = (wasm.parent(), wasm.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let prefix = format!("{name}.");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && file.ends_with(".cwasm") && path != keep {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Advances the engine's epoch every 10 ms until the engine is dropped, as
+/// sockshim's `PluginHost` does.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(sockshim_host::runner::YIELD_INTERVAL);
+            }
+        })
+        .expect("cannot start the epoch ticker");
+}

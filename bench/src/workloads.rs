@@ -1,0 +1,654 @@
+//! The workloads of issue 6: bulk transfer in three directions, 1-byte
+//! ping-pong, sending a file, connection rate, and many instances in one
+//! host process.
+
+use crate::child::{Peer, Proc};
+use crate::measure::{Sample, Stats, cpu_time, measure, rss_bytes, threads};
+use crate::report::{System, Table, Unit, num};
+use crate::wasm::{GUEST_DATA_DIR, Guest, Wasm};
+use crate::{Config, Result, guests, native, progress};
+use serde_json::{Map, Value, json};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The systems compared in the socket workloads, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sys {
+    Native,
+    Guest(Guest),
+}
+
+const SOCKET_SYSTEMS: [Sys; 4] = [
+    Sys::Native,
+    Sys::Guest(Guest::P2),
+    Sys::Guest(Guest::P3),
+    Sys::Guest(Guest::Sockshim),
+];
+
+fn system(sys: Sys) -> System {
+    match sys {
+        Sys::Native => System {
+            label: "native (Rust std::net)",
+            key: "native",
+        },
+        Sys::Guest(Guest::P2) => System {
+            label: "wasi:sockets 0.2 (guest std::net)",
+            key: "wasi_sockets",
+        },
+        Sys::Guest(Guest::P3) => System {
+            label: "wasi:sockets 0.3 (guest wasip3)",
+            key: "wasi_sockets_p3",
+        },
+        Sys::Guest(Guest::Sockshim) => System {
+            label: "sockshim",
+            key: "sockshim",
+        },
+    }
+}
+
+/// A generous bound on one run: a minute plus 10 MB/s (or 1 ms per
+/// operation); nothing measured here comes near it unless it is stuck.
+fn bound(bytes: u64, ops: u64) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(bytes / 10_000_000 * 1000 + ops)
+}
+
+/// Runs `run(i, warm_up)` for every system `i` (those `--system` selects),
+/// first once as a warm-up, then `cfg.reps` times in rotating order:
+/// repetition r starts with system r mod n. `run` returns `None` for a
+/// system that cannot run.
+fn paired(
+    what: &str,
+    names: &[System],
+    cfg: &Config,
+    mut run: impl FnMut(usize, bool) -> Result<Option<Sample>>,
+) -> Result<Vec<Vec<Option<Sample>>>> {
+    let n = names.len();
+    let selected =
+        |i: usize| cfg.systems.is_empty() || cfg.systems.iter().any(|k| k == names[i].key);
+    progress(&format!("{what}: warm-up"));
+    for i in (0..n).filter(|&i| selected(i)) {
+        run(i, true)?;
+    }
+    let mut samples = vec![vec![None; n]; cfg.reps];
+    for (r, rep) in samples.iter_mut().enumerate() {
+        progress(&format!("{what}: repetition {}/{}", r + 1, cfg.reps));
+        for k in 0..n {
+            let i = (r + k) % n;
+            if selected(i) {
+                rep[i] = run(i, false)?;
+            }
+        }
+    }
+    Ok(samples)
+}
+
+fn args(words: &[&dyn std::fmt::Display]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// A guest's `recv`/`serve` arguments; the sockshim guest's receive call
+/// is `--sockshim-recv`.
+fn recv_args(
+    guest: Guest,
+    command: &str,
+    target: &dyn std::fmt::Display,
+    bytes: u64,
+    buf: usize,
+    cfg: &Config,
+) -> Vec<String> {
+    let mut argv = args(&[&command, target, &bytes, &buf]);
+    if guest == Guest::Sockshim {
+        argv.push(cfg.sockshim_recv.clone());
+    }
+    argv
+}
+
+/// A port nobody listens on now (bound and released), for guest servers.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+const WARMUP_BYTES: u64 = 16 << 20;
+
+fn subject_of(systems: &[Sys]) -> Option<usize> {
+    systems
+        .iter()
+        .position(|s| *s == Sys::Guest(Guest::Sockshim))
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+/// Workload 1: bulk transfer in three directions.
+pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
+    let (bytes, buf) = (cfg.bulk_bytes, cfg.buf);
+    let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
+    let title = |dir: &str| {
+        format!(
+            "bulk, {dir}: {} per run, {} KiB buffers, {} paired repetitions",
+            mib(bytes),
+            buf / 1024,
+            cfg.reps
+        )
+    };
+    let table = |key: &str, dir: &str, samples| Table {
+        key: key.into(),
+        title: title(dir),
+        unit: Unit::Throughput,
+        amount: bytes as f64,
+        systems: names.clone(),
+        subject: subject_of(&SOCKET_SYSTEMS),
+        samples,
+        notes: vec![],
+    };
+    let recv_note = format!(
+        "(the sockshim guest receives with {})",
+        if cfg.sockshim_recv == "recv" {
+            "recv(bufsize), a new buffer per call"
+        } else {
+            "recv_into(buf), one buffer reused"
+        }
+    );
+    let mut tables = Vec::new();
+
+    // Guest → native sink.
+    let sink = Peer::start("sink", &[])?;
+    let addr = sink.addr();
+    let samples = paired("bulk guest→native", &names, cfg, |i, warm| {
+        let n = if warm { WARMUP_BYTES } else { bytes };
+        Ok(Some(match SOCKET_SYSTEMS[i] {
+            Sys::Native => measure(|| native::send(&addr, n, buf))?,
+            Sys::Guest(g) => {
+                measure(|| wasm.run(g, &args(&[&"send", &addr, &n, &buf]), None, bound(n, 0)))?
+            }
+        }))
+    })?;
+    tables.push(table(
+        "bulk_guest_to_native",
+        "guest → native sink",
+        samples,
+    ));
+    drop(sink);
+
+    // Native source → guest client.
+    let source = Peer::start("source", &[bytes.to_string()])?;
+    let warm_source = Peer::start("source", &[WARMUP_BYTES.to_string()])?;
+    let samples = paired("bulk native→guest client", &names, cfg, |i, warm| {
+        let (addr, n) = if warm {
+            (warm_source.addr(), WARMUP_BYTES)
+        } else {
+            (source.addr(), bytes)
+        };
+        Ok(Some(match SOCKET_SYSTEMS[i] {
+            Sys::Native => measure(|| native::recv(&addr, n, buf))?,
+            Sys::Guest(g) => measure(|| {
+                wasm.run(
+                    g,
+                    &recv_args(g, "recv", &addr, n, buf, cfg),
+                    None,
+                    bound(n, 0),
+                )
+            })?,
+        }))
+    })?;
+    let mut t = table(
+        "bulk_native_to_guest",
+        "native source → guest (guest connects)",
+        samples,
+    );
+    t.notes.push(recv_note.clone());
+    tables.push(t);
+    drop((source, warm_source));
+
+    // Native client → guest server.
+    let mut client = Peer::start("client", &[])?;
+    let samples = paired(
+        "bulk native client→guest server",
+        &names,
+        cfg,
+        |i, warm| {
+            let n = if warm { WARMUP_BYTES } else { bytes };
+            let sample = match SOCKET_SYSTEMS[i] {
+                Sys::Native => {
+                    let listener = TcpListener::bind("127.0.0.1:0")?;
+                    let port = listener.local_addr()?.port();
+                    measure(|| {
+                        client.proc.send(&format!("send {port} {n}"))?;
+                        native::serve(&listener, n, buf)?;
+                        client.proc.expect("done", bound(n, 0)).map(drop)
+                    })?
+                }
+                Sys::Guest(g) => {
+                    let port = free_port()?;
+                    measure(|| {
+                        let task = wasm.runtime().spawn(wasm.guest(
+                            g,
+                            &recv_args(g, "serve", &port, n, buf, cfg),
+                            None,
+                        ));
+                        client.proc.send(&format!("send {port} {n}"))?;
+                        wasm.wait(task, bound(n, 0))?;
+                        client.proc.expect("done", bound(n, 0)).map(drop)
+                    })?
+                }
+            };
+            Ok(Some(sample))
+        },
+    )?;
+    let mut t = table(
+        "bulk_native_client_to_guest_server",
+        "native client → guest server (guest listens)",
+        samples,
+    );
+    t.notes.push(recv_note);
+    t.notes.push(
+        "(a run includes the guest's start and the client's connect retries until it listens)"
+            .into(),
+    );
+    tables.push(t);
+    Ok(tables)
+}
+
+/// Workload 2: 1-byte ping-pong.
+pub fn pingpong(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
+    let iters = cfg.pingpong;
+    let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
+    let echo = Peer::start("echo", &[])?;
+    let addr = echo.addr();
+    let samples = paired("ping-pong", &names, cfg, |i, warm| {
+        let n = if warm { iters / 10 } else { iters };
+        Ok(Some(match SOCKET_SYSTEMS[i] {
+            Sys::Native => measure(|| native::pingpong(&addr, n))?,
+            Sys::Guest(g) => {
+                measure(|| wasm.run(g, &args(&[&"pingpong", &addr, &n]), None, bound(0, n)))?
+            }
+        }))
+    })?;
+    Ok(vec![Table {
+        key: "pingpong".into(),
+        title: format!(
+            "ping-pong: 1 byte each way, {iters} round trips per run, {} paired repetitions",
+            cfg.reps
+        ),
+        unit: Unit::RoundTrip,
+        amount: iters as f64,
+        systems: names,
+        subject: subject_of(&SOCKET_SYSTEMS),
+        samples,
+        notes: vec![
+            "(native and sockshim set TCP_NODELAY, wasi:sockets 0.2/0.3 cannot; the peer sets it)"
+                .into(),
+        ],
+    }])
+}
+
+/// Workload 4: connect, exchange one byte each way, close.
+pub fn connrate(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
+    let count = cfg.connections;
+    let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
+    let once = Peer::start("once", &[])?;
+    let addr = once.addr();
+    let samples = paired("connection rate", &names, cfg, |i, warm| {
+        let n = if warm { count / 10 } else { count };
+        Ok(Some(match SOCKET_SYSTEMS[i] {
+            Sys::Native => measure(|| native::connrate(&addr, n))?,
+            Sys::Guest(g) => {
+                measure(|| wasm.run(g, &args(&[&"connrate", &addr, &n]), None, bound(0, n * 5)))?
+            }
+        }))
+    })?;
+    Ok(vec![Table {
+        key: "connection_rate".into(),
+        title: format!(
+            "connection rate: connect + 1-byte exchange + close, {count} per run, {} paired repetitions",
+            cfg.reps
+        ),
+        unit: Unit::Rate,
+        amount: count as f64,
+        systems: names,
+        subject: subject_of(&SOCKET_SYSTEMS),
+        samples,
+        notes: vec!["(the peer closes first, so TIME_WAIT stays on its side)".into()],
+    }])
+}
+
+/// A file of `bytes` bytes in a directory of its own, removed on drop.
+pub struct DataFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+pub const DATA_FILE: &str = "data.bin";
+
+impl DataFile {
+    pub fn create(bytes: u64) -> Result<DataFile> {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("sockshim-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        crate::set_temp_dir(Some(dir.clone()));
+        let path = dir.join(DATA_FILE);
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            file.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(DataFile { dir, path })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        crate::set_temp_dir(None);
+    }
+}
+
+/// Workload 3: sending a file.
+pub fn sendfile(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
+    #[derive(Clone, Copy)]
+    enum Way {
+        NativeSendfile,
+        NativeReadWrite,
+        GuestReadWrite(Guest),
+        SockshimSendfile,
+    }
+    let ways = [
+        Way::NativeSendfile,
+        Way::NativeReadWrite,
+        Way::GuestReadWrite(Guest::P2),
+        Way::GuestReadWrite(Guest::Sockshim),
+        Way::SockshimSendfile,
+    ];
+    let names = vec![
+        System {
+            label: "native sendfile(2)",
+            key: "native_sendfile",
+        },
+        System {
+            label: "native read+write loop",
+            key: "native_read_write",
+        },
+        System {
+            label: "guest std::fs + wasi:sockets 0.2",
+            key: "wasi_sockets_read_write",
+        },
+        System {
+            label: "guest std::fs + sockshim sendall",
+            key: "guest_read_sendall",
+        },
+        System {
+            label: "guest sockshim sendfile",
+            key: "sockshim_sendfile",
+        },
+    ];
+    let (bytes, buf) = (cfg.sendfile_bytes, cfg.buf);
+    progress(&format!("sendfile: writing a {} file", mib(bytes)));
+    let data = DataFile::create(bytes)?;
+    let warm = DataFile::create_warm(&data)?;
+    let sink = Peer::start("sink", &[])?;
+    let addr = sink.addr();
+    let samples = paired("sendfile", &names, cfg, |i, is_warm| {
+        let (host_path, n) = if is_warm {
+            (warm.clone(), WARMUP_BYTES)
+        } else {
+            (data.path.clone(), bytes)
+        };
+        let name = host_path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or(DATA_FILE);
+        let guest_path = format!("{GUEST_DATA_DIR}/{name}");
+        let dir = Some(data.dir());
+        let sample = match ways[i] {
+            Way::NativeSendfile => measure(|| native::sendfile(&addr, &host_path))?,
+            Way::NativeReadWrite => measure(|| native::read_write(&addr, &host_path, buf))?,
+            Way::GuestReadWrite(g) => measure(|| {
+                wasm.run(
+                    g,
+                    &args(&[&"filesend", &addr, &guest_path, &buf]),
+                    dir,
+                    bound(n, 0),
+                )
+            })?,
+            Way::SockshimSendfile if !guests::SOCKSHIM_SENDFILE => return Ok(None),
+            Way::SockshimSendfile => measure(|| {
+                wasm.run(
+                    Guest::Sockshim,
+                    &args(&[&"sendfile", &addr, &guest_path]),
+                    dir,
+                    bound(n, 0),
+                )
+            })?,
+        };
+        Ok(Some(sample))
+    })?;
+    let mut notes = vec![
+        "(the file is in the page cache; guests read it through a preopened directory)".into(),
+    ];
+    if !guests::SOCKSHIM_SENDFILE {
+        notes.push(
+            "(guest sockshim sendfile: n/a, the guest crate has no Socket::sendfile yet)".into(),
+        );
+    }
+    Ok(vec![Table {
+        key: "sendfile".into(),
+        title: format!(
+            "sendfile: a {} file to a native sink, {} KiB buffers for the loops, {} paired repetitions",
+            mib(bytes),
+            buf / 1024,
+            cfg.reps
+        ),
+        unit: Unit::Throughput,
+        amount: bytes as f64,
+        systems: names,
+        subject: guests::SOCKSHIM_SENDFILE.then_some(4),
+        samples,
+        notes,
+    }])
+}
+
+impl DataFile {
+    /// A small file beside `data` for warm-up runs.
+    fn create_warm(data: &DataFile) -> Result<PathBuf> {
+        let path = data.dir.join("warm.bin");
+        std::fs::write(&path, vec![0x77u8; WARMUP_BYTES as usize])?;
+        Ok(path)
+    }
+}
+
+/// What one scale run measured, as the `scale-child` process reports it.
+struct ScaleRun {
+    mbps: f64,
+    cpu_s_per_gib: f64,
+    threads_before: f64,
+    threads: f64,
+    kib_per_instance: f64,
+    kib_per_idle: f64,
+    setup_ms: f64,
+}
+
+/// Workload 5: many sockshim instances in one host process. Each point is
+/// measured in a fresh process (`scale-child`), so memory and thread counts
+/// are not those left behind by earlier workloads.
+pub fn scale(cfg: &Config) -> Result<(String, Value)> {
+    let mut text = format!(
+        "scale: N sockshim instances in one host process, each echoing through a native peer on one \
+         connection and holding {} idle ones; {} echoed in all per run, {} KiB messages; {} \
+         repetitions; {} allocator\n",
+        cfg.scale_idle,
+        mib(cfg.scale_bytes),
+        cfg.scale_msg / 1024,
+        cfg.reps,
+        if cfg.pooling { "pooling" } else { "on-demand" },
+    );
+    text.push_str(&format!(
+        "  {:>9} {:>24} {:>10} {:>14} {:>20} {:>20} {:>9}\n",
+        "instances",
+        "aggregate MB/s (min–max)",
+        "CPU s/GiB",
+        "threads (idle)",
+        "RSS KiB / instance",
+        "RSS KiB / idle conn",
+        "setup ms"
+    ));
+    let mut json = Map::new();
+    json.insert("pooling_allocator".into(), json!(cfg.pooling));
+    json.insert(
+        "idle_connections_per_instance".into(),
+        json!(cfg.scale_idle),
+    );
+    json.insert("bytes_echoed_per_run".into(), json!(cfg.scale_bytes));
+    for &n in &cfg.scale {
+        let mut runs = Vec::new();
+        for r in 0..cfg.reps {
+            progress(&format!("scale {n}: repetition {}/{}", r + 1, cfg.reps));
+            runs.push(scale_point(cfg, n)?);
+        }
+        let stats = |f: fn(&ScaleRun) -> f64| Stats::of(&runs.iter().map(f).collect::<Vec<_>>());
+        let mbps = stats(|r| r.mbps);
+        let cpu = stats(|r| r.cpu_s_per_gib);
+        let thr = stats(|r| r.threads);
+        let thr0 = stats(|r| r.threads_before);
+        let per_inst = stats(|r| r.kib_per_instance);
+        let per_idle = stats(|r| r.kib_per_idle);
+        let setup = stats(|r| r.setup_ms);
+        text.push_str(&format!(
+            "  {:>9} {:>24} {:>10} {:>14} {:>20} {:>20} {:>9}\n",
+            n,
+            format!("{} ({}–{})", num(mbps.median), num(mbps.min), num(mbps.max)),
+            num(cpu.median),
+            format!("{} (max {})", thr.median, thr.max),
+            format!(
+                "{} ({}–{})",
+                num(per_inst.median),
+                num(per_inst.min),
+                num(per_inst.max)
+            ),
+            format!(
+                "{} ({}–{})",
+                num(per_idle.median),
+                num(per_idle.min),
+                num(per_idle.max)
+            ),
+            num(setup.median),
+        ));
+        let pair = |s: Stats| json!([s.min, s.max]);
+        json.insert(
+            format!("instances_{n}"),
+            json!({
+                "aggregate_mbps": mbps.median,
+                "cpu_s_per_gib": cpu.median,
+                "threads": thr.median,
+                "threads_before": thr0.median,
+                "rss_kib_per_instance": per_inst.median,
+                "rss_kib_per_idle_connection": per_idle.median,
+                "setup_ms": setup.median,
+                "spread": {
+                    "aggregate_mbps": pair(mbps),
+                    "cpu_s_per_gib": pair(cpu),
+                    "threads": pair(thr),
+                    "rss_kib_per_instance": pair(per_inst),
+                    "rss_kib_per_idle_connection": pair(per_idle),
+                    "setup_ms": pair(setup),
+                },
+            }),
+        );
+    }
+    text.push_str(
+        "  (threads: the host process's OS threads with every instance connected and idle; \
+         RSS/instance: resident memory added per instance with its connection; RSS/idle conn: \
+         added per further idle connection)\n",
+    );
+    Ok((text, Value::Object(json)))
+}
+
+fn scale_point(cfg: &Config, n: u32) -> Result<ScaleRun> {
+    let per_instance = (cfg.scale_bytes / u64::from(n)).max(cfg.scale_msg as u64);
+    let proc = Proc::spawn(&args(&[
+        &"scale-child",
+        &n,
+        &cfg.scale_idle,
+        &per_instance,
+        &cfg.scale_msg,
+        &cfg.pooling,
+    ]))?;
+    let line = proc.expect("result", Duration::from_secs(600))?;
+    let v: Value = serde_json::from_str(&line)?;
+    let f = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| format!("scale-child: no {k} in {line}"))
+    };
+    let (rss0, rss1, rss2) = (f("rss_before")?, f("rss_ready")?, f("rss_idle")?);
+    let idle = (u64::from(n) * cfg.scale_idle as u64).max(1) as f64;
+    let bytes = per_instance as f64 * f64::from(n);
+    Ok(ScaleRun {
+        mbps: bytes / f("echo_s")? / 1e6,
+        cpu_s_per_gib: f("echo_cpu_s")? / (bytes / (1u64 << 30) as f64),
+        threads_before: f("threads_before")?,
+        threads: f("threads_idle")?.max(f("threads_ready")?),
+        kib_per_instance: (rss1 - rss0) / 1024.0 / f64::from(n),
+        kib_per_idle: (rss2 - rss1) / 1024.0 / idle,
+        setup_ms: f("setup_s")? * 1e3,
+    })
+}
+
+/// `sockshim-bench scale-child N IDLE BYTES MSG POOLING`: one scale run in
+/// this process; prints `result {json}`.
+pub fn scale_child(argv: &[String]) -> Result<()> {
+    let [n, idle, bytes, msg, pooling] = argv else {
+        return Err(format!("scale-child: bad arguments {argv:?}").into());
+    };
+    let n: u32 = n.parse()?;
+    let wasm = Wasm::new(pooling.parse()?, n)?;
+    // Fault in the code and the instantiation path before the baseline.
+    wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
+    let peer = Peer::start("scale", &args(&[&n, idle]))?;
+    let addr = peer.addr();
+    let (rss_before, threads_before) = (rss_bytes(), threads());
+    let start = Instant::now();
+    let guest_args = args(&[&"scale", &addr, idle, bytes, msg]);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            wasm.runtime()
+                .spawn(wasm.guest(Guest::Sockshim, &guest_args, None))
+        })
+        .collect();
+    let mut peer = peer;
+    let setup_bound = Duration::from_secs(120);
+    peer.proc.expect("ready1", setup_bound)?;
+    let setup_s = start.elapsed().as_secs_f64();
+    let (rss_ready, threads_ready) = (rss_bytes(), threads());
+    peer.proc.send("idle")?;
+    peer.proc.expect("ready2", setup_bound)?;
+    let (rss_idle, threads_idle) = (rss_bytes(), threads());
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    peer.proc.send("go")?;
+    let total = u64::from(n) * bytes.parse::<u64>()?;
+    for task in tasks {
+        wasm.wait(task, bound(total, 0))?;
+    }
+    let echo_s = t0.elapsed().as_secs_f64();
+    let echo_cpu_s = (cpu_time() - cpu0).as_secs_f64();
+    let result = json!({
+        "rss_before": rss_before, "rss_ready": rss_ready, "rss_idle": rss_idle,
+        "threads_before": threads_before, "threads_ready": threads_ready,
+        "threads_idle": threads_idle, "threads_after": threads(),
+        "setup_s": setup_s, "echo_s": echo_s, "echo_cpu_s": echo_cpu_s,
+    });
+    println!("result {result}");
+    Ok(())
+}
