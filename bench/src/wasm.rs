@@ -1,19 +1,22 @@
-//! The in-process wasm host of the benchmark: one engine, one linker with
-//! wasmtime-wasi's WASI 0.2 and 0.3 and sockshim, and the three guests
+//! The in-process wasm host of the benchmark: two engines and linkers, and
+//! the three guests
 //! compiled once (cached as serialized components next to the .wasm files)
 //! and pre-instantiated. Guests run as tasks on a multi-threaded tokio
 //! runtime, as `sockshim run` and an embedding serving many plugins do.
 //!
-//! The engine is configured as sockshim's `PluginHost` configures its own
-//! (epoch interruption with a yield every 10 ms), plus component-model async
-//! for the WASI 0.3 guest; every guest runs under the same configuration.
+//! Both engines are configured as sockshim's `PluginHost` configures its own
+//! (epoch interruption with a yield every 10 ms). The WASI 0.3 guest needs
+//! component-model async, whose concurrency support makes every host call
+//! of a store take wasmtime's task machinery; the WASI 0.2 and sockshim
+//! guests run on an engine without it, as a host that runs no WASI 0.3
+//! plugin has.
 
 use crate::{Result, guests};
 use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -57,7 +60,10 @@ pub enum Guest {
 pub const GUEST_DATA_DIR: &str = "/data";
 
 pub struct Wasm {
+    /// For the WASI 0.2 and sockshim guests: no concurrency support.
     engine: Engine,
+    /// For the WASI 0.3 guest: component-model async.
+    concurrent_engine: Engine,
     runtime: tokio::runtime::Runtime,
     p2: wasmtime_wasi::p2::bindings::CommandPre<State>,
     p3: wasmtime_wasi::p3::bindings::CommandPre<State>,
@@ -74,38 +80,58 @@ impl Wasm {
     /// instances come from wasmtime's pooling allocator sized for
     /// `max_instances` at once.
     pub fn new(pooling: bool, max_instances: u32) -> Result<Wasm> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model_async(true);
-        if pooling {
-            let n = max_instances + 8;
-            let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_component_instances(n)
-                .total_core_instances(n * 8)
-                .total_memories(n * 2)
-                .total_tables(n * 8)
-                .total_stacks(n)
-                .max_memory_size(1 << 30);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
-        let engine = Engine::new(&config).map_err(werr)?;
+        let config = |concurrent: bool| {
+            let mut config = wasmtime::Config::new();
+            config.epoch_interruption(true);
+            if concurrent {
+                config.wasm_component_model_async(true);
+            } else {
+                config.concurrency_support(false);
+            }
+            if pooling {
+                let n = max_instances + 8;
+                let mut pool = wasmtime::PoolingAllocationConfig::new();
+                pool.total_component_instances(n)
+                    .total_core_instances(n * 8)
+                    .total_memories(n * 2)
+                    .total_tables(n * 8)
+                    .total_stacks(n)
+                    .max_memory_size(1 << 30);
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+            }
+            config
+        };
+        let engine = Engine::new(&config(false)).map_err(werr)?;
+        let concurrent_engine = Engine::new(&config(true)).map_err(werr)?;
         spawn_epoch_ticker(&engine);
+        spawn_epoch_ticker(&concurrent_engine);
 
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(werr)?;
-        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(werr)?;
         sockshim_host::add_to_linker(&mut linker).map_err(werr)?;
+        let mut concurrent_linker = Linker::<State>::new(&concurrent_engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut concurrent_linker).map_err(werr)?;
+        wasmtime_wasi::p3::add_to_linker(&mut concurrent_linker).map_err(werr)?;
 
-        let pre = |path: &str| -> Result<InstancePre<State>> {
-            let component = load(&engine, Path::new(path))?;
+        let pre = |engine: &Engine, linker: &Linker<State>, path: &str| {
+            let component = load(engine, Path::new(path))?;
             linker.instantiate_pre(&component).map_err(werr)
         };
         let p2 =
-            wasmtime_wasi::p2::bindings::CommandPre::new(pre(guests::GUEST_P2)?).map_err(werr)?;
-        let p3 =
-            wasmtime_wasi::p3::bindings::CommandPre::new(pre(guests::GUEST_P3)?).map_err(werr)?;
-        let sockshim = wasmtime_wasi::p2::bindings::CommandPre::new(pre(guests::GUEST_SOCKSHIM)?)
-            .map_err(werr)?;
+            wasmtime_wasi::p2::bindings::CommandPre::new(pre(&engine, &linker, guests::GUEST_P2)?)
+                .map_err(werr)?;
+        let p3 = wasmtime_wasi::p3::bindings::CommandPre::new(pre(
+            &concurrent_engine,
+            &concurrent_linker,
+            guests::GUEST_P3,
+        )?)
+        .map_err(werr)?;
+        let sockshim = wasmtime_wasi::p2::bindings::CommandPre::new(pre(
+            &engine,
+            &linker,
+            guests::GUEST_SOCKSHIM,
+        )?)
+        .map_err(werr)?;
 
         let policy = Policy::deny_all()
             .allow_connect("127.0.0.1:*".parse()?)
@@ -115,6 +141,7 @@ impl Wasm {
             .build()?;
         Ok(Wasm {
             engine,
+            concurrent_engine,
             runtime,
             p2,
             p3,
@@ -207,7 +234,11 @@ impl Wasm {
             sockshim: SockshimCtx::new(self.policy.clone()),
             table: ResourceTable::new(),
         };
-        let mut store = Store::new(&self.engine, state);
+        let engine = match guest {
+            Guest::P3 => &self.concurrent_engine,
+            Guest::P2 | Guest::Sockshim => &self.engine,
+        };
+        let mut store = Store::new(engine, state);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         Ok(store)
