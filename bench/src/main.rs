@@ -12,6 +12,7 @@
 mod child;
 mod measure;
 mod native;
+mod native_async;
 mod peer;
 mod report;
 mod wasm;

@@ -6,7 +6,7 @@ use crate::child::{Peer, Proc};
 use crate::measure::{Sample, Stats, cpu_time, measure, rss_bytes, threads};
 use crate::report::{System, Table, Unit, num};
 use crate::wasm::{GUEST_DATA_DIR, Guest, Wasm};
-use crate::{Config, Result, guests, native, progress};
+use crate::{Config, Result, guests, native, native_async, progress};
 use serde_json::{Map, Value, json};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sys {
     Native,
+    /// Native on tokio: the floor of an async host (see `native_async`).
+    NativeAsync,
     Guest(Guest),
 }
 
-const SOCKET_SYSTEMS: [Sys; 4] = [
+const SOCKET_SYSTEMS: [Sys; 5] = [
     Sys::Native,
+    Sys::NativeAsync,
     Sys::Guest(Guest::P2),
     Sys::Guest(Guest::P3),
     Sys::Guest(Guest::Sockshim),
@@ -31,6 +34,10 @@ fn system(sys: Sys) -> System {
         Sys::Native => System {
             label: "native (Rust std::net)",
             key: "native",
+        },
+        Sys::NativeAsync => System {
+            label: "native async (tokio, reference)",
+            key: "native_async",
         },
         Sys::Guest(Guest::P2) => System {
             label: "wasi:sockets 0.2 (guest std::net)",
@@ -164,6 +171,9 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
         let n = if warm { WARMUP_BYTES } else { bytes };
         Ok(Some(match SOCKET_SYSTEMS[i] {
             Sys::Native => measure(|| native::send(&addr, n, buf))?,
+            Sys::NativeAsync => measure(|| {
+                native_async::run(wasm.runtime(), native_async::send(addr.clone(), n, buf))
+            })?,
             Sys::Guest(g) => {
                 measure(|| wasm.run(g, &args(&[&"send", &addr, &n, &buf]), None, bound(n, 0)))?
             }
@@ -187,6 +197,9 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
         };
         Ok(Some(match SOCKET_SYSTEMS[i] {
             Sys::Native => measure(|| native::recv(&addr, n, buf))?,
+            Sys::NativeAsync => measure(|| {
+                native_async::run(wasm.runtime(), native_async::recv(addr.clone(), n, buf))
+            })?,
             Sys::Guest(g) => measure(|| {
                 wasm.run(
                     g,
@@ -221,6 +234,15 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                     measure(|| {
                         client.proc.send(&format!("send {port} {n}"))?;
                         native::serve(&listener, n, buf)?;
+                        client.proc.expect("done", bound(n, 0)).map(drop)
+                    })?
+                }
+                Sys::NativeAsync => {
+                    let listener = TcpListener::bind("127.0.0.1:0")?;
+                    let port = listener.local_addr()?.port();
+                    measure(|| {
+                        client.proc.send(&format!("send {port} {n}"))?;
+                        native_async::run(wasm.runtime(), native_async::serve(listener, n, buf))?;
                         client.proc.expect("done", bound(n, 0)).map(drop)
                     })?
                 }
@@ -265,6 +287,9 @@ pub fn pingpong(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
         let n = if warm { iters / 10 } else { iters };
         Ok(Some(match SOCKET_SYSTEMS[i] {
             Sys::Native => measure(|| native::pingpong(&addr, n))?,
+            Sys::NativeAsync => measure(|| {
+                native_async::run(wasm.runtime(), native_async::pingpong(addr.clone(), n))
+            })?,
             Sys::Guest(g) => {
                 measure(|| wasm.run(g, &args(&[&"pingpong", &addr, &n]), None, bound(0, n)))?
             }
@@ -298,6 +323,9 @@ pub fn connrate(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
         let n = if warm { count / 10 } else { count };
         Ok(Some(match SOCKET_SYSTEMS[i] {
             Sys::Native => measure(|| native::connrate(&addr, n))?,
+            Sys::NativeAsync => measure(|| {
+                native_async::run(wasm.runtime(), native_async::connrate(addr.clone(), n))
+            })?,
             Sys::Guest(g) => {
                 measure(|| wasm.run(g, &args(&[&"connrate", &addr, &n]), None, bound(0, n * 5)))?
             }
