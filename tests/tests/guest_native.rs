@@ -58,6 +58,30 @@ async fn recv_after_the_peer_closed_returns_empty() {
     server.join().unwrap();
     assert_eq!(out.get("data"), "bye");
     assert_eq!(out.num("again"), 0);
+    assert_eq!(out.num("again_placed"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_on_a_reset_connection_is_connection_reset() {
+    // Both ways the host receives: copied (up to 4 KiB) and placed.
+    for size in ["100", "65536"] {
+        let (addr, server) = serve_one(|s| {
+            // SO_LINGER 0: close(2) sends a reset.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        });
+        let out = run_guest("recv-reset", &[&addr, size], loopback())
+            .await
+            .success();
+        server.join().unwrap();
+        assert!(
+            out.get("first").starts_with("ConnectionReset"),
+            "recv({size}): {out}"
+        );
+        // After the reset has been reported, the stream is at its end.
+        assert_eq!(out.get("second"), "0 bytes", "recv({size}): {out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,9 +106,9 @@ async fn send_may_be_partial_and_then_would_block() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_none_zero_and_positive() {
     let (addr, server) = serve_one(|mut s| {
-        // The guest tries zero and 500 ms timeouts first; then blocks until
-        // this arrives.
-        std::thread::sleep(Duration::from_millis(1500));
+        // The guest tries zero and twice 500 ms timeouts first; then
+        // blocks until this arrives.
+        std::thread::sleep(Duration::from_millis(2500));
         s.write_all(b"late").unwrap();
         drain(s);
     });
@@ -94,13 +118,17 @@ async fn timeouts_none_zero_and_positive() {
 
     assert_eq!(out.get("zero_blocking"), "false");
     assert!(out.get("zero").starts_with("WouldBlock"), "{out}");
+    assert!(out.get("zero_placed").starts_with("WouldBlock"), "{out}");
     assert!(out.num("zero_ms") < 300, "{out}");
 
     assert_eq!(out.get("positive_timeout"), "Some(500ms)");
     assert_eq!(out.get("positive"), "TimedOut: timed out");
-    let ms = out.num("positive_ms");
-    assert!(ms >= 500, "timed out early, after {ms} ms");
-    assert!(ms < 5000, "timed out late, after {ms} ms");
+    assert_eq!(out.get("positive_placed"), "TimedOut: timed out");
+    for key in ["positive_ms", "positive_placed_ms"] {
+        let ms = out.num(key);
+        assert!(ms >= 500, "{key}: timed out early, after {ms} ms");
+        assert!(ms < 5000, "{key}: timed out late, after {ms} ms");
+    }
 
     assert_eq!(out.get("none_blocking"), "true");
     assert_eq!(out.get("none"), "late");

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         ("connect-twice", [denied, allowed]) => connect_twice(denied, allowed),
         ("use-after-close", [addr]) => use_after_close(addr),
         ("huge-recv", [addr]) => huge_recv(addr),
+        ("recv-reset", [addr, size]) => recv_reset(addr, parse(size)),
         ("accept-timeouts", []) => accept_timeouts(),
         ("socket-limit", [n]) => socket_limit(parse(n)),
         ("read-write", [addr]) => read_write(addr),
@@ -193,8 +194,23 @@ fn recv_until_eof(addr: &str) -> Result {
         data.extend_from_slice(&chunk);
     }
     report("data", String::from_utf8_lossy(&data));
-    // After end of stream, recv keeps returning empty, like Python.
+    // After end of stream, recv keeps returning empty, like Python; both
+    // ways the host receives (copied up to 4 KiB, placed above).
     report("again", sock.recv(4096)?.len());
+    report("again_placed", sock.recv(64 << 10)?.len());
+    Ok(())
+}
+
+/// recv on a connection the peer resets, small and large.
+fn recv_reset(addr: &str, size: usize) -> Result {
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(10)))?;
+    // Let the reset arrive before the first recv.
+    std::thread::sleep(Duration::from_millis(300));
+    report("first", outcome(&sock.recv(size)));
+    match sock.recv(size) {
+        Ok(data) => report("second", format!("{} bytes", data.len())),
+        Err(e) => report("second", outcome::<()>(&Err(e))),
+    }
     Ok(())
 }
 
@@ -226,6 +242,7 @@ fn timeouts(addr: &str) -> Result {
     report("zero_blocking", sock.getblocking());
     let started = Instant::now();
     report("zero", outcome(&sock.recv(10)));
+    report("zero_placed", outcome(&sock.recv(64 << 10)));
     report("zero_ms", ms(started));
 
     sock.settimeout(Some(Duration::from_millis(500)))?;
@@ -233,6 +250,9 @@ fn timeouts(addr: &str) -> Result {
     let started = Instant::now();
     report("positive", outcome(&sock.recv(10)));
     report("positive_ms", ms(started));
+    let started = Instant::now();
+    report("positive_placed", outcome(&sock.recv(64 << 10)));
+    report("positive_placed_ms", ms(started));
 
     sock.settimeout(None)?;
     report("none_blocking", sock.getblocking());
