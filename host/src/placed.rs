@@ -44,6 +44,27 @@ pub enum Received {
     Failed(ErrorCode),
 }
 
+impl Received {
+    /// The outcome as a host buffer: what is ready is received into one.
+    pub fn into_vec(self) -> Result<Vec<u8>, ErrorCode> {
+        match self {
+            Received::Copied(bytes) => Ok(bytes),
+            Received::Failed(code) => Err(code),
+            Received::Ready(shared, max_len) => {
+                // Not zeroed: only what arrives is written.
+                let mut buf = Vec::with_capacity(max_len);
+                loop {
+                    match sys::recv_to_spare(shared.io.socket(), &mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e.into()),
+                        Ok(_) => return Ok(buf),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The lowered type: what the WIT says `recv` returns.
 type Wit = Result<PlacedList, ErrorCode>;
 

@@ -306,24 +306,11 @@ impl TcpSocket {
         Ok((TcpSocket::from_socket(sock, self.family, timeout), peer))
     }
 
-    /// recv(2) of at most `max_len` bytes. Zero returns empty at once,
-    /// without a system call.
+    /// recv(2) of at most `max_len` bytes into a new host buffer. Zero
+    /// returns empty at once, without a system call. (Plugins get
+    /// [`Shared::receive`], which receives into their own memory.)
     pub async fn recv(&self, max_len: u64) -> Result<Vec<u8>, ErrorCode> {
-        if max_len == 0 {
-            return Ok(Vec::new());
-        }
-        if max_len > MAX_RECV_SIZE {
-            return Err(ErrorCode::invalid(format!(
-                "recv size {max_len} exceeds the maximum of {MAX_RECV_SIZE} bytes per call"
-            )));
-        }
-        // At most MAX_RECV_SIZE; not zeroed, only what arrives is written.
-        let mut buf = Vec::with_capacity(max_len as usize);
-        sock_call(self.io(), Interest::READABLE, self.deadline(), |s| {
-            sys::recv_to_spare(s, &mut buf)
-        })
-        .await?;
-        Ok(buf)
+        self.shared.receive(max_len).await.into_vec()
     }
 
     /// One send(2) of as much of `data` as the socket takes.
@@ -587,4 +574,46 @@ fn buffer_size(size: u64) -> Result<usize, ErrorCode> {
 fn socket_addr(addr: SockAddr) -> Result<SocketAddr, ErrorCode> {
     addr.as_socket()
         .ok_or_else(|| ErrorCode::invalid("the socket has no IP address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A socket of ours, accepted and non-blocking, and its native peer.
+    fn pair() -> (TcpSocket, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let sock =
+            TcpSocket::from_socket(Socket::from(ours), AddressFamily::Ipv4, Timeout::Blocking);
+        (sock, peer)
+    }
+
+    /// `recv` into a host buffer takes both ways a receive waits: the copy
+    /// of a small one and the peek of a large one, then the end of stream.
+    #[tokio::test]
+    async fn recv_small_large_and_the_end() {
+        let (sock, mut peer) = pair();
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        peer.write_all(&data).unwrap();
+        let small = sock.recv(100).await.unwrap();
+        assert_eq!(small, data[..100]);
+        let mut rest = Vec::new();
+        while rest.len() < data.len() - 100 {
+            let chunk = sock.recv(64 << 10).await.unwrap();
+            assert!(!chunk.is_empty());
+            rest.extend_from_slice(&chunk);
+        }
+        assert_eq!(rest, data[100..]);
+        drop(peer);
+        assert!(sock.recv(64 << 10).await.unwrap().is_empty());
+        assert!(sock.recv(100).await.unwrap().is_empty());
+        assert!(matches!(
+            sock.recv(MAX_RECV_SIZE + 1).await,
+            Err(ErrorCode::InvalidArgument(_))
+        ));
+    }
 }
