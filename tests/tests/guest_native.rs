@@ -66,7 +66,9 @@ async fn recv_on_a_reset_connection_is_connection_reset() {
     // Both ways the host receives: copied (up to 4 KiB) and placed.
     for size in ["100", "65536"] {
         let (addr, server) = serve_one(|s| {
+            // Once the guest's connect has surely completed, close with
             // SO_LINGER 0: close(2) sends a reset.
+            std::thread::sleep(Duration::from_millis(300));
             socket2::SockRef::from(&s)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();

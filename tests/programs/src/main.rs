@@ -204,8 +204,9 @@ fn recv_until_eof(addr: &str) -> Result {
 /// recv on a connection the peer resets, small and large.
 fn recv_reset(addr: &str, size: usize) -> Result {
     let sock = sockshim::create_connection(addr, Some(Duration::from_secs(10)))?;
-    // Let the reset arrive before the first recv.
-    std::thread::sleep(Duration::from_millis(300));
+    // The peer resets 300 ms after accepting: let the reset arrive before
+    // the first recv.
+    std::thread::sleep(Duration::from_millis(900));
     report("first", outcome(&sock.recv(size)));
     match sock.recv(size) {
         Ok(data) => report("second", format!("{} bytes", data.len())),
