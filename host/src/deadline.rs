@@ -110,7 +110,7 @@ pub async fn sock_call<R>(
 
 /// Retries `op` while it fails with `EINTR`, as CPython does after running
 /// signal handlers.
-fn retry_interrupted<R>(mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+pub(crate) fn retry_interrupted<R>(mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
     loop {
         match op() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

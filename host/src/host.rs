@@ -356,12 +356,10 @@ impl HostSocket for SockshimCtxView<'_> {
                 )));
             }
         };
-        let total = match total_timeout {
-            None => Deadline::Never,
-            Some(nanos) => tokio::time::Instant::now()
-                .checked_add(Duration::from_nanos(nanos))
-                .map_or(Deadline::Never, Deadline::At),
-        };
+        // Zero is a deadline that has passed, not "non-blocking".
+        let total = total_timeout.map_or(Deadline::Never, |nanos| {
+            Timeout::After(Duration::from_nanos(nanos)).deadline()
+        });
         let req = SendfileRequest {
             file,
             offset,

@@ -18,9 +18,9 @@
 //! wasmtime version in Cargo.toml.
 
 use crate::bindings::ErrorCode;
+use crate::deadline::retry_interrupted;
 use crate::socket::Shared;
 use crate::sys;
-use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use wasmtime::ValRaw;
@@ -53,13 +53,8 @@ impl Received {
             Received::Ready(shared, max_len) => {
                 // Not zeroed: only what arrives is written.
                 let mut buf = Vec::with_capacity(max_len);
-                loop {
-                    match sys::recv_to_spare(shared.io.socket(), &mut buf) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e.into()),
-                        Ok(_) => return Ok(buf),
-                    }
-                }
+                retry_interrupted(|| sys::recv_to_spare(shared.io.socket(), &mut buf))?;
+                Ok(buf)
             }
         }
     }
@@ -86,12 +81,7 @@ impl Received {
                 let max_len = *max_len;
                 let ptr = alloc(cx, max_len)?;
                 let buf = guest_bytes(cx, ptr, max_len)?;
-                let received = loop {
-                    match sys::recv(shared.io.socket(), buf) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        other => break other,
-                    }
-                };
+                let received = retry_interrupted(|| sys::recv(shared.io.socket(), buf));
                 // Give back what the bytes do not fill; a buffer of at least
                 // one byte, so the plugin's allocator never sees size zero.
                 let kept = received.as_ref().map_or(1, |n| (*n).max(1));

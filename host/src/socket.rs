@@ -4,7 +4,7 @@
 //! addresses arrive resolved and checked.
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
-use crate::deadline::{Deadline, Timeout, sock_call};
+use crate::deadline::{Deadline, Timeout, retry_interrupted, sock_call};
 use crate::placed::{PLACE_ABOVE, Received};
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -132,17 +132,28 @@ impl Shared {
     }
 
     /// send(2) until `len` bytes went, under one deadline for the whole
-    /// call; on failure says how much went. `send(socket, sent)` sends what
-    /// is left after the first `sent` bytes.
+    /// call (CPython's `sendall`); on failure says how much went.
+    /// `send(socket, sent)` sends what is left after the first `sent` bytes.
     pub(crate) async fn sendall_with(
         &self,
         len: usize,
-        mut send: impl FnMut(&Socket, usize) -> io::Result<usize>,
+        send: impl FnMut(&Socket, usize) -> io::Result<usize>,
     ) -> Result<(), TransferError> {
         let deadline = self.timeout.get().deadline();
+        self.send_until_done(len, || deadline, send).await
+    }
+
+    /// send(2) until `len` bytes went, each wait bounded by what
+    /// `deadline()` says when it starts; on failure says how much went.
+    async fn send_until_done(
+        &self,
+        len: usize,
+        mut deadline: impl FnMut() -> Deadline,
+        mut send: impl FnMut(&Socket, usize) -> io::Result<usize>,
+    ) -> Result<(), TransferError> {
         let mut sent = 0;
         while sent < len {
-            match sock_call(&self.io, Interest::WRITABLE, deadline, |s| send(s, sent)).await {
+            match sock_call(&self.io, Interest::WRITABLE, deadline(), |s| send(s, sent)).await {
                 Ok(n) => sent += n,
                 Err(code) => return Err(TransferError::new(code, sent)),
             }
@@ -427,17 +438,13 @@ impl TcpSocket {
             buf.clear();
             let read = tokio::task::spawn_blocking(move || {
                 buf.resize(len, 0);
-                let n = loop {
-                    let result = if positioned {
+                let n = retry_interrupted(|| {
+                    if positioned {
                         file.read_at(&mut buf, offset)
                     } else {
                         (&*file).read(&mut buf)
-                    };
-                    match result {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        other => break other,
                     }
-                };
+                });
                 (n, buf)
             })
             .await;
@@ -457,22 +464,18 @@ impl TcpSocket {
             if n == 0 {
                 break; // end of file
             }
-            let mut done = 0;
-            while done < n {
-                match sock_call(
-                    self.io(),
-                    Interest::WRITABLE,
-                    self.wait_deadline(req.total),
-                    |s| sys::send(s, &buf[done..n]),
+            let result = self
+                .shared
+                .send_until_done(
+                    n,
+                    || self.wait_deadline(req.total),
+                    |s, done| sys::send(s, &buf[done..n]),
                 )
-                .await
-                {
-                    Ok(k) => {
-                        done += k;
-                        stats.fallback_bytes.fetch_add(k as u64, Ordering::Relaxed);
-                    }
-                    Err(code) => return Err(TransferError::new(code, (sent as usize) + done)),
-                }
+                .await;
+            let went = result.as_ref().map_or_else(|e| e.bytes_sent, |()| n as u64);
+            stats.fallback_bytes.fetch_add(went, Ordering::Relaxed);
+            if let Err(e) = result {
+                return Err(TransferError::new(e.code, (sent + went) as usize));
             }
             sent += n as u64;
         }
