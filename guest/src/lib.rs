@@ -86,6 +86,7 @@ mod error;
 pub mod fs;
 mod makefile;
 mod options;
+mod placement;
 mod socket;
 
 pub use address::{Address, ToAddress};
@@ -93,4 +94,5 @@ pub use create::{DEFAULT_BACKLOG, create_connection, create_server, create_serve
 pub use error::{PartialTransfer, bytes_sent};
 pub use makefile::{DEFAULT_BUFFER_SIZE, SocketFile};
 pub use options::{SockOpt, SockOptName};
+pub use placement::receives_in_place;
 pub use socket::{Family, Kind, Socket, getdefaulttimeout, setdefaulttimeout};

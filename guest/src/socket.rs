@@ -14,6 +14,7 @@ use crate::error::{closed, from_code, from_transfer};
 use crate::fs::File;
 use crate::makefile::{Mode, SocketFile};
 use crate::options::{SockOpt, SockOptName};
+use crate::placement;
 
 /// Address family: Python's `AF_INET` / `AF_INET6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -601,15 +602,16 @@ pub(crate) fn recv_into(host: &bindings::Socket, buf: &mut [u8]) -> io::Result<u
     let max_len = u64::try_from(buf.len())
         .unwrap_or(u64::MAX)
         .min(max_recv_size());
-    let data = host.recv(max_len).map_err(from_code)?;
-    let target = buf.get_mut(..data.len()).ok_or_else(|| {
-        io::Error::new(
+    // `max_len` is at most `buf.len()`, so it fits a usize.
+    let len = usize::try_from(max_len).map_or(buf.len(), |n| n.min(buf.len()));
+    let buf = &mut buf[..len];
+    placement::receive_into(buf, || host.recv(max_len)).map_err(|err| match err {
+        placement::ReceiveError::Failed(code) => from_code(code),
+        placement::ReceiveError::TooLong(len) => io::Error::new(
             ErrorKind::InvalidData,
-            "the host returned more bytes than requested",
-        )
-    })?;
-    target.copy_from_slice(&data);
-    Ok(data.len())
+            format!("the host returned {len} bytes for a receive of at most {max_len}"),
+        ),
+    })
 }
 
 /// [`Socket::send`] on the host's socket; also the raw writes of

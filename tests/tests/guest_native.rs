@@ -35,6 +35,30 @@ async fn recv_gets_every_byte_a_native_peer_sends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_into_receives_straight_into_the_callers_buffer() {
+    const LEN: usize = 24 << 20;
+    // 64 KiB: the host receives into the plugin's memory; 100 bytes: the
+    // host copies. The bytes are the same either way.
+    for (bufsize, placed) in [(64 << 10, true), (100, false)] {
+        let (addr, server) = serve_one(|mut s| s.write_all(&pattern(LEN)).unwrap());
+        let out = run_guest("recv-into-all", &[&addr, &bufsize.to_string()], loopback())
+            .await
+            .success();
+        server.join().unwrap();
+        assert_eq!(out.num("received"), LEN as u64, "{out}");
+        assert_eq!(out.num("fnv"), fnv1a(&pattern(LEN)), "{out}");
+        // Every receive but the last (the end of the stream) of a placed
+        // size lands in the buffer without a copy in the plugin.
+        let calls = out.num("calls");
+        if placed {
+            assert_eq!(out.num("in_place"), calls - 1, "{out}");
+        } else {
+            assert!(out.num("in_place") <= calls, "{out}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_zero_returns_empty_at_once_even_when_blocking() {
     // The native side sends nothing and holds the connection until the
     // guest is done.

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         ("exit", [code]) => std::process::exit(code.parse().unwrap_or(3)),
         ("sendall", [addr, len]) => sendall(addr, parse(len)),
         ("recv-all", [addr]) => recv_all(addr),
+        ("recv-into-all", [addr, bufsize]) => recv_into_all(addr, parse(bufsize)),
         ("echo-client", [addr, len]) => echo_client(addr, parse(len)),
         ("recv-zero", [addr]) => recv_zero(addr),
         ("recv-until-eof", [addr]) => recv_until_eof(addr),
@@ -135,6 +136,28 @@ fn recv_all(addr: &str) -> Result {
     }
     report("received", data.len());
     report("fnv", fnv1a(&data));
+    Ok(())
+}
+
+/// Receives until end of stream with `recv_into`, one buffer reused.
+fn recv_into_all(addr: &str, bufsize: usize) -> Result {
+    let sock = sockshim::create_connection(addr, None)?;
+    let mut buf = vec![0u8; bufsize];
+    let mut data = Vec::new();
+    let mut calls = 0u64;
+    let in_place_before = sockshim::receives_in_place();
+    loop {
+        calls += 1;
+        let n = sock.recv_into(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    report("received", data.len());
+    report("fnv", fnv1a(&data));
+    report("calls", calls);
+    report("in_place", sockshim::receives_in_place() - in_place_before);
     Ok(())
 }
 

@@ -1,0 +1,259 @@
+//! `recv_into` without a copy: the host receives straight into the
+//! caller's buffer.
+//!
+//! The contract's `recv` returns a `list<u8>`. The host lowers it by asking
+//! the plugin's allocator for a buffer of the requested size (the canonical
+//! ABI's `realloc`), calling recv(2) into that buffer and shrinking it to
+//! what arrived; the generated binding then wraps the buffer in a `Vec`.
+//! For `recv_into(buf)` that `Vec` would have to be copied into `buf`.
+//!
+//! The component model lets a module give import calls their own
+//! allocator, the export `cabi_import_realloc`. This module exports one
+//! that behaves exactly as the module's `cabi_realloc`, except while
+//! [`receive_into`] runs: then the first allocation of exactly the caller's
+//! buffer size is answered with the caller's buffer, and shrinking that
+//! buffer keeps it in place. The `Vec` the binding builds then points into
+//! the caller's buffer; [`receive_into`] recognises it by its address and
+//! forgets it instead of freeing it. Anything else the call allocates (an
+//! error's text) goes to the real allocator, and should a text still land
+//! in the buffer it is copied out and forgotten the same way.
+//!
+//! Nothing depends on the export being used: if the linker drops it, or the
+//! host copies a small receive into a buffer of its own, the bytes arrive
+//! in an allocated `Vec` and are copied, as before.
+
+use crate::bindings::ErrorCode;
+use std::cell::Cell;
+
+/// A buffer of the caller's, as the allocator hands it out.
+#[derive(Clone, Copy)]
+struct Region {
+    ptr: *mut u8,
+    // Read by the allocator, which exists on wasm32 only.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    len: usize,
+}
+
+thread_local! {
+    /// The caller's buffer, offered to the next import allocation of
+    /// exactly its size.
+    static OFFERED: Cell<Option<Region>> = const { Cell::new(None) };
+    /// The caller's buffer after an allocation took it, until the call
+    /// returns.
+    static TAKEN: Cell<Option<Region>> = const { Cell::new(None) };
+    /// How many receives landed in the caller's buffer.
+    static IN_PLACE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many `recv_into` calls (and reads of sockets and their files) on
+/// this thread had the host receive straight into the caller's buffer, with
+/// no copy in the plugin. The others (small receives the host copies, the
+/// end of the stream, errors) copied what they got.
+pub fn receives_in_place() -> u64 {
+    IN_PLACE.get()
+}
+
+/// Calls `recv` (a `recv` of at most `buf.len()` bytes) so that what it
+/// receives lands in `buf` if the host allocates it there, and returns how
+/// many bytes arrived.
+pub(crate) fn receive_into(
+    buf: &mut [u8],
+    recv: impl FnOnce() -> Result<Vec<u8>, ErrorCode>,
+) -> Result<usize, ReceiveError> {
+    let region = Region {
+        ptr: buf.as_mut_ptr(),
+        len: buf.len(),
+    };
+    OFFERED.set(Some(region));
+    let result = recv();
+    OFFERED.set(None);
+    let placed = TAKEN.take().is_some();
+    match result {
+        Ok(bytes) if placed && bytes.as_ptr() == region.ptr.cast_const() => {
+            let len = bytes.len();
+            // The `Vec` owns the caller's buffer, which no allocator gave
+            // out: it must not be freed. The bytes are already in place.
+            std::mem::forget(bytes);
+            IN_PLACE.set(IN_PLACE.get() + 1);
+            Ok(len)
+        }
+        Ok(bytes) => {
+            let target = buf
+                .get_mut(..bytes.len())
+                .ok_or(ReceiveError::TooLong(bytes.len()))?;
+            target.copy_from_slice(&bytes);
+            Ok(bytes.len())
+        }
+        Err(code) if placed => Err(ReceiveError::Failed(own_texts(code, region))),
+        Err(code) => Err(ReceiveError::Failed(code)),
+    }
+}
+
+/// What an import allocation of `new_len` bytes (a fresh one when
+/// `old_len` is zero) gets from the caller's buffer: the buffer itself
+/// when it is on offer and exactly that size, or when it was taken and
+/// shrinks; `None` when the module's allocator must answer.
+#[cfg(any(target_arch = "wasm32", test))]
+fn from_callers_buffer(old_ptr: *mut u8, old_len: usize, new_len: usize) -> Option<*mut u8> {
+    if old_len == 0 {
+        let region = OFFERED.get().filter(|region| region.len == new_len)?;
+        OFFERED.set(None);
+        TAKEN.set(Some(region));
+        return Some(region.ptr);
+    }
+    TAKEN
+        .get()
+        .filter(|region| region.ptr == old_ptr && new_len <= region.len)
+        .map(|region| region.ptr)
+}
+
+/// Why [`receive_into`] failed.
+pub(crate) enum ReceiveError {
+    /// The host's error.
+    Failed(ErrorCode),
+    /// The host returned more bytes than the buffer holds.
+    TooLong(usize),
+}
+
+/// `code` with any text that lives in `region` copied to the heap; the
+/// original, which no allocator gave out, is forgotten.
+fn own_texts(code: ErrorCode, region: Region) -> ErrorCode {
+    let own = |text: String| {
+        if text.as_ptr() == region.ptr.cast_const() {
+            let copy = text.as_str().to_owned();
+            std::mem::forget(text);
+            copy
+        } else {
+            text
+        }
+    };
+    match code {
+        ErrorCode::AccessDenied(text) => ErrorCode::AccessDenied(own(text)),
+        ErrorCode::InvalidArgument(text) => ErrorCode::InvalidArgument(own(text)),
+        ErrorCode::LimitReached(text) => ErrorCode::LimitReached(own(text)),
+        other => other,
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod export {
+    use super::{TAKEN, from_callers_buffer};
+
+    unsafe extern "C" {
+        /// The module's allocator for the canonical ABI (wasi-libc's, or
+        /// wit-bindgen's on other targets).
+        fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8;
+    }
+
+    /// The allocator of import calls' results (see the module's
+    /// documentation): `cabi_realloc`, except for the caller's buffer.
+    ///
+    /// # Safety
+    ///
+    /// As `cabi_realloc`: called by the component model's lowering only.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn cabi_import_realloc(
+        old_ptr: *mut u8,
+        old_len: usize,
+        align: usize,
+        new_len: usize,
+    ) -> *mut u8 {
+        if let Some(ptr) = from_callers_buffer(old_ptr, old_len, new_len) {
+            return ptr;
+        }
+        if let Some(region) = TAKEN.get()
+            && region.ptr == old_ptr
+        {
+            // Growing the caller's buffer (no host does): a real
+            // allocation, leaving the caller's buffer alone; the result is
+            // then copied.
+            // SAFETY: a fresh allocation, then a copy of at most the
+            // caller's buffer into it.
+            unsafe {
+                let new = cabi_realloc(std::ptr::null_mut(), 0, align, new_len);
+                std::ptr::copy_nonoverlapping(old_ptr, new, old_len.min(region.len));
+                return new;
+            }
+        }
+        // SAFETY: the caller's contract is `cabi_realloc`'s.
+        unsafe { cabi_realloc(old_ptr, old_len, align, new_len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a host does when it lowers a `list<u8>` result of `data.len()`
+    /// bytes into a buffer of `max_len`: allocate `max_len` through the
+    /// import allocator, write, shrink. Allocations the caller's buffer
+    /// does not serve come from the global allocator, as `cabi_realloc`'s
+    /// do.
+    fn host_lowers(max_len: usize, data: &[u8]) -> Vec<u8> {
+        let ptr = from_callers_buffer(std::ptr::null_mut(), 0, max_len).unwrap_or_else(|| {
+            let mut fresh = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(max_len));
+            fresh.as_mut_ptr()
+        });
+        // SAFETY: `ptr` holds `max_len >= data.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
+        let shrunk = from_callers_buffer(ptr, max_len, data.len());
+        // The binding's view of the result. When the caller's buffer served
+        // it, `receive_into` forgets it; otherwise the capacity is the
+        // allocation's, so dropping it frees what was allocated.
+        let capacity = if shrunk.is_some() {
+            data.len()
+        } else {
+            max_len
+        };
+        // SAFETY: as the generated binding does, over what was allocated.
+        unsafe { Vec::from_raw_parts(ptr, data.len(), capacity) }
+    }
+
+    #[test]
+    fn a_receive_of_the_buffers_size_lands_in_the_buffer() {
+        let before = receives_in_place();
+        let mut buf = vec![0u8; 64];
+        let got = receive_into(&mut buf, || Ok(host_lowers(64, b"hello"))).ok();
+        assert_eq!(got, Some(5));
+        assert_eq!(&buf[..5], b"hello");
+        assert_eq!(receives_in_place(), before + 1);
+        assert!(OFFERED.get().is_none() && TAKEN.get().is_none());
+    }
+
+    #[test]
+    fn an_allocation_of_another_size_is_copied() {
+        let before = receives_in_place();
+        let mut buf = vec![0u8; 64];
+        // A host that copies a small receive allocates what arrived.
+        let got = receive_into(&mut buf, || Ok(host_lowers(3, b"abc"))).ok();
+        assert_eq!(got, Some(3));
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(receives_in_place(), before);
+    }
+
+    #[test]
+    fn more_bytes_than_the_buffer_holds_is_an_error() {
+        let mut buf = vec![0u8; 2];
+        let got = receive_into(&mut buf, || Ok(host_lowers(3, b"abc")));
+        assert!(matches!(got, Err(ReceiveError::TooLong(3))));
+    }
+
+    #[test]
+    fn an_error_text_in_the_buffer_is_copied_out() {
+        let mut buf = vec![0u8; 4];
+        let got = receive_into(&mut buf, || {
+            let text = host_lowers(4, b"oops");
+            // SAFETY: the bytes are ASCII; ownership passes to the String
+            // as in the generated binding.
+            let text = unsafe { String::from_utf8_unchecked(text) };
+            Err(ErrorCode::InvalidArgument(text))
+        });
+        match got {
+            Err(ReceiveError::Failed(ErrorCode::InvalidArgument(text))) => {
+                assert_eq!(text, "oops");
+                assert_ne!(text.as_ptr(), buf.as_ptr());
+            }
+            _ => panic!("expected the error with its text"),
+        }
+    }
+}
