@@ -51,9 +51,15 @@ impl PluginHost {
     /// every [`YIELD_INTERVAL`] a running plugin yields to the async
     /// executor, so a plugin that computes (or spins) without waiting cannot
     /// hold a runtime thread, and dropping its future stops it.
+    ///
+    /// Component-model async is off: the plugins are WASI 0.2 commands, and
+    /// with concurrency support (on by default once any crate in the build
+    /// enables wasmtime-wasi's `p3`) every host call would go through
+    /// wasmtime's task bookkeeping.
     pub fn new() -> wasmtime::Result<PluginHost> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        config.concurrency_support(false);
         let engine = Engine::new(&config)?;
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
