@@ -123,7 +123,10 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
             .with_context(|| format!("cannot open directory {host} for --dir"))?;
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One plugin, one thread: the thread that runs the plugin also waits
+    // for its sockets, so a wake-up is not handed between threads.
+    // sendfile's fallback still reads files on tokio's blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
