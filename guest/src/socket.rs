@@ -203,6 +203,9 @@ impl Socket {
     /// received, zero at end of stream; corresponds to Python's
     /// `socket.recv_into(buffer)`. A buffer larger than the host's maximum
     /// per call receives at most that maximum.
+    ///
+    /// The host receives straight into `buf`: the kernel's copy is the only
+    /// one (see [`receives_in_place`](crate::receives_in_place)).
     pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
         let host = self.host()?;
         recv_into(&host, buf)
