@@ -167,3 +167,67 @@ impl SocketIo {
         self.registration.take();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Command;
+
+    /// The name the child test runs under, for the parent to select it.
+    const CHILD: &str = "sys::tests::sendfile_in_a_process_that_sigpipe_would_end";
+
+    /// sendfile(2) to a connection the peer has closed, in a process where
+    /// `SIGPIPE` keeps its default action (ending the process): the error is
+    /// `EPIPE` and the process lives. The disposition is process-wide and
+    /// asked once, so the check runs in a test process of its own.
+    #[test]
+    fn sendfile_to_a_closed_peer_fails_with_epipe_where_sigpipe_would_kill() {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let out = Command::new(exe)
+            .args([CHILD, "--exact", "--ignored", "--nocapture"])
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {out:?}");
+        assert!(stdout.contains("sendfile failed with EPIPE"), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run in a process of its own by the test above"]
+    fn sendfile_in_a_process_that_sigpipe_would_end() {
+        // SAFETY: resets one signal's disposition; this process runs only
+        // this test.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        assert!(!sigpipe_ignored());
+
+        let path = std::env::temp_dir().join(format!("sockshim-sigpipe-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&[7u8; 64 << 10]))
+            .expect("a scratch file");
+        let file = File::open(&path).expect("the scratch file opens");
+        let _ = std::fs::remove_file(&path);
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        drop(server);
+        let client = Socket::from(client);
+        // The first sends may still be taken; the peer answers them with a
+        // reset, after which a send fails with EPIPE (and, unmasked, would
+        // raise SIGPIPE).
+        for _ in 0..200 {
+            match sendfile(&client, &file, 0, 64 << 10) {
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    println!("sendfile failed with EPIPE");
+                    return;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        panic!("sendfile to a closed peer never failed");
+    }
+}
