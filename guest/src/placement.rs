@@ -29,8 +29,6 @@ use std::cell::Cell;
 #[derive(Clone, Copy)]
 struct Region {
     ptr: *mut u8,
-    // Read by the allocator, which exists on wasm32 only.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     len: usize,
 }
 
@@ -74,6 +72,9 @@ pub(crate) fn receive_into(
             // The `Vec` owns the caller's buffer, which no allocator gave
             // out: it must not be freed. The bytes are already in place.
             std::mem::forget(bytes);
+            if len > region.len {
+                return Err(ReceiveError::TooLong(len));
+            }
             IN_PLACE.set(IN_PLACE.get() + 1);
             Ok(len)
         }
