@@ -128,10 +128,7 @@ mod tests {
     /// A connected pair: a non-blocking socket registered with tokio, and a
     /// plain blocking std stream as its peer.
     fn pair() -> (SocketIo, std::net::TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let ours = Socket::from(ours);
+        let (ours, peer) = crate::testing::loopback_pair();
         ours.set_nonblocking(true).unwrap();
         (SocketIo::new(ours), peer)
     }

@@ -73,6 +73,8 @@ pub mod policy;
 pub mod runner;
 mod socket;
 mod sys;
+#[cfg(test)]
+mod testing;
 
 pub use deadline::Timeout;
 pub use policy::{Policy, Rule};

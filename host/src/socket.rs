@@ -586,12 +586,9 @@ mod tests {
 
     /// A socket of ours, accepted and non-blocking, and its native peer.
     fn pair() -> (TcpSocket, std::net::TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
+        let (ours, peer) = crate::testing::loopback_pair();
         ours.set_nonblocking(true).unwrap();
-        let sock =
-            TcpSocket::from_socket(Socket::from(ours), AddressFamily::Ipv4, Timeout::Blocking);
+        let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::Blocking);
         (sock, peer)
     }
 

@@ -172,7 +172,6 @@ impl SocketIo {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
     use std::process::Command;
 
     /// The name the child test runs under, for the parent to select it.
@@ -209,11 +208,8 @@ mod tests {
         let file = File::open(&path).expect("the scratch file opens");
         let _ = std::fs::remove_file(&path);
 
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (server, _) = listener.accept().expect("accept");
-        drop(server);
-        let client = Socket::from(client);
+        let (client, peer) = crate::testing::loopback_pair();
+        drop(peer);
         // The first sends may still be taken; the peer answers them with a
         // reset, after which a send fails with EPIPE (and, unmasked, would
         // raise SIGPIPE).
