@@ -32,13 +32,23 @@ struct Region {
     len: usize,
 }
 
+/// Where the caller's buffer stands during a receive.
+// Only the allocator, which exists on wasm32 alone, reads an offer and
+// takes it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[derive(Clone, Copy)]
+enum Buffer {
+    /// No receive is running.
+    None,
+    /// Offered to the next import allocation of exactly its size.
+    Offered(Region),
+    /// Taken by an allocation, until the call returns.
+    Taken(Region),
+}
+
 thread_local! {
-    /// The caller's buffer, offered to the next import allocation of
-    /// exactly its size.
-    static OFFERED: Cell<Option<Region>> = const { Cell::new(None) };
-    /// The caller's buffer after an allocation took it, until the call
-    /// returns.
-    static TAKEN: Cell<Option<Region>> = const { Cell::new(None) };
+    /// The caller's buffer of the receive in progress.
+    static BUFFER: Cell<Buffer> = const { Cell::new(Buffer::None) };
     /// How many receives landed in the caller's buffer.
     static IN_PLACE: Cell<u64> = const { Cell::new(0) };
 }
@@ -62,10 +72,9 @@ pub(crate) fn receive_into(
         ptr: buf.as_mut_ptr(),
         len: buf.len(),
     };
-    OFFERED.set(Some(region));
+    BUFFER.set(Buffer::Offered(region));
     let result = recv();
-    OFFERED.set(None);
-    let placed = TAKEN.take().is_some();
+    let placed = matches!(BUFFER.replace(Buffer::None), Buffer::Taken(_));
     match result {
         Ok(bytes) if placed && bytes.as_ptr() == region.ptr.cast_const() => {
             let len = bytes.len();
@@ -96,16 +105,16 @@ pub(crate) fn receive_into(
 /// shrinks; `None` when the module's allocator must answer.
 #[cfg(any(target_arch = "wasm32", test))]
 fn from_callers_buffer(old_ptr: *mut u8, old_len: usize, new_len: usize) -> Option<*mut u8> {
-    if old_len == 0 {
-        let region = OFFERED.get().filter(|region| region.len == new_len)?;
-        OFFERED.set(None);
-        TAKEN.set(Some(region));
-        return Some(region.ptr);
+    match BUFFER.get() {
+        Buffer::Offered(region) if old_len == 0 && region.len == new_len => {
+            BUFFER.set(Buffer::Taken(region));
+            Some(region.ptr)
+        }
+        Buffer::Taken(region) if old_len != 0 && region.ptr == old_ptr && new_len <= region.len => {
+            Some(region.ptr)
+        }
+        _ => None,
     }
-    TAKEN
-        .get()
-        .filter(|region| region.ptr == old_ptr && new_len <= region.len)
-        .map(|region| region.ptr)
 }
 
 /// Why [`receive_into`] failed.
@@ -138,7 +147,7 @@ fn own_texts(code: ErrorCode, region: Region) -> ErrorCode {
 
 #[cfg(target_arch = "wasm32")]
 mod export {
-    use super::{TAKEN, from_callers_buffer};
+    use super::{BUFFER, Buffer, from_callers_buffer};
 
     unsafe extern "C" {
         /// The module's allocator for the canonical ABI (wasi-libc's, or
@@ -162,7 +171,7 @@ mod export {
         if let Some(ptr) = from_callers_buffer(old_ptr, old_len, new_len) {
             return ptr;
         }
-        if let Some(region) = TAKEN.get()
+        if let Buffer::Taken(region) = BUFFER.get()
             && region.ptr == old_ptr
         {
             // Growing the caller's buffer (no host does): a real
@@ -218,7 +227,7 @@ mod tests {
         assert_eq!(got, Some(5));
         assert_eq!(&buf[..5], b"hello");
         assert_eq!(receives_in_place(), before + 1);
-        assert!(OFFERED.get().is_none() && TAKEN.get().is_none());
+        assert!(matches!(BUFFER.get(), Buffer::None));
     }
 
     #[test]
