@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -50,12 +51,13 @@ impl Drop for Site {
 }
 
 /// A `sockshim run … file-server.wasm 127.0.0.1:0` process serving `site/`
-/// as `/`; its stderr (the request log) is collected by a thread. Killed on
-/// drop, so a failed test leaves no server behind.
+/// as `/`; its stderr (the request log) is collected by a thread, readable
+/// while it runs. Killed on drop, so a failed test leaves no server behind.
 struct Server {
     child: Option<Child>,
     addr: String,
-    stderr: Option<JoinHandle<String>>,
+    log: Arc<Mutex<String>>,
+    stderr: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -73,14 +75,19 @@ impl Server {
             .expect("cannot run sockshim");
         let stdout = child.stdout.take().unwrap();
         let mut stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let collected = Arc::clone(&log);
         let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                let mut log = collected.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
         });
         let mut server = Server {
             child: Some(child),
             addr: String::new(),
+            log,
             stderr: Some(stderr),
         };
         let mut line = String::new();
@@ -116,6 +123,20 @@ impl Server {
         self.finish(child.id(), status)
     }
 
+    /// Waits (up to 30 s) until the request log satisfies `logged`, then as
+    /// [`Server::kill`]. The plugin logs a request after answering it, so a
+    /// client can be done before the line is written.
+    fn kill_once_logged(&mut self, logged: impl Fn(&str) -> bool) -> (ExitStatus, String) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if logged(&self.log.lock().unwrap_or_else(|e| e.into_inner())) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.kill()
+    }
+
     /// Waits (up to 60 s) for the server to exit on its own, as it does
     /// after `--max-requests` answers; then as for [`Server::kill`].
     fn wait_for_exit(&mut self) -> (ExitStatus, String) {
@@ -128,7 +149,7 @@ impl Server {
             if start.elapsed() > Duration::from_secs(60) {
                 let _ = child.kill();
                 let _ = child.wait();
-                let log = self.stderr.take().unwrap().join().unwrap();
+                let log = self.finish_log();
                 panic!("the server did not exit; stderr:\n{log}");
             }
             thread::sleep(Duration::from_millis(20));
@@ -136,8 +157,16 @@ impl Server {
         self.finish(child.id(), status)
     }
 
+    /// The whole request log, once the process's stderr has closed.
+    fn finish_log(&mut self) -> String {
+        if let Some(thread) = self.stderr.take() {
+            let _ = thread.join();
+        }
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn finish(&mut self, pid: u32, status: ExitStatus) -> (ExitStatus, String) {
-        let log = self.stderr.take().unwrap().join().unwrap();
+        let log = self.finish_log();
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
             "process {pid} is still there"
@@ -369,7 +398,7 @@ fn curl_reuses_one_connection_for_two_urls() {
         "{verbose}"
     );
 
-    let (_, log) = server.kill();
+    let (_, log) = server.kill_once_logged(|log| log_peers(log, "\" 200 ").len() >= 2);
     // Both requests came from one peer address and port: one connection.
     let peers = log_peers(&log, "\" 200 ");
     assert_eq!(peers.len(), 2, "{log}");
@@ -445,7 +474,7 @@ fn one_connection_carries_several_requests() {
     assert_eq!(response.header("connection"), Some("close"));
     assert_closed(&mut reader);
 
-    let (_, log) = server.kill();
+    let (_, log) = server.kill_once_logged(|log| log_peers(log, "HTTP/1.1\" ").len() >= 8);
     let peers = log_peers(&log, "HTTP/1.1\" ");
     assert_eq!(peers.len(), 8, "{log}");
     assert!(peers.iter().all(|peer| *peer == peers[0]), "{log}");
@@ -507,7 +536,10 @@ fn missing_files_are_404_and_climbing_out_is_refused() {
         assert!(!body.contains("secret"), "{path}: {body}");
     }
 
-    let (_, log) = server.kill();
+    let (_, log) = server.kill_once_logged(|log| {
+        log.contains("\"GET /../secret.txt HTTP/1.1\" 403")
+            && log.contains("\"GET /%2e%2e/secret.txt HTTP/1.1\" 403")
+    });
     assert!(log.contains("\"GET /../secret.txt HTTP/1.1\" 403"), "{log}");
     assert!(
         log.contains("\"GET /%2e%2e/secret.txt HTTP/1.1\" 403"),
@@ -718,7 +750,8 @@ fn a_silent_or_trickling_client_cannot_hold_the_server() {
         "{closed_after:?}"
     );
 
-    let (_, log) = server.kill();
+    let (_, log) =
+        server.kill_once_logged(|log| log.matches(": no complete request within 2 s").count() >= 2);
     assert_eq!(
         log.matches(": no complete request within 2 s").count(),
         2,
