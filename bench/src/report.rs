@@ -32,8 +32,8 @@ impl Unit {
         }
     }
 
-    fn cpu(self, s: &Sample, amount: f64) -> f64 {
-        let cpu = s.cpu.as_secs_f64();
+    fn cpu(self, cpu: std::time::Duration, amount: f64) -> f64 {
+        let cpu = cpu.as_secs_f64();
         match self {
             Unit::Throughput => cpu / (amount / (1u64 << 30) as f64),
             Unit::RoundTrip | Unit::Rate => cpu / amount * 1e6,
@@ -49,6 +49,15 @@ impl Unit {
         }
     }
 
+    /// The value of `what` for one run.
+    fn value(self, what: Figure, s: &Sample, amount: f64) -> f64 {
+        match what {
+            Figure::Main => self.figure(s, amount),
+            Figure::Cpu => self.cpu(s.cpu, amount),
+            Figure::UserCpu => self.cpu(s.user, amount),
+        }
+    }
+
     fn ratio_heading(self) -> &'static str {
         match self {
             Unit::Throughput => "throughput",
@@ -56,6 +65,17 @@ impl Unit {
             Unit::Rate => "rate",
         }
     }
+}
+
+/// Which figure of a run a statistic is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Figure {
+    /// Throughput, round-trip time or rate.
+    Main,
+    /// CPU time (user + system) per unit.
+    Cpu,
+    /// The user-mode part of it.
+    UserCpu,
 }
 
 /// A compared system: its name in tables and its JSON key.
@@ -83,37 +103,25 @@ pub struct Table {
 }
 
 impl Table {
-    fn figures(&self, sys: usize, cpu: bool) -> Option<Stats> {
+    fn figures(&self, sys: usize, what: Figure) -> Option<Stats> {
         let values: Vec<f64> = self
             .samples
             .iter()
             .filter_map(|rep| rep[sys].as_ref())
-            .map(|s| {
-                if cpu {
-                    self.unit.cpu(s, self.amount)
-                } else {
-                    self.unit.figure(s, self.amount)
-                }
-            })
+            .map(|s| self.unit.value(what, s, self.amount))
             .collect();
         (!values.is_empty()).then(|| Stats::of(&values))
     }
 
     /// Per-repetition ratios subject / `other`.
-    fn ratios(&self, other: usize, cpu: bool) -> Option<Stats> {
+    fn ratios(&self, other: usize, what: Figure) -> Option<Stats> {
         let subject = self.subject?;
         let values: Vec<f64> = self
             .samples
             .iter()
             .filter_map(|rep| {
                 let (s, o) = (rep[subject].as_ref()?, rep[other].as_ref()?);
-                let f = |x: &Sample| {
-                    if cpu {
-                        self.unit.cpu(x, self.amount)
-                    } else {
-                        self.unit.figure(x, self.amount)
-                    }
-                };
+                let f = |x: &Sample| self.unit.value(what, x, self.amount);
                 Some(f(s) / f(o))
             })
             .collect();
@@ -130,10 +138,11 @@ impl Table {
         let _ = writeln!(out, "{}", self.title);
         let _ = writeln!(
             out,
-            "  {:<36} {:>24}  {:>22}",
+            "  {:<36} {:>24}  {:>22}  {:>22}",
             "system",
             format!("{fig_head} (min–max)"),
-            format!("{cpu_head} (min–max)")
+            format!("{cpu_head} (min–max)"),
+            "of it user (min–max)"
         );
         for (i, sys) in self.systems.iter().enumerate() {
             let cell = |s: Option<Stats>| match s {
@@ -142,10 +151,11 @@ impl Table {
             };
             let _ = writeln!(
                 out,
-                "  {:<36} {:>24}  {:>22}",
+                "  {:<36} {:>24}  {:>22}  {:>22}",
                 sys.label,
-                cell(self.figures(i, false)),
-                cell(self.figures(i, true))
+                cell(self.figures(i, Figure::Main)),
+                cell(self.figures(i, Figure::Cpu)),
+                cell(self.figures(i, Figure::UserCpu))
             );
         }
         match self.subject {
@@ -166,8 +176,8 @@ impl Table {
                         out,
                         "    {:<34} {:>24}  {:>22}",
                         format!("÷ {}", self.systems[other].label),
-                        cell(self.ratios(other, false)),
-                        cell(self.ratios(other, true))
+                        cell(self.ratios(other, Figure::Main)),
+                        cell(self.ratios(other, Figure::Cpu))
                     );
                 }
             }
@@ -186,6 +196,7 @@ impl Table {
         let mut obj = Map::new();
         let mut spread = Map::new();
         let mut cpu = Map::new();
+        let mut user = Map::new();
         let amount_key = match self.unit {
             Unit::Throughput => "bytes",
             Unit::RoundTrip => "round_trips",
@@ -195,24 +206,30 @@ impl Table {
         obj.insert("repetitions".into(), json!(self.samples.len()));
         for (i, sys) in self.systems.iter().enumerate() {
             let key = format!("{}_{fig_suffix}", sys.key);
-            let fig = self.figures(i, false);
+            let fig = self.figures(i, Figure::Main);
             obj.insert(key.clone(), json!(fig.map(|s| s.median)));
             spread.insert(key, json!(fig.map(|s| [s.min, s.max])));
-            let c = self.figures(i, true);
-            cpu.insert(sys.key.into(), json!(c.map(|s| s.median)));
-            spread.insert(
-                format!("{cpu_key}.{}", sys.key),
-                json!(c.map(|s| [s.min, s.max])),
-            );
+            for (map, prefix, what) in [
+                (&mut cpu, "", Figure::Cpu),
+                (&mut user, "user_", Figure::UserCpu),
+            ] {
+                let c = self.figures(i, what);
+                map.insert(sys.key.into(), json!(c.map(|s| s.median)));
+                spread.insert(
+                    format!("{prefix}{cpu_key}.{}", sys.key),
+                    json!(c.map(|s| [s.min, s.max])),
+                );
+            }
         }
         obj.insert(cpu_key.into(), Value::Object(cpu));
+        obj.insert(format!("user_{cpu_key}"), Value::Object(user));
         if let Some(subject) = self.subject {
             obj.insert("subject".into(), json!(self.systems[subject].key));
         }
         for other in self.others() {
-            for (prefix, is_cpu) in [("vs_", false), ("cpu_vs_", true)] {
+            for (prefix, what) in [("vs_", Figure::Main), ("cpu_vs_", Figure::Cpu)] {
                 let key = format!("{prefix}{}", self.systems[other].key);
-                let r = self.ratios(other, is_cpu);
+                let r = self.ratios(other, what);
                 obj.insert(key.clone(), json!(r.map(|s| s.median)));
                 spread.insert(key, json!(r.map(|s| [s.min, s.max])));
             }
@@ -247,6 +264,7 @@ mod tests {
         Some(Sample {
             wall: Duration::from_millis(wall_ms),
             cpu: Duration::from_millis(cpu_ms),
+            user: Duration::from_millis(cpu_ms / 5),
         })
     }
 
@@ -287,6 +305,11 @@ mod tests {
         assert_eq!(json["cpu_vs_native"], json!(1.25)); // median of 2.0 and 0.5
         assert_eq!(json["spread"]["vs_native"], json!([0.5, 1.0]));
         assert_eq!(json["cpu_s_per_gib"]["native"], json!(0.5));
+        assert_eq!(json["user_cpu_s_per_gib"]["native"], json!(0.1));
+        assert_eq!(
+            json["spread"]["user_cpu_s_per_gib.sockshim"],
+            json!([0.05, 0.2])
+        );
         assert!(json["native_mbps"].as_f64().unwrap() > 1000.0);
         assert_eq!(json["subject"], json!("sockshim"));
     }
