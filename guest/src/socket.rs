@@ -333,8 +333,10 @@ impl Socket {
     ///
     /// As in CPython, the socket's timeout bounds each wait for the peer to
     /// take more data, not the whole transfer: a large file is not cut off
-    /// by a short timeout while the peer keeps reading. To bound the whole
-    /// call, use [`sendfile_until`](Socket::sendfile_until).
+    /// by a short timeout while the peer keeps reading. It bounds each wait
+    /// for a FIFO to have more bytes as well (CPython reads a FIFO
+    /// blocking, without limit). To bound the whole call, use
+    /// [`sendfile_until`](Socket::sendfile_until).
     ///
     /// After the call, whether it succeeded or failed, the file's position
     /// ([`File::position`]) is `offset` plus the bytes sent, so that reading

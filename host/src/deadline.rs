@@ -13,8 +13,10 @@ use crate::bindings::ErrorCode;
 use crate::sys::SocketIo;
 use socket2::Socket;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 /// How long a socket's blocking operations may wait: Python's
@@ -84,12 +86,28 @@ pub async fn sock_call<R>(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         other => return other.map_err(ErrorCode::from),
     }
+    if deadline == Deadline::Now {
+        return Err(ErrorCode::WouldBlock);
+    }
+    let fd = io.registration()?;
+    wait_and_retry(fd, interest, deadline, || op(io.socket())).await
+}
+
+/// The waiting half of [`sock_call`], for any descriptor on tokio's reactor:
+/// waits for `interest` until `deadline`, then runs `op`, again and again
+/// until it does not report `EWOULDBLOCK`.
+pub async fn wait_and_retry<T: AsRawFd, R>(
+    fd: &AsyncFd<T>,
+    interest: Interest,
+    deadline: Deadline,
+    mut op: impl FnMut() -> io::Result<R>,
+) -> Result<R, ErrorCode> {
     let until = match deadline {
-        Deadline::Now => return Err(ErrorCode::WouldBlock),
+        // No waiting: whatever the reactor already knows, or a timeout.
+        Deadline::Now => Some(Instant::now()),
         Deadline::Never => None,
         Deadline::At(at) => Some(at),
     };
-    let fd = io.registration()?;
     loop {
         let ready = match until {
             None => fd.ready(interest).await,
@@ -101,7 +119,7 @@ pub async fn sock_call<R>(
         let mut guard = ready.map_err(ErrorCode::from)?;
         // `try_io` clears the readiness tokio cached when `op` reports
         // EWOULDBLOCK, so the next `ready` really waits for the kernel.
-        match guard.try_io(|_| retry_interrupted(|| op(io.socket()))) {
+        match guard.try_io(|_| retry_interrupted(&mut op)) {
             Ok(result) => return result.map_err(ErrorCode::from),
             Err(_would_block) => continue,
         }

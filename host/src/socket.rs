@@ -4,7 +4,7 @@
 //! addresses arrive resolved and checked.
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
-use crate::deadline::{Deadline, Timeout, retry_interrupted, sock_call};
+use crate::deadline::{Deadline, Timeout, retry_interrupted, sock_call, wait_and_retry};
 use crate::placed::{PLACE_ABOVE, Received};
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -416,6 +416,13 @@ impl TcpSocket {
     /// sends of what was read. `limit` is what a regular file still holds
     /// (zero for files without a length: pipes, devices). A pipe cannot be
     /// read from an offset other than zero.
+    ///
+    /// A pipe (a FIFO, a socket) has bytes when its writer sends them, which
+    /// may be never. Unlike CPython, which reads it blocking, each read
+    /// first waits on tokio's reactor until the pipe is readable, within
+    /// the socket's timeout as a wait for the socket is: so a read never
+    /// holds a thread of the blocking pool while the writer is silent, and
+    /// a plugin that is dropped while it waits leaves nothing behind.
     async fn send_by_reading(
         &self,
         req: &SendfileRequest,
@@ -429,9 +436,26 @@ impl TcpSocket {
             (None, limit) => limit,
         };
         let positioned = limit > 0 || req.offset > 0 || is_seekable(&req.file);
+        let fail = |code, sent: u64| TransferError::new(code, sent as usize);
+        // A registration of its own (a duplicate descriptor), since the
+        // plugin's descriptor may be registered elsewhere.
+        let pipe = if positioned {
+            None
+        } else {
+            let dup = req.file.try_clone().map_err(|e| fail(e.into(), 0))?;
+            Some(sys::register_readable(dup).map_err(|e| fail(e.into(), 0))?)
+        };
         let mut buf = Vec::with_capacity(FALLBACK_CHUNK);
         let mut sent: u64 = 0;
         while sent < wanted {
+            if let Some(pipe) = &pipe {
+                let deadline = self.wait_deadline(req.total);
+                wait_and_retry(pipe, Interest::READABLE, deadline, || {
+                    sys::poll_readable(pipe.get_ref())
+                })
+                .await
+                .map_err(|code| fail(code, sent))?;
+            }
             let len = (wanted - sent).min(FALLBACK_CHUNK as u64) as usize;
             let file = Arc::clone(&req.file);
             let offset = req.offset + sent;
@@ -453,13 +477,8 @@ impl TcpSocket {
                     buf = returned;
                     n
                 }
-                Ok((Err(e), _)) => return Err(TransferError::new(e.into(), sent as usize)),
-                Err(_join) => {
-                    return Err(TransferError::new(
-                        ErrorCode::Os(crate::error::wasi_errno::EIO),
-                        sent as usize,
-                    ));
-                }
+                Ok((Err(e), _)) => return Err(fail(e.into(), sent)),
+                Err(_join) => return Err(fail(ErrorCode::Os(crate::error::wasi_errno::EIO), sent)),
             };
             if n == 0 {
                 break; // end of file

@@ -36,6 +36,48 @@ pub fn send(sock: &Socket, data: &[u8]) -> io::Result<usize> {
     sock.send_with_flags(data, libc::MSG_NOSIGNAL)
 }
 
+/// poll(2) without waiting: `Ok` when a read of `file` would not block
+/// (bytes wait, the writer is gone, or an error is pending), `WouldBlock`
+/// otherwise.
+pub fn poll_readable(file: &File) -> io::Result<()> {
+    let mut fd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, exclusively borrowed; the descriptor is open
+    // for the call (borrowed).
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// Registers `file` (which it then owns) with the current tokio reactor
+/// for readability. Fails instead of panicking outside a tokio runtime.
+pub fn register_readable(file: File) -> io::Result<AsyncFd<File>> {
+    in_runtime()?;
+    // SAFETY: the `File` owns its descriptor, which stays open until the
+    // `AsyncFd` drops it, and `as_raw_fd` always returns that descriptor.
+    unsafe { AsyncFd::register_with_interest(file, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// Tokio's registrations panic outside a runtime; this is the error instead.
+fn in_runtime() -> io::Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(io::Error::other(
+            "sockshim host functions must run inside a tokio runtime",
+        )),
+    }
+}
+
 /// `sendfile(2)` of at most `count` bytes of `file`, from `offset`, to
 /// `sock`; returns the count sent (0 at the end of the file).
 ///
@@ -147,11 +189,7 @@ impl SocketIo {
         if let Some(registration) = self.registration.get() {
             return Ok(registration);
         }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(io::Error::other(
-                "sockshim host functions must run inside a tokio runtime",
-            ));
-        }
+        in_runtime()?;
         let fd = SocketFd(self.socket.as_raw_fd());
         // SAFETY: the descriptor belongs to `self.socket`, which stays open
         // for as long as the registration exists: the registration is

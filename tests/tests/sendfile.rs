@@ -191,14 +191,20 @@ async fn a_descriptor_not_opened_for_reading_is_refused() {
     assert_eq!(stats.sendfile_bytes(), 15);
 }
 
+/// Makes a FIFO named `name` in `dir`.
+fn make_fifo(dir: &TempDir, name: &str) -> std::path::PathBuf {
+    let fifo = dir.path().join(name);
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    fifo
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_goes_by_the_fallback() {
     const LEN: usize = 8 << 20;
     let dir = TempDir::new("sendfile-fifo");
-    let fifo = dir.path().join("fifo");
-    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo = make_fifo(&dir, "fifo");
     // Opening for writing waits for the plugin to open it for reading.
     let writer = std::thread::spawn(move || {
         use std::io::Write;
@@ -218,6 +224,54 @@ async fn a_fifo_goes_by_the_fallback() {
     assert_eq!(hash, fnv1a(&pattern(LEN)), "the bytes differ");
     assert_eq!(stats.fallback_bytes(), LEN as u64, "not by the fallback");
     assert_eq!(stats.sendfile_bytes(), 0);
+}
+
+/// A FIFO whose writer stops writing but keeps it open: the fallback waits
+/// for it to become readable within the socket's timeout, as it waits for
+/// the socket, instead of blocking a thread of the host in read(2) for as
+/// long as the writer likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_that_stops_giving_times_out_with_the_count() {
+    const WRITTEN: usize = 1 << 20;
+    let dir = TempDir::new("sendfile-fifo-stalled");
+    let fifo = make_fifo(&dir, "fifo");
+    let (done, wait) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        w.write_all(&pattern(WRITTEN)).unwrap();
+        // Nothing more, and no end of file, until the plugin is done (if it
+        // never gives up, the end of file after 20 s makes its call succeed
+        // and the test fail).
+        let _ = wait.recv_timeout(Duration::from_secs(20));
+    });
+    let (addr, server) = serve_one(hash_stream);
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/fifo");
+    let out = run_with_dir(
+        "sendfile-stalled",
+        &[&addr, &path, "0", "500"],
+        ctx,
+        dir.path(),
+    )
+    .await
+    .success();
+    // The writer is gone already if the plugin waited for the end of file.
+    let _ = done.send(());
+    writer.join().unwrap();
+    let (len, hash) = server.join().unwrap();
+    assert_eq!(
+        out.get("outcome"),
+        format!("TimedOut: timed out after sending {WRITTEN} bytes"),
+        "{out}"
+    );
+    assert_eq!(out.num("bytes_sent"), WRITTEN as u64);
+    assert_eq!(len, WRITTEN as u64);
+    assert_eq!(hash, fnv1a(&pattern(WRITTEN)), "the bytes differ");
+    let ms = out.num("elapsed_ms");
+    assert!(ms >= 500, "timed out early, after {ms} ms");
+    assert!(ms < 10_000, "timed out late, after {ms} ms");
+    assert_eq!(stats.fallback_bytes(), WRITTEN as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
