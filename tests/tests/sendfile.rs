@@ -274,6 +274,58 @@ async fn a_fifo_that_stops_giving_times_out_with_the_count() {
     assert_eq!(stats.fallback_bytes(), WRITTEN as u64);
 }
 
+/// A plugin dropped while its `sendfile` waits for a FIFO leaves nothing of
+/// the host reading the FIFO: the wait was on the reactor, not a read(2)
+/// blocked on a thread of the pool with the plugin's file in hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_dropped_while_waiting_for_a_fifo_leaves_no_reader() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("sendfile-fifo-dropped");
+    let fifo = make_fifo(&dir, "fifo");
+    // Opening for writing waits for the plugin to open it for reading.
+    let writer =
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).unwrap());
+    let (addr, server) = serve_one(hash_stream);
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/fifo");
+    let running = spawn_in(
+        SOCKSHIM_TEST_GUEST,
+        &["sendfile", &addr, &path],
+        ctx,
+        &[(dir.path(), GUEST_DIR)],
+    );
+    let writer = writer.join().unwrap();
+    // The plugin has the FIFO open; give it time to connect and wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.stop();
+    // poll(2) reports POLLERR on a FIFO's write end once it has no reader.
+    let started = std::time::Instant::now();
+    let no_reader = loop {
+        let mut fd = libc::pollfd {
+            fd: writer.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the descriptor is open (borrowed).
+        unsafe { libc::poll(&mut fd, 1, 0) };
+        if fd.revents & libc::POLLERR != 0 {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        no_reader,
+        "the FIFO still had a reader 5 s after the plugin was dropped"
+    );
+    drop(writer);
+    let (len, _) = server.join().unwrap();
+    assert_eq!(len, 0);
+    assert_eq!(stats.fallback_bytes(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_times_out_with_the_count() {
     const LEN: usize = 64 << 20;
