@@ -21,6 +21,11 @@
 //! Nothing depends on the export being used: if the linker drops it, or the
 //! host copies a small receive into a buffer of its own, the bytes arrive
 //! in an allocated `Vec` and are copied, as before.
+//!
+//! A module can export only one `cabi_import_realloc`. The export comes
+//! with the default feature `in-place-recv`; a plugin that links another
+//! definition (another version of this crate, or code of its own) turns the
+//! feature off, and then every `recv_into` copies.
 
 use crate::bindings::ErrorCode;
 use std::cell::Cell;
@@ -33,9 +38,12 @@ struct Region {
 }
 
 /// Where the caller's buffer stands during a receive.
-// Only the allocator, which exists on wasm32 alone, reads an offer and
-// takes it.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+// Only the allocator, which exists on wasm32 with `in-place-recv` alone,
+// reads an offer and takes it.
+#[cfg_attr(
+    not(all(target_arch = "wasm32", feature = "in-place-recv")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy)]
 enum Buffer {
     /// No receive is running.
@@ -103,7 +111,7 @@ pub(crate) fn receive_into(
 /// `old_len` is zero) gets from the caller's buffer: the buffer itself
 /// when it is on offer and exactly that size, or when it was taken and
 /// shrinks; `None` when the module's allocator must answer.
-#[cfg(any(target_arch = "wasm32", test))]
+#[cfg(any(all(target_arch = "wasm32", feature = "in-place-recv"), test))]
 fn from_callers_buffer(old_ptr: *mut u8, old_len: usize, new_len: usize) -> Option<*mut u8> {
     match BUFFER.get() {
         Buffer::Offered(region) if old_len == 0 && region.len == new_len => {
@@ -145,7 +153,7 @@ fn own_texts(code: ErrorCode, region: Region) -> ErrorCode {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "in-place-recv"))]
 mod export {
     use super::{BUFFER, Buffer, from_callers_buffer};
 
