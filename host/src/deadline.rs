@@ -73,34 +73,64 @@ pub enum Deadline {
 /// wait for when `op` would block.
 ///
 /// `op` must be a single non-blocking system call (or a few that are safe to
-/// repeat): it runs once up front, then again after each wake-up.
+/// repeat). It is tried before any wait, unless tokio's reactor already
+/// knows that it would fail: once the socket is registered, what it
+/// remembers of the socket's readiness (set by the kernel's wake-ups,
+/// cleared by an `EAGAIN` or a draining result, see [`sock_call_draining`])
+/// decides whether to try at once or to wait first, as tokio's own streams
+/// do. A non-blocking socket (`Deadline::Now`) always makes the system call.
 pub async fn sock_call<R>(
     io: &SocketIo,
     interest: Interest,
     deadline: Deadline,
-    mut op: impl FnMut(&Socket) -> io::Result<R>,
+    op: impl FnMut(&Socket) -> io::Result<R>,
 ) -> Result<R, ErrorCode> {
-    // Try the system call first: when data is already there, no readiness
-    // round trip is made.
-    match retry_interrupted(|| op(io.socket())) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        other => return other.map_err(ErrorCode::from),
-    }
-    if deadline == Deadline::Now {
-        return Err(ErrorCode::WouldBlock);
-    }
-    let fd = io.registration()?;
-    wait_and_retry(fd, interest, deadline, || op(io.socket())).await
+    sock_call_draining(io, interest, deadline, op, |_| false).await
+}
+
+/// [`sock_call`] for an operation whose result can show that it used up the
+/// readiness it was tried on: a receive shorter than its buffer drained the
+/// socket, a send shorter than its data filled the socket's buffer. Then
+/// `drained` says so, and the readiness tokio remembers is cleared, so that
+/// the next operation waits for the kernel's next wake-up instead of first
+/// making a system call bound to fail with `EAGAIN`. (Only where the kernel
+/// wakes the socket up again: after a short receive or a short send(2) on a
+/// stream, not after a send cut short by the end of a file.)
+pub async fn sock_call_draining<R>(
+    io: &SocketIo,
+    interest: Interest,
+    deadline: Deadline,
+    mut op: impl FnMut(&Socket) -> io::Result<R>,
+    drained: impl Fn(&R) -> bool,
+) -> Result<R, ErrorCode> {
+    let fd = match io.registered() {
+        Some(fd) if deadline != Deadline::Now => fd,
+        _ => {
+            // Not registered yet (or never to wait): try the system call
+            // first; only a wait needs the reactor.
+            match retry_interrupted(|| op(io.socket())) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other.map_err(ErrorCode::from),
+            }
+            if deadline == Deadline::Now {
+                return Err(ErrorCode::WouldBlock);
+            }
+            io.registration()?
+        }
+    };
+    wait_and_retry(fd, interest, deadline, || op(io.socket()), drained).await
 }
 
 /// The waiting half of [`sock_call`], for any descriptor on tokio's reactor:
-/// waits for `interest` until `deadline`, then runs `op`, again and again
-/// until it does not report `EWOULDBLOCK`.
+/// until `deadline`, waits for `interest` (at once when the reactor
+/// remembers the descriptor as ready) and runs `op`, again and again until
+/// it does not report `EWOULDBLOCK`.
 pub async fn wait_and_retry<T: AsRawFd, R>(
     fd: &AsyncFd<T>,
     interest: Interest,
     deadline: Deadline,
     mut op: impl FnMut() -> io::Result<R>,
+    drained: impl Fn(&R) -> bool,
 ) -> Result<R, ErrorCode> {
     let until = match deadline {
         // No waiting: whatever the reactor already knows, or a timeout.
@@ -119,8 +149,17 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
         let mut guard = ready.map_err(ErrorCode::from)?;
         // `try_io` clears the readiness tokio cached when `op` reports
         // EWOULDBLOCK, so the next `ready` really waits for the kernel.
+        // Clearing after a draining result is as safe: the guard's
+        // readiness predates `op`, and tokio clears only if no wake-up
+        // came in between.
         match guard.try_io(|_| retry_interrupted(&mut op)) {
-            Ok(result) => return result.map_err(ErrorCode::from),
+            Ok(Ok(result)) => {
+                if drained(&result) {
+                    guard.clear_ready();
+                }
+                return Ok(result);
+            }
+            Ok(Err(e)) => return Err(ErrorCode::from(e)),
             Err(_would_block) => continue,
         }
     }
@@ -194,6 +233,44 @@ mod tests {
         // wake-up may add one, a busy loop would add thousands.
         assert!((2..=4).contains(&calls), "{calls} calls");
         drop(writer.join().unwrap());
+    }
+
+    /// A request/response exchange: once a receive shorter than its buffer
+    /// has drained the socket, the next receive waits for the kernel's
+    /// wake-up and then makes the one system call that succeeds, instead of
+    /// trying (and failing with EAGAIN) before and after the remembered,
+    /// stale readiness.
+    #[tokio::test]
+    async fn after_a_draining_receive_the_next_waits_without_failed_calls() {
+        let (fd, mut peer) = pair();
+        let mut buf = [0; 16];
+        let drained = |n: &usize| *n > 0 && *n < 16;
+        for round in 0..3u8 {
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                peer.write_all(&[round]).unwrap();
+                peer
+            });
+            let mut calls = 0;
+            let n = sock_call_draining(
+                &fd,
+                Interest::READABLE,
+                Deadline::Never,
+                |s| {
+                    calls += 1;
+                    recv(s, &mut buf)
+                },
+                drained,
+            )
+            .await
+            .unwrap();
+            assert_eq!(&buf[..n], &[round]);
+            peer = writer.join().unwrap();
+            // The first round tries before the socket is registered (EAGAIN)
+            // and after the wake-up; the later ones know it is drained.
+            let expected = if round == 0 { 2 } else { 1 };
+            assert_eq!(calls, expected, "round {round}");
+        }
     }
 
     #[tokio::test]

@@ -63,8 +63,9 @@ fn define<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result
                 let shared = socket_of(&mut store, &res)?;
                 // Held uniquely (`&mut`), so the future stays `Send`.
                 let store = &mut store;
+                let len = data.len();
                 let sent = shared
-                    .send_with(move |s| sys::send(s, data.as_le_slice(&*store)))
+                    .send_with(len, move |s| sys::send(s, data.as_le_slice(&*store)))
                     .await;
                 Ok((sent.map(|n| n as u64),))
             })

@@ -4,7 +4,9 @@
 //! addresses arrive resolved and checked.
 
 use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, TransferError};
-use crate::deadline::{Deadline, Timeout, retry_interrupted, sock_call, wait_and_retry};
+use crate::deadline::{
+    Deadline, Timeout, retry_interrupted, sock_call, sock_call_draining, wait_and_retry,
+};
 use crate::placed::{PLACE_ABOVE, Received};
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -87,15 +89,12 @@ impl Shared {
     /// memory).
     pub(crate) async fn send_with(
         &self,
+        len: usize,
         send: impl FnMut(&Socket) -> io::Result<usize>,
     ) -> Result<usize, ErrorCode> {
-        sock_call(
-            &self.io,
-            Interest::WRITABLE,
-            self.timeout.get().deadline(),
-            send,
-        )
-        .await
+        let deadline = self.timeout.get().deadline();
+        // Fewer than `len` bytes taken: the socket's buffer is full.
+        sock_call_draining(&self.io, Interest::WRITABLE, deadline, send, |n| *n < len).await
     }
 
     /// Waits (within the socket's timeout) until a receive of at most
@@ -115,10 +114,13 @@ impl Shared {
         if max_len <= PLACE_ABOVE {
             // Not zeroed: only what arrives is written.
             let mut buf = Vec::with_capacity(max_len as usize);
-            return match sock_call(&self.io, Interest::READABLE, deadline, |s| {
-                sys::recv_to_spare(s, &mut buf)
-            })
-            .await
+            let max_len = max_len as usize;
+            let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
+            // Fewer bytes than asked for (and not the end): the socket is
+            // drained.
+            let drained = |n: &usize| *n > 0 && *n < max_len;
+            return match sock_call_draining(&self.io, Interest::READABLE, deadline, recv, drained)
+                .await
             {
                 Ok(_) => Received::Copied(buf),
                 Err(code) => Received::Failed(code),
@@ -153,7 +155,16 @@ impl Shared {
     ) -> Result<(), TransferError> {
         let mut sent = 0;
         while sent < len {
-            match sock_call(&self.io, Interest::WRITABLE, deadline(), |s| send(s, sent)).await {
+            let left = len - sent;
+            let full = |n: &usize| *n < left;
+            let sent_now = sock_call_draining(
+                &self.io,
+                Interest::WRITABLE,
+                deadline(),
+                |s| send(s, sent),
+                full,
+            );
+            match sent_now.await {
                 Ok(n) => sent += n,
                 Err(code) => return Err(TransferError::new(code, sent)),
             }
@@ -326,7 +337,9 @@ impl TcpSocket {
 
     /// One send(2) of as much of `data` as the socket takes.
     pub async fn send(&self, data: &[u8]) -> Result<usize, ErrorCode> {
-        self.shared.send_with(|s| sys::send(s, data)).await
+        self.shared
+            .send_with(data.len(), |s| sys::send(s, data))
+            .await
     }
 
     /// send(2) until all of `data` went, under one deadline for the whole
@@ -450,11 +463,10 @@ impl TcpSocket {
         while sent < wanted {
             if let Some(pipe) = &pipe {
                 let deadline = self.wait_deadline(req.total);
-                wait_and_retry(pipe, Interest::READABLE, deadline, || {
-                    sys::poll_readable(pipe.get_ref())
-                })
-                .await
-                .map_err(|code| fail(code, sent))?;
+                let readable = || sys::poll_readable(pipe.get_ref());
+                wait_and_retry(pipe, Interest::READABLE, deadline, readable, |_| false)
+                    .await
+                    .map_err(|code| fail(code, sent))?;
             }
             let len = (wanted - sent).min(FALLBACK_CHUNK as u64) as usize;
             let file = Arc::clone(&req.file);

@@ -193,9 +193,15 @@ impl SocketIo {
         let fd = SocketFd(self.socket.as_raw_fd());
         // SAFETY: the descriptor belongs to `self.socket`, which stays open
         // for as long as the registration exists: the registration is
-        // dropped before the socket (field order, `forget_registration`), and `as_raw_fd` always returns the same number.
+        // dropped before the socket (field order, `forget_registration`),
+        // and `as_raw_fd` always returns the same number.
         let registration = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
         Ok(self.registration.get_or_init(|| registration))
+    }
+
+    /// The socket's registration with tokio's reactor, if it has one yet.
+    pub fn registered(&self) -> Option<&AsyncFd<SocketFd>> {
+        self.registration.get()
     }
 
     /// Drops the registration and the readiness tokio remembered, e.g.
