@@ -8,6 +8,12 @@
 //! with `timeout`. A non-blocking socket never waits: it fails with
 //! `would-block`. Waiting is an `await` on tokio's reactor, so a guest blocked
 //! in `recv` holds no OS thread.
+//!
+//! One refinement, from tokio's own streams: once the socket is registered,
+//! the readiness the reactor remembers stands for the kernel's answer, so a
+//! system call that would fail with `EAGAIN` (after an earlier `EAGAIN`, or
+//! after a receive shorter than its buffer) is not made; the loop waits for
+//! the next wake-up instead.
 
 use crate::bindings::ErrorCode;
 use crate::sys::SocketIo;
