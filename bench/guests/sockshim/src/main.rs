@@ -9,6 +9,12 @@
 //!   and waiting for `k`; wait for `g`; then echo BYTES through the peer in
 //!   messages of MSG bytes; close everything.
 //!
+//! - `calls N`: N calls of each of three contract functions, timed in the
+//!   guest and printed in ns per call: one without a resource
+//!   (`max-recv-size`), one that borrows a socket (`family`), one that
+//!   borrows it and makes a system call (`get-option`, getsockopt(2)). Run
+//!   it with `sockshim run` to see what a host call costs.
+//!
 //! `recv_into` and `sendall` are the calls a Python program moving bulk data
 //! would make (`sock.recv_into(buf)`, `sock.sendall(buf)`); `recv` and
 //! `serve` take an optional last argument, `recv` (Python's
@@ -35,6 +41,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "sendfile")]
         ["sendfile", addr, path] => sendfile(addr, path),
         ["scale", addr, idle, bytes, msg] => scale(addr, num(idle), num(bytes), num(msg)),
+        ["calls", n] => calls(num(n)),
         _ => Err(io::Error::other(format!("bad arguments: {args:?}"))),
     };
     match result {
@@ -44,6 +51,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// See `calls N` in the module's documentation.
+fn calls(n: u32) -> io::Result<()> {
+    use sockshim::bindings as wit;
+    fn time(what: &str, n: u32, mut call: impl FnMut()) {
+        for _ in 0..n / 10 {
+            call(); // warm-up
+        }
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            call();
+        }
+        let ns = started.elapsed().as_nanos() as f64 / f64::from(n.max(1));
+        println!("{what}: {ns:.0} ns per call");
+    }
+    time("max-recv-size (no resource)", n, || {
+        std::hint::black_box(wit::max_recv_size());
+    });
+    let sock = wit::Socket::create(wit::AddressFamily::Ipv4, wit::SocketType::Stream)
+        .map_err(|e| io::Error::other(format!("{e:?}")))?;
+    time("family (borrows the socket)", n, || {
+        std::hint::black_box(sock.family());
+    });
+    time("get-option (a borrow and getsockopt(2))", n, || {
+        let _ = std::hint::black_box(sock.get_option(wit::OptionName::ReceiveBufferSize));
+    });
+    Ok(())
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> T {
