@@ -12,8 +12,8 @@
 //! One refinement, from tokio's own streams: once the socket is registered,
 //! the readiness the reactor remembers stands for the kernel's answer, so a
 //! system call that would fail with `EAGAIN` (after an earlier `EAGAIN`, or
-//! after a receive shorter than its buffer) is not made; the loop waits for
-//! the next wake-up instead.
+//! after a receive or send(2) shorter than asked) is not made; the loop
+//! waits for the next wake-up instead.
 
 use crate::bindings::ErrorCode;
 use crate::sys::SocketIo;
