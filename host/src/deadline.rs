@@ -20,6 +20,7 @@ use crate::sys::SocketIo;
 use socket2::Socket;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -171,6 +172,51 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
     }
 }
 
+/// Makes `op` once, now, where nothing can be awaited: the receive into the
+/// plugin's memory that runs while `recv`'s result is lowered
+/// ([`crate::placed`]), after [`sock_call`] has waited for the bytes.
+///
+/// It keeps what tokio remembers of the socket's readiness as true as
+/// [`sock_call_draining`] does: the readiness is taken before `op` runs and
+/// cleared after an `EWOULDBLOCK` or a result that `drained` calls draining,
+/// so the next operation waits for the kernel's wake-up instead of first
+/// making a system call bound to fail. Taking it needs a poll with a waker
+/// that does nothing: readiness tokio remembers is returned at once, and
+/// no one else waits through that waker slot (the loop waits through
+/// [`AsyncFd::ready`], which has its own).
+pub fn call_now_draining<R>(
+    io: &SocketIo,
+    interest: Interest,
+    mut op: impl FnMut(&Socket) -> io::Result<R>,
+    drained: impl Fn(&R) -> bool,
+) -> io::Result<R> {
+    let Some(fd) = io.registered() else {
+        return retry_interrupted(|| op(io.socket()));
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    let ready = if interest.is_readable() {
+        fd.poll_read_ready(&mut cx)
+    } else {
+        fd.poll_write_ready(&mut cx)
+    };
+    let mut guard = match ready {
+        Poll::Ready(Ok(guard)) => guard,
+        // Nothing remembered (or a reactor error): nothing to keep true.
+        Poll::Ready(Err(_)) | Poll::Pending => return retry_interrupted(|| op(io.socket())),
+    };
+    match guard.try_io(|_| retry_interrupted(|| op(io.socket()))) {
+        Ok(Ok(result)) => {
+            if drained(&result) {
+                guard.clear_ready();
+            }
+            Ok(result)
+        }
+        Ok(Err(e)) => Err(e),
+        // `try_io` has cleared the readiness.
+        Err(_would_block) => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
 /// Retries `op` while it fails with `EINTR`, as CPython does after running
 /// signal handlers.
 pub(crate) fn retry_interrupted<R>(mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
@@ -277,6 +323,59 @@ mod tests {
             let expected = if round == 0 { 2 } else { 1 };
             assert_eq!(calls, expected, "round {round}");
         }
+    }
+
+    /// The same exchange with the large receive's two halves: a peek
+    /// through the loop, then the receive made while the result is lowered
+    /// ([`call_now_draining`]). A short receive there clears the readiness
+    /// too, so the next peek waits instead of failing first.
+    #[tokio::test]
+    async fn a_draining_receive_made_outside_the_loop_also_clears_readiness() {
+        let (fd, mut peer) = pair();
+        let mut buf = [0; 16];
+        for round in 0..3u8 {
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                peer.write_all(&[round]).unwrap();
+                peer
+            });
+            let mut peeks = 0;
+            sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
+                peeks += 1;
+                crate::sys::peek(s)
+            })
+            .await
+            .unwrap();
+            let drained = |n: &usize| *n > 0 && *n < 16;
+            let n =
+                call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), drained).unwrap();
+            assert_eq!(&buf[..n], &[round]);
+            peer = writer.join().unwrap();
+            let expected = if round == 0 { 2 } else { 1 };
+            assert_eq!(peeks, expected, "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_made_now_on_a_drained_socket_reports_would_block() {
+        let (fd, mut peer) = pair();
+        peer.write_all(b"x").unwrap();
+        let mut buf = [0; 16];
+        fd.registration().unwrap();
+        // Registered and ready: the peek sees the byte.
+        sock_call(&fd, Interest::READABLE, Deadline::Never, crate::sys::peek)
+            .await
+            .unwrap();
+        let whole = |_: &usize| false;
+        let n = call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), whole).unwrap();
+        assert_eq!(&buf[..n], b"x");
+        let err =
+            call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), whole).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // The EWOULDBLOCK cleared the readiness: a non-waiting check sees none.
+        let registration = fd.registered().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(registration.poll_read_ready(&mut cx).is_pending());
     }
 
     #[tokio::test]

@@ -8,7 +8,10 @@
 //! the kernel's copy is the only one. Lowering cannot wait, so the host
 //! function first waits until the socket is readable (a one-byte
 //! `MSG_PEEK` through the deadline loop); the recv(2) during lowering then
-//! finds the bytes the peek saw, as no one else reads this socket. Small
+//! finds the bytes the peek saw, as no one else reads this socket, and
+//! (through [`call_now_draining`]) clears the readiness tokio remembers when
+//! it drains the socket, so the next `recv` waits instead of making a peek
+//! bound to fail. Small
 //! receives skip the peek and copy: for a few bytes a second system call
 //! costs more than the copy saves.
 //!
@@ -18,11 +21,13 @@
 //! wasmtime version in Cargo.toml.
 
 use crate::bindings::ErrorCode;
-use crate::deadline::retry_interrupted;
+use crate::deadline::call_now_draining;
 use crate::socket::Shared;
 use crate::sys;
+use socket2::Socket;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
+use tokio::io::Interest;
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LowerContext,
@@ -53,11 +58,18 @@ impl Received {
             Received::Ready(shared, max_len) => {
                 // Not zeroed: only what arrives is written.
                 let mut buf = Vec::with_capacity(max_len);
-                retry_interrupted(|| sys::recv_to_spare(shared.io.socket(), &mut buf))?;
+                let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
+                call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len))?;
                 Ok(buf)
             }
         }
     }
+}
+
+/// Whether a receive of `n` bytes into a buffer of `max_len` drained the
+/// socket: fewer bytes than asked for, and not the end of the stream.
+pub fn drains(max_len: usize) -> impl Fn(&usize) -> bool {
+    move |n| *n > 0 && *n < max_len
 }
 
 /// The lowered type: what the WIT says `recv` returns.
@@ -81,7 +93,9 @@ impl Received {
                 let max_len = *max_len;
                 let ptr = alloc(cx, max_len)?;
                 let buf = guest_bytes(cx, ptr, max_len)?;
-                let received = retry_interrupted(|| sys::recv(shared.io.socket(), buf));
+                let recv = |s: &Socket| sys::recv(s, buf);
+                let received =
+                    call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len));
                 // Give back what the bytes do not fill; a buffer of at least
                 // one byte, so the plugin's allocator never sees size zero.
                 let kept = received.as_ref().map_or(1, |n| (*n).max(1));

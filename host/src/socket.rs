@@ -7,7 +7,7 @@ use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, Transf
 use crate::deadline::{
     Deadline, Timeout, retry_interrupted, sock_call, sock_call_draining, wait_and_retry,
 };
-use crate::placed::{PLACE_ABOVE, Received};
+use crate::placed::{PLACE_ABOVE, Received, drains};
 use crate::sys::{self, SocketIo};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
@@ -116,9 +116,7 @@ impl Shared {
             let mut buf = Vec::with_capacity(max_len as usize);
             let max_len = max_len as usize;
             let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
-            // Fewer bytes than asked for (and not the end): the socket is
-            // drained.
-            let drained = |n: &usize| *n > 0 && *n < max_len;
+            let drained = drains(max_len);
             return match sock_call_draining(&self.io, Interest::READABLE, deadline, recv, drained)
                 .await
             {
