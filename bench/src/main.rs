@@ -46,8 +46,8 @@ workload (or, with --json, one JSON object).
                      (default: 5 repetitions, 1 GiB, 50,000, 2,000, and 1, 100
                      and 1,000 instances)
   --json             print one JSON object on stdout (the tables go to stderr)
-  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate or scale
-                     (repeatable, or comma-separated)
+  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale or
+                     hostcalls (repeatable, or comma-separated)
   --system KEY       run only this system (repeatable, or comma-separated),
                      by its JSON key: native, wasi_sockets, wasi_sockets_p3,
                      sockshim; native_sendfile, native_read_write,
@@ -66,7 +66,14 @@ workload (or, with --json, one JSON object).
                      object each call)
 ";
 
-const WORKLOADS: [&str; 5] = ["bulk", "pingpong", "sendfile", "connrate", "scale"];
+const WORKLOADS: [&str; 6] = [
+    "bulk",
+    "pingpong",
+    "sendfile",
+    "connrate",
+    "hostcalls",
+    "scale",
+];
 
 /// What to run, and how big.
 pub struct Config {
@@ -295,7 +302,7 @@ fn bench(argv: &[String]) -> Result<()> {
     show(&header);
 
     let mut json = Map::new();
-    let needs_wasm = WORKLOADS[..4].iter().any(|w| cfg.runs(w));
+    let needs_wasm = WORKLOADS[..5].iter().any(|w| cfg.runs(w));
     let wasm = if needs_wasm {
         progress("loading the guests (compiled once, then cached)");
         Some(wasm::Wasm::new(cfg.pooling, 16)?)
@@ -316,6 +323,11 @@ fn bench(argv: &[String]) -> Result<()> {
                 json.insert(table.key.clone(), table.to_json());
             }
         }
+    }
+    if let (true, Some(wasm)) = (cfg.runs("hostcalls"), &wasm) {
+        let (text, value) = workloads::hostcalls(wasm, &cfg)?;
+        show(&text);
+        json.insert("host_calls".into(), value);
     }
     drop(wasm);
     if cfg.runs("scale") {

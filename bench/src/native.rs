@@ -149,3 +149,18 @@ pub fn read_write(addr: &str, path: &std::path::Path, bufsize: usize) -> Result<
     }
     finish_send(&mut sock, sent)
 }
+
+/// ns per getsockopt(2) call (`SO_RCVBUF` of an unconnected TCP socket),
+/// over `n` calls after a tenth as many to warm up: the system call that
+/// the guest's `get-option` makes.
+pub fn getsockopt_ns(n: u32) -> Result<f64> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    for _ in 0..n / 10 {
+        std::hint::black_box(sock.recv_buffer_size()?);
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(sock.recv_buffer_size()?);
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(n.max(1)))
+}

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The store data of every guest.
@@ -162,7 +163,19 @@ impl Wasm {
         args: &[String],
         data_dir: Option<&Path>,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let setup = self.store(guest, args, data_dir);
+        self.guest_writing_to(guest, args, data_dir, None)
+    }
+
+    /// [`Wasm::guest`], with the guest's standard output going to `stdout`
+    /// (instead of nowhere) if given.
+    fn guest_writing_to(
+        &self,
+        guest: Guest,
+        args: &[String],
+        data_dir: Option<&Path>,
+        stdout: Option<MemoryOutputPipe>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let setup = self.store(guest, args, data_dir, stdout);
         let (p2, p3, sockshim) = (self.p2.clone(), self.p3.clone(), self.sockshim.clone());
         let what = format!("{guest:?} guest {args:?}");
         async move {
@@ -188,6 +201,16 @@ impl Wasm {
         self.wait(task, timeout)
     }
 
+    /// Runs `guest` as [`Wasm::run`] does and returns what it wrote to its
+    /// standard output (at most 64 KiB).
+    pub fn output(&self, guest: Guest, args: &[String], timeout: Duration) -> Result<String> {
+        let stdout = MemoryOutputPipe::new(64 << 10);
+        let task =
+            (self.runtime).spawn(self.guest_writing_to(guest, args, None, Some(stdout.clone())));
+        self.wait(task, timeout)?;
+        Ok(String::from_utf8_lossy(&stdout.contents()).into_owned())
+    }
+
     /// Waits at most `timeout` for a guest task spawned on the runtime;
     /// aborts it past that.
     pub fn wait(&self, task: tokio::task::JoinHandle<Result<()>>, timeout: Duration) -> Result<()> {
@@ -210,8 +233,12 @@ impl Wasm {
         guest: Guest,
         args: &[String],
         data_dir: Option<&Path>,
+        stdout: Option<MemoryOutputPipe>,
     ) -> Result<Store<State>> {
         let mut wasi = WasiCtxBuilder::new();
+        if let Some(stdout) = stdout {
+            wasi.stdout(stdout);
+        }
         let program = match guest {
             Guest::P2 => "bench-p2",
             Guest::P3 => "bench-p3",

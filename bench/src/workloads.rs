@@ -1,6 +1,6 @@
 //! The workloads of issue 6: bulk transfer in three directions, 1-byte
 //! ping-pong, sending a file, connection rate, and many instances in one
-//! host process.
+//! host process; and what one host call costs.
 
 use crate::child::{Peer, Proc};
 use crate::measure::{Sample, Stats, cpu_time, measure, rss_bytes, threads};
@@ -346,6 +346,135 @@ pub fn connrate(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     }])
 }
 
+/// What one call from the sockshim guest to the host costs, by kind: the
+/// guest's `calls N` command, which times N calls of each kind (see its
+/// module documentation), beside the system call one of them makes
+/// (getsockopt(2)) timed natively in this process, in alternating order.
+/// These are the per-call costs that the CPU figures of the other workloads
+/// add up; they are not compared with other systems.
+pub fn hostcalls(wasm: &Wasm, cfg: &Config) -> Result<(String, Value)> {
+    let n: u32 = if cfg.quick { 200_000 } else { 1_000_000 };
+    let calls = || {
+        wasm.output(
+            Guest::Sockshim,
+            &args(&[&"calls", &n]),
+            bound(0, u64::from(n) * 5),
+        )
+    };
+    progress("host calls: warm-up");
+    calls()?;
+    // (key, description) in the guest's order, then ns per call per
+    // repetition.
+    let mut kinds: Vec<(String, String)> = Vec::new();
+    let mut values: Vec<Vec<f64>> = Vec::new();
+    let mut native_ns = Vec::new();
+    for r in 0..cfg.reps {
+        progress(&format!("host calls: repetition {}/{}", r + 1, cfg.reps));
+        // Alternate which goes first.
+        let lines = if r % 2 == 0 {
+            native_ns.push(native::getsockopt_ns(n)?);
+            calls()?
+        } else {
+            let lines = calls()?;
+            native_ns.push(native::getsockopt_ns(n)?);
+            lines
+        };
+        let parsed = parse_calls(&lines)?;
+        if kinds.is_empty() {
+            kinds = parsed
+                .iter()
+                .map(|(k, d, _)| (k.clone(), d.clone()))
+                .collect();
+            values = vec![Vec::new(); kinds.len()];
+        }
+        if parsed.len() != kinds.len() || parsed.iter().zip(&kinds).any(|(p, k)| p.0 != k.0) {
+            return Err(format!("the guest's calls changed between repetitions: {lines}").into());
+        }
+        for (v, (_, _, ns)) in values.iter_mut().zip(parsed) {
+            v.push(ns);
+        }
+    }
+    let get_option = kinds
+        .iter()
+        .position(|(k, _)| k == "get_option")
+        .ok_or("the guest timed no get_option")?;
+    // The host's part of get-option: the call minus its system call, per
+    // repetition.
+    let overhead: Vec<f64> = values[get_option]
+        .iter()
+        .zip(&native_ns)
+        .map(|(call, syscall)| call - syscall)
+        .collect();
+
+    let mut text = format!(
+        "host calls: what one call from the sockshim guest costs, {n} calls per kind, {} \
+         repetitions (ns per call: median (min–max))\n",
+        cfg.reps
+    );
+    let mut json = Map::new();
+    json.insert("calls_per_kind".into(), json!(n));
+    let mut spread = Map::new();
+    let mut row = |label: &str, key: &str, v: &[f64]| {
+        let st = Stats::of(v);
+        text.push_str(&format!(
+            "  {label:<53} {:>7} ({}–{})\n",
+            num(st.median),
+            num(st.min),
+            num(st.max)
+        ));
+        json.insert(format!("{key}_ns"), json!(st.median));
+        spread.insert(format!("{key}_ns"), json!([st.min, st.max]));
+    };
+    for ((key, what), v) in kinds.iter().zip(&values) {
+        row(&format!("sockshim: {what}"), key, v);
+    }
+    row(
+        "native: getsockopt(2) alone",
+        "native_getsockopt",
+        &native_ns,
+    );
+    row(
+        "get-option's host part (the two above, subtracted)",
+        "get_option_host_part",
+        &overhead,
+    );
+    json.insert("spread".into(), Value::Object(spread));
+    text.push_str(
+        "  (timed in the guest with its clock; the transfer calls are made on an unconnected \
+         socket with nothing to move, so they measure the host-call path of recv and sendall \
+         without their system calls)\n",
+    );
+    Ok((text, Value::Object(json)))
+}
+
+/// The guest's `calls` lines, `KEY NS DESCRIPTION`, as (key, description,
+/// ns per call).
+fn parse_calls(out: &str) -> Result<Vec<(String, String, f64)>> {
+    let parsed: Vec<_> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut words = line.splitn(3, ' ');
+            match (
+                words.next(),
+                words.next().map(str::parse::<f64>),
+                words.next(),
+            ) {
+                (Some(key), Some(Ok(ns)), Some(what)) => {
+                    Ok((key.to_string(), what.to_string(), ns))
+                }
+                _ => Err(format!(
+                    "a line of the guest's calls that does not parse: {line:?}"
+                )),
+            }
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    if parsed.is_empty() {
+        return Err("the guest's calls printed nothing".into());
+    }
+    Ok(parsed)
+}
+
 /// A file of `bytes` bytes in a directory of its own, removed on drop.
 pub struct DataFile {
     dir: PathBuf,
@@ -679,4 +808,28 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
     });
     println!("result {result}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guests_call_lines_parse_in_order() {
+        let out = "max_recv_size 136.2 max-recv-size (no resource)\n\
+                   get_option 1021.0 get-option (a borrow and getsockopt(2))\n";
+        let parsed = parse_calls(out).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].0, "max_recv_size");
+        assert_eq!(parsed[0].1, "max-recv-size (no resource)");
+        assert_eq!(parsed[0].2, 136.2);
+        assert_eq!(parsed[1].2, 1021.0);
+    }
+
+    #[test]
+    fn calls_output_that_does_not_parse_is_an_error() {
+        assert!(parse_calls("").is_err());
+        assert!(parse_calls("max-recv-size (no resource): 136 ns per call\n").is_err());
+        assert!(parse_calls("family 12.5\n").is_err());
+    }
 }

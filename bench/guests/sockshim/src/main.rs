@@ -9,11 +9,14 @@
 //!   and waiting for `k`; wait for `g`; then echo BYTES through the peer in
 //!   messages of MSG bytes; close everything.
 //!
-//! - `calls N`: N calls of each of three contract functions, timed in the
-//!   guest and printed in ns per call: one without a resource
-//!   (`max-recv-size`), one that borrows a socket (`family`), one that
-//!   borrows it and makes a system call (`get-option`, getsockopt(2)). Run
-//!   it with `sockshim run` to see what a host call costs.
+//! - `calls N`: N calls of each of five contract functions, timed in the
+//!   guest, one line each: `KEY NS description`, NS in ns per call. One
+//!   without a resource (`max-recv-size`), one that borrows a socket
+//!   (`family`), the transfer calls on an unconnected socket with nothing to
+//!   move, so with no system call (`recv` of 0 bytes, `sendall` of an empty
+//!   list), and one that borrows the socket and makes a system call
+//!   (`get-option`, getsockopt(2)). The bench's `hostcalls` workload runs
+//!   it; `sockshim run` can too.
 //!
 //! `recv_into` and `sendall` are the calls a Python program moving bulk data
 //! would make (`sock.recv_into(buf)`, `sock.sendall(buf)`); `recv` and
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
 /// See `calls N` in the module's documentation.
 fn calls(n: u32) -> io::Result<()> {
     use sockshim::bindings as wit;
-    fn time(what: &str, n: u32, mut call: impl FnMut()) {
+    fn time(key: &str, what: &str, n: u32, mut call: impl FnMut()) {
         for _ in 0..n / 10 {
             call(); // warm-up
         }
@@ -65,19 +68,41 @@ fn calls(n: u32) -> io::Result<()> {
             call();
         }
         let ns = started.elapsed().as_nanos() as f64 / f64::from(n.max(1));
-        println!("{what}: {ns:.0} ns per call");
+        println!("{key} {ns:.1} {what}");
     }
-    time("max-recv-size (no resource)", n, || {
+    time("max_recv_size", "max-recv-size (no resource)", n, || {
         std::hint::black_box(wit::max_recv_size());
     });
     let sock = wit::Socket::create(wit::AddressFamily::Ipv4, wit::SocketType::Stream)
         .map_err(|e| io::Error::other(format!("{e:?}")))?;
-    time("family (borrows the socket)", n, || {
+    time("family", "family (borrows the socket)", n, || {
         std::hint::black_box(sock.family());
     });
-    time("get-option (a borrow and getsockopt(2))", n, || {
-        let _ = std::hint::black_box(sock.get_option(wit::OptionName::ReceiveBufferSize));
+    let check = |what: &str, ok: bool| match ok {
+        true => Ok(()),
+        false => Err(io::Error::other(format!("{what} did not succeed"))),
+    };
+    check("recv(0)", sock.recv(0).is_ok_and(|b| b.is_empty()))?;
+    check("sendall([])", sock.sendall(&[]).is_ok())?;
+    time("recv_empty", "recv of 0 bytes (no system call)", n, || {
+        let _ = std::hint::black_box(sock.recv(0));
     });
+    time(
+        "sendall_empty",
+        "sendall of an empty list (no system call)",
+        n,
+        || {
+            let _ = std::hint::black_box(sock.sendall(&[]));
+        },
+    );
+    time(
+        "get_option",
+        "get-option (a borrow and getsockopt(2))",
+        n,
+        || {
+            let _ = std::hint::black_box(sock.get_option(wit::OptionName::ReceiveBufferSize));
+        },
+    );
     Ok(())
 }
 
