@@ -1,7 +1,8 @@
 //! Compiles the benchmark's wasm32-wasip2 guests (bench/guests/*) with a
 //! nested `cargo build --release`, once per build of the benchmark, in a
 //! target directory of its own (target/bench-wasm) so that it does not wait
-//! for the outer build's lock; as tests/artifacts/build.rs does for the tests.
+//! for the outer build's lock; as tests/artifacts/build.rs does for the tests
+//! (both through scripts/nested_wasm_build.rs).
 //!
 //! The sockshim guest gets its `sendfile` feature when the guest crate has
 //! `sockshim::fs` and `Socket::sendfile`; `SOCKSHIM_SENDFILE` says whether it
@@ -9,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+include!("../scripts/nested_wasm_build.rs");
 
 /// (package, file the build produces, constant naming its path)
 const GUESTS: &[(&str, &str, &str)] = &[
@@ -30,34 +33,19 @@ fn main() {
     let sendfile = guest_has_sendfile(&workspace);
 
     let target_dir = workspace.join("target").join("bench-wasm");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // What the outer build set for itself must not leak into the guests.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_MAKEFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    for (package, _, _) in GUESTS {
-        cmd.args(["-p", package]);
-    }
-    if sendfile {
-        cmd.args(["--features", "sockshim-bench-guest-sockshim/sendfile"]);
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build the benchmark's wasm guests");
-    if !status.success() {
-        panic!(
-            "building the benchmark's wasm32-wasip2 guests failed (is the target \
-             installed? `rustup target add wasm32-wasip2`)"
-        );
-    }
-
-    let out_dir = target_dir.join("wasm32-wasip2").join("release");
+    let packages: Vec<&str> = GUESTS.iter().map(|(package, _, _)| *package).collect();
+    let features: &[&str] = if sendfile {
+        &["sockshim-bench-guest-sockshim/sendfile"]
+    } else {
+        &[]
+    };
+    let out_dir = build_wasm_guests(
+        &workspace,
+        &target_dir,
+        &packages,
+        features,
+        "the benchmark's wasm32-wasip2 guests",
+    );
     let mut consts = String::new();
     for (package, file, name) in GUESTS {
         let path = out_dir.join(file);

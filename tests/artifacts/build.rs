@@ -2,8 +2,10 @@
 //! examples) with a nested `cargo build`, once per test build, in a target
 //! directory of its own so that it does not wait for the outer build's lock.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+include!("../../scripts/nested_wasm_build.rs");
 
 /// Packages built, and the binaries each provides.
 const PACKAGES: &[(&str, &[&str])] = &[
@@ -29,31 +31,14 @@ fn main() {
     }
 
     let target_dir = workspace.join("target").join("wasm-artifacts");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // What the outer build set for itself must not leak into the guests.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_MAKEFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    for (package, _) in PACKAGES {
-        cmd.args(["-p", package]);
-    }
-    let status = cmd
-        .status()
-        .expect("cannot run cargo to build the wasm guests");
-    if !status.success() {
-        panic!(
-            "building the wasm32-wasip2 guests failed (is the target installed? \
-             `rustup target add wasm32-wasip2`)"
-        );
-    }
-
-    let out_dir = target_dir.join("wasm32-wasip2").join("release");
+    let packages: Vec<&str> = PACKAGES.iter().map(|(package, _)| *package).collect();
+    let out_dir = build_wasm_guests(
+        &workspace,
+        &target_dir,
+        &packages,
+        &[],
+        "the wasm32-wasip2 guests",
+    );
     let mut consts = String::new();
     for (_, bins) in PACKAGES {
         for bin in *bins {
