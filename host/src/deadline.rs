@@ -242,6 +242,19 @@ mod tests {
         (SocketIo::new(ours), peer)
     }
 
+    /// Writes `byte` to `peer` 100 ms from now, on a thread that hands the
+    /// peer back.
+    fn write_later(
+        mut peer: std::net::TcpStream,
+        byte: u8,
+    ) -> std::thread::JoinHandle<std::net::TcpStream> {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            peer.write_all(&[byte]).unwrap();
+            peer
+        })
+    }
+
     fn recv(mut s: &Socket, buf: &mut [u8]) -> io::Result<usize> {
         // socket2's `Read for &Socket` is recv(2).
         s.read(buf)
@@ -298,11 +311,7 @@ mod tests {
         let mut buf = [0; 16];
         let drained = |n: &usize| *n > 0 && *n < 16;
         for round in 0..3u8 {
-            let writer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100));
-                peer.write_all(&[round]).unwrap();
-                peer
-            });
+            let writer = write_later(peer, round);
             let mut calls = 0;
             let n = sock_call_draining(
                 &fd,
@@ -334,11 +343,7 @@ mod tests {
         let (fd, mut peer) = pair();
         let mut buf = [0; 16];
         for round in 0..3u8 {
-            let writer = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100));
-                peer.write_all(&[round]).unwrap();
-                peer
-            });
+            let writer = write_later(peer, round);
             let mut peeks = 0;
             sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
                 peeks += 1;
