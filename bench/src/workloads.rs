@@ -358,7 +358,7 @@ pub fn hostcalls(wasm: &Wasm, cfg: &Config) -> Result<(String, Value)> {
         wasm.output(
             Guest::Sockshim,
             &args(&[&"calls", &n]),
-            bound(0, u64::from(n) * 5),
+            bound(0, u64::from(n) / 100),
         )
     };
     progress("host calls: warm-up");
