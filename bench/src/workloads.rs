@@ -394,17 +394,22 @@ pub fn hostcalls(wasm: &Wasm, cfg: &Config) -> Result<(String, Value)> {
             v.push(ns);
         }
     }
-    let get_option = kinds
-        .iter()
-        .position(|(k, _)| k == "get_option")
-        .ok_or("the guest timed no get_option")?;
-    // The host's part of get-option: the call minus its system call, per
+    let kind = |key: &str| {
+        kinds
+            .iter()
+            .position(|(k, _)| k == key)
+            .ok_or_else(|| format!("the guest timed no {key}"))
+    };
+    let minus =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a - b).collect() };
+    // The host's part of get-option: the call minus its system call; and
+    // sendall's, cold: the write and the call minus the write; per
     // repetition.
-    let overhead: Vec<f64> = values[get_option]
-        .iter()
-        .zip(&native_ns)
-        .map(|(call, syscall)| call - syscall)
-        .collect();
+    let overhead = minus(&values[kind("get_option")?], &native_ns);
+    let cold = minus(
+        &values[kind("write_256k_then_sendall_empty")?],
+        &values[kind("write_256k")?],
+    );
 
     let mut text = format!(
         "host calls: what one call from the sockshim guest costs, {n} calls per kind, {} \
@@ -414,30 +419,43 @@ pub fn hostcalls(wasm: &Wasm, cfg: &Config) -> Result<(String, Value)> {
     let mut json = Map::new();
     json.insert("calls_per_kind".into(), json!(n));
     let mut spread = Map::new();
-    let mut row = |label: &str, key: &str, v: &[f64]| {
+    // (label, JSON key, ns per call per repetition)
+    let mut rows: Vec<(String, String, &[f64])> = kinds
+        .iter()
+        .zip(&values)
+        .map(|((key, what), v)| (format!("sockshim: {what}"), key.clone(), v.as_slice()))
+        .collect();
+    rows.push((
+        "native: getsockopt(2) alone".into(),
+        "native_getsockopt".into(),
+        &native_ns,
+    ));
+    rows.push((
+        "get-option's host part (get-option minus getsockopt(2))".into(),
+        "get_option_host_part".into(),
+        &overhead,
+    ));
+    rows.push((
+        "sendall of an empty list after a 256 KiB write (minus the write)".into(),
+        "sendall_empty_cold".into(),
+        &cold,
+    ));
+    let width = rows
+        .iter()
+        .map(|(label, _, _)| label.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (label, key, v) in rows {
         let st = Stats::of(v);
         text.push_str(&format!(
-            "  {label:<53} {:>7} ({}–{})\n",
+            "  {label:<width$} {:>7} ({}–{})\n",
             num(st.median),
             num(st.min),
             num(st.max)
         ));
         json.insert(format!("{key}_ns"), json!(st.median));
         spread.insert(format!("{key}_ns"), json!([st.min, st.max]));
-    };
-    for ((key, what), v) in kinds.iter().zip(&values) {
-        row(&format!("sockshim: {what}"), key, v);
     }
-    row(
-        "native: getsockopt(2) alone",
-        "native_getsockopt",
-        &native_ns,
-    );
-    row(
-        "get-option's host part (the two above, subtracted)",
-        "get_option_host_part",
-        &overhead,
-    );
     json.insert("spread".into(), Value::Object(spread));
     text.push_str(
         "  (timed in the guest with its clock; the transfer calls are made on an unconnected \

@@ -15,8 +15,10 @@
 //!   (`family`), the transfer calls on an unconnected socket with nothing to
 //!   move, so with no system call (`recv` of 0 bytes, `sendall` of an empty
 //!   list), and one that borrows the socket and makes a system call
-//!   (`get-option`, getsockopt(2)). The bench's `hostcalls` workload runs
-//!   it; `sockshim run` can too.
+//!   (`get-option`, getsockopt(2)). Then, N/10 times each, a write of
+//!   256 KiB in the guest, alone and followed by a `sendall` of an empty
+//!   list: the call with cold caches, as after a bulk send. The bench's
+//!   `hostcalls` workload runs it; `sockshim run` can too.
 //!
 //! `recv_into` and `sendall` are the calls a Python program moving bulk data
 //! would make (`sock.recv_into(buf)`, `sock.sendall(buf)`); `recv` and
@@ -92,6 +94,30 @@ fn calls(n: u32) -> io::Result<()> {
         "sendall of an empty list (no system call)",
         n,
         || {
+            let _ = std::hint::black_box(sock.sendall(&[]));
+        },
+    );
+    // The same call with cold caches, as after a 64 KiB send: the write
+    // alone, then the write and the call.
+    let mut memory = vec![0u8; 256 << 10];
+    let mut fill = 0u8;
+    let mut write = move || {
+        fill = fill.wrapping_add(1);
+        memory.fill(fill);
+        std::hint::black_box(&memory);
+    };
+    time(
+        "write_256k",
+        "write 256 KiB in the guest",
+        n / 10,
+        &mut write,
+    );
+    time(
+        "write_256k_then_sendall_empty",
+        "write 256 KiB, then sendall of an empty list",
+        n / 10,
+        || {
+            write();
             let _ = std::hint::black_box(sock.sendall(&[]));
         },
     );
