@@ -309,7 +309,7 @@ mod tests {
     async fn after_a_draining_receive_the_next_waits_without_failed_calls() {
         let (fd, mut peer) = pair();
         let mut buf = [0; 16];
-        let drained = |n: &usize| *n > 0 && *n < 16;
+        let drained = crate::placed::drains(buf.len());
         for round in 0..3u8 {
             let writer = write_later(peer, round);
             let mut calls = 0;
@@ -321,7 +321,7 @@ mod tests {
                     calls += 1;
                     recv(s, &mut buf)
                 },
-                drained,
+                &drained,
             )
             .await
             .unwrap();
@@ -351,7 +351,7 @@ mod tests {
             })
             .await
             .unwrap();
-            let drained = |n: &usize| *n > 0 && *n < 16;
+            let drained = crate::placed::drains(buf.len());
             let n =
                 call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), drained).unwrap();
             assert_eq!(&buf[..n], &[round]);
