@@ -1,7 +1,6 @@
 //! The in-process wasm host of the benchmark: two engines and linkers, and
-//! the three guests
-//! compiled once (cached as serialized components next to the .wasm files)
-//! and pre-instantiated. Guests run as tasks on a multi-threaded tokio
+//! the three guests compiled once (kept compiled in `compiled/` beside the
+//! .wasm files) and pre-instantiated. Guests run as tasks on a multi-threaded tokio
 //! runtime, as `sockshim run` and an embedding serving many plugins do.
 //!
 //! Both engines are configured as sockshim's `PluginHost` configures its own
@@ -12,9 +11,9 @@
 //! plugin has.
 
 use crate::{Result, guests};
+use sockshim_host::compiled::CompileCache;
 use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView};
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
@@ -295,47 +294,17 @@ async fn run_p3(
     exit_status(result.and_then(|r| r))
 }
 
-/// Compiles `path`, or loads it from the serialized copy made by an earlier
-/// run with a compatible engine.
+/// Compiles `path`, or loads it compiled by an earlier run with a
+/// compatible engine from `compiled/` beside it (sockshim's
+/// [`CompileCache`], as `sockshim run` keeps its plugins).
 fn load(engine: &Engine, path: &Path) -> Result<Component> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let cached = PathBuf::from(format!("{}.{:016x}.cwasm", path.display(), hasher.finish()));
-    if cached.is_file() {
-        // SAFETY: the file was written below by `Component::serialize` for
-        // an engine with the same compatibility hash, and nothing else
-        // writes files with this name.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
-            return Ok(component);
-        }
-    }
-    let component =
-        Component::new(engine, &bytes).map_err(|e| format!("{}: {}", path.display(), werr(e)))?;
-    if let Ok(serialized) = component.serialize() {
-        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, serialized).is_ok() && std::fs::rename(&tmp, &cached).is_ok() {
-            remove_stale_caches(path, &cached);
-        }
-    }
-    Ok(component)
-}
-
-/// Removes the serialized copies of earlier builds of `wasm` but `keep`.
-fn remove_stale_caches(wasm: &Path, keep: &Path) {
-    let (Some(dir), Some(name)) = (wasm.parent(), wasm.file_name().and_then(|n| n.to_str())) else {
-        return;
+    let dir = path.parent().unwrap_or(Path::new(".")).join("compiled");
+    let compiled = match CompileCache::open(dir) {
+        Ok(cache) => cache.component(engine, &bytes),
+        Err(_) => Component::new(engine, &bytes),
     };
-    let prefix = format!("{name}.");
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let file = entry.file_name();
-        let file = file.to_string_lossy();
-        if file.starts_with(&prefix) && file.ends_with(".cwasm") && path != keep {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+    compiled.map_err(|e| format!("{}: {}", path.display(), werr(e)).into())
 }
 
 /// Advances the engine's epoch every 10 ms until the engine is dropped, as

@@ -64,6 +64,7 @@
 
 #[allow(missing_docs)]
 pub mod bindings;
+pub mod compiled;
 mod deadline;
 pub mod error;
 mod host;

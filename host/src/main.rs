@@ -2,9 +2,10 @@
 //! network policy.
 
 use clap::{Parser, Subcommand};
+use sockshim_host::compiled::CompileCache;
 use sockshim_host::runner::PluginHost;
 use sockshim_host::{Policy, Rule, SockshimCtx};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use wasmtime::error::Context as _;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -48,6 +49,14 @@ struct RunArgs {
     /// their bytes: by sendfile(2), or by the read-and-send fallback.
     #[arg(long = "stats")]
     stats: bool,
+    /// Keep compiled plugins in DIR (default: $XDG_CACHE_HOME/sockshim, else
+    /// ~/.cache/sockshim), so a plugin runs again without being compiled
+    /// again. The directory must be writable by its owner alone.
+    #[arg(long = "cache-dir", value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the plugin on every run; keep nothing on disk.
+    #[arg(long = "no-cache")]
+    no_cache: bool,
     /// The plugin: a wasm32-wasip2 command component.
     #[arg(value_name = "PLUGIN.wasm")]
     plugin: PathBuf,
@@ -100,6 +109,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cache of compiled plugins the flags ask for. A directory named with
+/// `--cache-dir` that cannot be used is reported, and the plugin is
+/// compiled; the default one is used only if it can be, silently.
+fn compile_cache(no_cache: bool, cache_dir: Option<&Path>) -> Option<CompileCache> {
+    if no_cache {
+        return None;
+    }
+    match cache_dir {
+        Some(dir) => CompileCache::open(dir)
+            .inspect_err(|e| eprintln!("sockshim: not caching compiled plugins: {e}"))
+            .ok(),
+        None => CompileCache::open(CompileCache::default_dir()?).ok(),
+    }
+}
+
 fn run(args: RunArgs) -> wasmtime::Result<i32> {
     let policy = args
         .allow_connect
@@ -131,7 +155,8 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     let host = PluginHost::new()?;
-    let component = host.load(&args.plugin)?;
+    let cache = compile_cache(args.no_cache, args.cache_dir.as_deref());
+    let component = host.load_with(&args.plugin, cache.as_ref())?;
     let ctx = SockshimCtx::new(policy).with_max_sockets(args.max_sockets);
     let stats = ctx.transfer_stats();
     let code = runtime.block_on(host.run(&component, wasi, ctx));

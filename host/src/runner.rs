@@ -4,6 +4,7 @@
 //! test harness are built on it; embedders with state of their own use
 //! [`add_to_linker`] directly.
 
+use crate::compiled::CompileCache;
 use crate::{SockshimCtx, SockshimCtxView, SockshimView, add_to_linker, apply_policy_to_wasi};
 use std::path::Path;
 use std::time::Duration;
@@ -75,9 +76,23 @@ impl PluginHost {
 
     /// Reads and compiles a component.
     pub fn load(&self, path: &Path) -> wasmtime::Result<Component> {
+        self.load_with(path, None)
+    }
+
+    /// Reads a component and compiles it, or takes it compiled from
+    /// `cache` (see [`CompileCache`]).
+    pub fn load_with(
+        &self,
+        path: &Path,
+        cache: Option<&CompileCache>,
+    ) -> wasmtime::Result<Component> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        Component::new(&self.engine, &bytes).map_err(|e| {
+        let compiled = match cache {
+            Some(cache) => cache.component(&self.engine, &bytes),
+            None => Component::new(&self.engine, &bytes),
+        };
+        compiled.map_err(|e| {
             wasmtime::format_err!(
                 "{} is not a valid wasm component: {}",
                 path.display(),

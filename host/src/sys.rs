@@ -1,4 +1,6 @@
-//! The system calls socket2 leaves to us, and the only `unsafe` of the crate.
+//! The system calls socket2 leaves to us: the crate's only `unsafe` system
+//! calls (wasmtime's own `unsafe` traits and loaders are used in `placed`
+//! and `compiled`).
 
 use socket2::Socket;
 use std::fs::File;

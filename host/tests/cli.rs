@@ -7,8 +7,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// The command, with its cache of compiled plugins in the build's
+/// scratch directory rather than the user's.
 fn sockshim() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sockshim"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sockshim"));
+    command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    command
 }
 
 fn run(args: &[&str]) -> Output {
@@ -46,6 +50,57 @@ fn exits_with_the_plugins_exit_code() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A plugin run again is loaded compiled from the cache directory, not
+/// compiled again; a directory others can write to is refused, with a
+/// warning, and the plugin still runs.
+#[test]
+fn a_plugin_runs_again_from_its_compiled_copy() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-compile-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache_dir = dir.to_str().expect("a UTF-8 path");
+    let entries = || -> Vec<std::fs::Metadata> {
+        std::fs::read_dir(&dir)
+            .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).collect())
+            .unwrap_or_default()
+    };
+    let run_in = |extra: &[&str]| {
+        let out = run(&[&["run"], extra, &[SOCKSHIM_TEST_GUEST, "exit", "0"]].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+    run_in(&["--cache-dir", cache_dir]);
+    let first = entries();
+    assert_eq!(first.len(), 1);
+    let out = run_in(&["--cache-dir", cache_dir]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let second = entries();
+    assert_eq!(second.len(), 1);
+    {
+        use std::os::unix::fs::MetadataExt;
+        // Stored again would be a new file renamed into place.
+        assert_eq!(second[0].ino(), first[0].ino());
+    }
+    run_in(&["--no-cache"]);
+    assert_eq!(entries().len(), 1);
+
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        std::fs::remove_file(entry.path()).unwrap();
+    }
+    let out = run_in(&["--cache-dir", cache_dir]);
+    assert!(
+        stderr(&out).contains("not caching compiled plugins")
+            && stderr(&out).contains("writable by others"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(entries().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -63,7 +63,7 @@ struct Server {
 impl Server {
     fn start(site: &Site, sockshim_flags: &[&str], plugin_flags: &[&str]) -> Server {
         let dir = format!("{}::/", site.root().display());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sockshim"))
+        let mut child = sockshim()
             .args(["run", "--allow-bind", "127.0.0.1:*", "--dir", &dir])
             .args(sockshim_flags)
             .arg(FILE_SERVER)
@@ -190,6 +190,14 @@ impl Drop for Server {
 }
 
 /// Runs curl with a generous overall time limit.
+/// The command, with its cache of compiled plugins in the build's
+/// scratch directory rather than the user's.
+fn sockshim() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sockshim"));
+    command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    command
+}
+
 fn curl(args: &[&str]) -> Output {
     Command::new(CURL)
         .args(["--silent", "--show-error", "--max-time", "300"])
@@ -666,7 +674,7 @@ fn bad_requests_get_http_errors_and_the_server_goes_on() {
 fn bad_arguments_give_the_usage_and_exit_1() {
     let site = Site::new("args");
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sockshim"))
+        sockshim()
             .args(["run", "--allow-bind", "127.0.0.1:*"])
             .args(args)
             .output()
@@ -686,7 +694,7 @@ fn bad_arguments_give_the_usage_and_exit_1() {
     assert!(err.contains("--dir"), "{err}");
     // A port the policy does not allow.
     let dir = format!("{}::/", site.root().display());
-    let out = Command::new(env!("CARGO_BIN_EXE_sockshim"))
+    let out = sockshim()
         .args(["run", "--allow-bind", "127.0.0.1:1", "--dir", &dir])
         .args([FILE_SERVER, "127.0.0.1:0"])
         .output()
