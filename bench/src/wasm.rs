@@ -11,7 +11,7 @@
 //! plugin has.
 
 use crate::{Result, guests};
-use sockshim_host::compiled::CompileCache;
+use sockshim_host::compiled::{self, CompileCache};
 use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView};
 use std::path::Path;
 use std::sync::Arc;
@@ -300,11 +300,9 @@ async fn run_p3(
 fn load(engine: &Engine, path: &Path) -> Result<Component> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new(".")).join("compiled");
-    let compiled = match CompileCache::open(dir) {
-        Ok(cache) => cache.component(engine, &bytes),
-        Err(_) => Component::new(engine, &bytes),
-    };
-    compiled.map_err(|e| format!("{}: {}", path.display(), werr(e)).into())
+    let cache = CompileCache::open(dir).ok();
+    compiled::compile(engine, &bytes, cache.as_ref())
+        .map_err(|e| format!("{}: {}", path.display(), werr(e)).into())
 }
 
 /// Advances the engine's epoch every 10 ms until the engine is dropped, as

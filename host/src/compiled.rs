@@ -75,27 +75,21 @@ impl CompileCache {
         Ok(CompileCache { dir })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The component compiled from `bytes` for `engine`: loaded from the
     /// entry an earlier call made for a compatible engine, or compiled and
     /// stored. Failing to store is not an error: the component is returned
     /// all the same.
     pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         let entry = self.entry(engine, bytes);
-        if entry.is_file() {
-            // SAFETY: `open` checked that only this user can write to the
-            // directory, and entries are written only by `store`, from
-            // `Component::serialize`; wasmtime checks that the entry was
-            // made by a compatible engine and refuses it otherwise.
-            if let Ok(component) = unsafe { Component::deserialize_file(engine, &entry) } {
-                // Mark it used, for `evict`.
-                let _ = fs::File::open(&entry).and_then(|f| f.set_modified(SystemTime::now()));
-                return Ok(component);
-            }
+        // A missing entry fails to load like a damaged one.
+        // SAFETY: `open` checked that only this user can write to the
+        // directory, and entries are written only by `store`, from
+        // `Component::serialize`; wasmtime checks that the entry was made by
+        // a compatible engine and refuses it otherwise.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, &entry) } {
+            // Mark it used, for `evict`.
+            let _ = fs::File::open(&entry).and_then(|f| f.set_modified(SystemTime::now()));
+            return Ok(component);
         }
         let component = Component::new(engine, bytes)?;
         if let Ok(serialized) = component.serialize()
@@ -151,6 +145,18 @@ impl CompileCache {
         for (_, path) in entries.into_iter().take(excess) {
             let _ = fs::remove_file(path);
         }
+    }
+}
+
+/// `bytes` compiled for `engine`, through `cache` when there is one.
+pub fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    cache: Option<&CompileCache>,
+) -> wasmtime::Result<Component> {
+    match cache {
+        Some(cache) => cache.component(engine, bytes),
+        None => Component::new(engine, bytes),
     }
 }
 

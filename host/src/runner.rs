@@ -4,7 +4,7 @@
 //! test harness are built on it; embedders with state of their own use
 //! [`add_to_linker`] directly.
 
-use crate::compiled::CompileCache;
+use crate::compiled::{self, CompileCache};
 use crate::{SockshimCtx, SockshimCtxView, SockshimView, add_to_linker, apply_policy_to_wasi};
 use std::path::Path;
 use std::time::Duration;
@@ -88,11 +88,7 @@ impl PluginHost {
     ) -> wasmtime::Result<Component> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let compiled = match cache {
-            Some(cache) => cache.component(&self.engine, &bytes),
-            None => Component::new(&self.engine, &bytes),
-        };
-        compiled.map_err(|e| {
+        compiled::compile(&self.engine, &bytes, cache).map_err(|e| {
             wasmtime::format_err!(
                 "{} is not a valid wasm component: {}",
                 path.display(),
