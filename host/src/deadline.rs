@@ -9,14 +9,19 @@
 //! `would-block`. Waiting is an `await` on tokio's reactor, so a guest blocked
 //! in `recv` holds no OS thread.
 //!
-//! One refinement, from tokio's own streams: once the socket is registered,
-//! the readiness the reactor remembers stands for the kernel's answer, so a
-//! system call that would fail with `EAGAIN` (after an earlier `EAGAIN`, or
-//! after a receive or send(2) shorter than asked) is not made; the loop
-//! waits for the next wake-up instead.
+//! A socket can instead wait on the thread that runs its plugin
+//! ([`WaitOn::Thread`], for an embedder that gives each plugin a thread of
+//! its own): then the wait is ppoll(2) on the socket and a stop signal, and
+//! the loop is CPython's to the letter.
+//!
+//! One refinement on the reactor, from tokio's own streams: once the socket
+//! is registered, the readiness the reactor remembers stands for the
+//! kernel's answer, so a system call that would fail with `EAGAIN` (after an
+//! earlier `EAGAIN`, or after a receive or send(2) shorter than asked) is not
+//! made; the loop waits for the next wake-up instead.
 
 use crate::bindings::ErrorCode;
-use crate::sys::SocketIo;
+use crate::sys::{self, SocketIo, StopSignal, WaitOn, Woken};
 use socket2::Socket;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -110,6 +115,9 @@ pub async fn sock_call_draining<R>(
     mut op: impl FnMut(&Socket) -> io::Result<R>,
     drained: impl Fn(&R) -> bool,
 ) -> Result<R, ErrorCode> {
+    if let WaitOn::Thread(stop) = io.wait_on() {
+        return call_waiting_on_thread(io.socket(), stop, interest, deadline, op);
+    }
     let fd = match io.registered() {
         Some(fd) if deadline != Deadline::Now => fd,
         _ => {
@@ -126,6 +134,40 @@ pub async fn sock_call_draining<R>(
         }
     };
     wait_and_retry(fd, interest, deadline, || op(io.socket()), drained).await
+}
+
+/// [`sock_call_draining`] for a socket that waits on the thread running the
+/// plugin ([`WaitOn::Thread`]): CPython's `sock_call_ex` as it is. The
+/// system call first; on `EWOULDBLOCK`, ppoll(2) until the socket is ready,
+/// the deadline passes (`timeout`) or `stop` is given (`os(ECANCELED)`, for
+/// this wait and every later one); then the system call again. Nothing is
+/// remembered between operations, so nothing needs clearing.
+fn call_waiting_on_thread<R>(
+    sock: &Socket,
+    stop: &StopSignal,
+    interest: Interest,
+    deadline: Deadline,
+    mut op: impl FnMut(&Socket) -> io::Result<R>,
+) -> Result<R, ErrorCode> {
+    loop {
+        match retry_interrupted(|| op(sock)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other.map_err(ErrorCode::from),
+        }
+        let timeout = match deadline {
+            Deadline::Now => return Err(ErrorCode::WouldBlock),
+            Deadline::Never => None,
+            Deadline::At(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(ErrorCode::Timeout),
+            },
+        };
+        match sys::wait_on_thread(sock, interest.is_readable(), stop, timeout)? {
+            Woken::Ready => {}
+            Woken::TimedOut => return Err(ErrorCode::Timeout),
+            Woken::Stopped => return Err(io::Error::from_raw_os_error(libc::ECANCELED).into()),
+        }
+    }
 }
 
 /// The waiting half of [`sock_call`], for any descriptor on tokio's reactor:
@@ -233,13 +275,14 @@ mod tests {
     use super::*;
     use socket2::{Domain, Type};
     use std::io::{Read, Write};
+    use std::sync::Arc;
 
     /// A connected pair: a non-blocking socket registered with tokio, and a
     /// plain blocking std stream as its peer.
     fn pair() -> (SocketIo, std::net::TcpStream) {
         let (ours, peer) = crate::testing::loopback_pair();
         ours.set_nonblocking(true).unwrap();
-        (SocketIo::new(ours), peer)
+        (SocketIo::new(ours, WaitOn::Reactor), peer)
     }
 
     /// Writes `byte` to `peer` 100 ms from now, on a thread that hands the
@@ -433,7 +476,7 @@ mod tests {
     async fn other_errors_end_the_call() {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         s.set_nonblocking(true).unwrap();
-        let fd = SocketIo::new(s);
+        let fd = SocketIo::new(s, WaitOn::Reactor);
         let mut buf = [0; 4];
         let err = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
             recv(s, &mut buf)
@@ -455,7 +498,7 @@ mod tests {
         )
         .unwrap();
         s.listen(8).unwrap();
-        let io = SocketIo::new(s);
+        let io = SocketIo::new(s, WaitOn::Reactor);
         let mut calls = 0;
         let deadline = Timeout::After(Duration::from_millis(300)).deadline();
         let err = sock_call(&io, Interest::READABLE, deadline, |s| {
@@ -480,5 +523,106 @@ mod tests {
     #[tokio::test]
     async fn a_deadline_beyond_representable_time_is_never() {
         assert_eq!(Timeout::After(Duration::MAX).deadline(), Deadline::Never);
+    }
+
+    /// A connected pair as [`pair`] makes, whose socket waits on the thread,
+    /// and its stop signal.
+    fn pair_on_thread() -> (SocketIo, std::net::TcpStream, Arc<StopSignal>) {
+        let (ours, peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let stop = Arc::new(StopSignal::new().unwrap());
+        let io = SocketIo::new(ours, WaitOn::Thread(Arc::clone(&stop)));
+        (io, peer, stop)
+    }
+
+    /// The wait on the thread blocks in ppoll(2) until the bytes come, then
+    /// makes the system call once more: no spinning, no reactor.
+    #[tokio::test]
+    async fn on_the_thread_eagain_waits_in_poll_then_retries() {
+        let (io, peer, _stop) = pair_on_thread();
+        let writer = write_later(peer, 42);
+        let mut calls = 0;
+        let mut buf = [0; 16];
+        let started = std::time::Instant::now();
+        let n = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
+            calls += 1;
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap();
+        assert_eq!(&buf[..n], &[42]);
+        assert!(started.elapsed() >= Duration::from_millis(80));
+        // One try, one after the wake-up (and one more after an EINTR).
+        assert!((2..=3).contains(&calls), "{calls} calls");
+        assert!(io.registered().is_none(), "registered with the reactor");
+        drop(writer.join().unwrap());
+    }
+
+    #[tokio::test]
+    async fn on_the_thread_the_deadline_bounds_the_wait() {
+        let (io, _peer, _stop) = pair_on_thread();
+        let mut buf = [0; 4];
+        let started = std::time::Instant::now();
+        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
+        let err = sock_call(&io, Interest::READABLE, deadline, |s| recv(s, &mut buf))
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, ErrorCode::Timeout), "{err:?}");
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn on_the_thread_non_blocking_fails_at_once_with_would_block() {
+        let (io, _peer, _stop) = pair_on_thread();
+        let mut buf = [0; 4];
+        let err = sock_call(&io, Interest::READABLE, Deadline::Now, |s| {
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ErrorCode::WouldBlock), "{err:?}");
+    }
+
+    /// The stop signal, given from another thread, ends a wait without
+    /// limit with `os(ECANCELED)`, and every later wait at once.
+    #[tokio::test]
+    async fn the_stop_signal_ends_waits_on_the_thread() {
+        let (io, mut peer, stop) = pair_on_thread();
+        // A backstop, so that a stop signal that does not work fails the
+        // test (too late) instead of hanging it.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(10));
+            let _ = peer.write_all(b"late");
+        });
+        let stopper = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.stop();
+            })
+        };
+        let ecanceled = crate::error::wasi_errno::from_host(libc::ECANCELED);
+        let canceled = |err: ErrorCode| matches!(err, ErrorCode::Os(n) if n == ecanceled);
+        let mut buf = [0; 4];
+        let started = std::time::Instant::now();
+        let err = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap_err();
+        assert!(canceled(err.clone()), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_millis(80));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stopper.join().unwrap();
+        let again = std::time::Instant::now();
+        let err = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
+            recv(s, &mut buf)
+        })
+        .await
+        .unwrap_err();
+        assert!(canceled(err.clone()), "{err:?}");
+        assert!(again.elapsed() < Duration::from_secs(1));
     }
 }

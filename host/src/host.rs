@@ -226,7 +226,7 @@ impl HostSocket for SockshimCtxView<'_> {
         if let Err(e) = self.reserve_socket() {
             return Ok(Err(e));
         }
-        match TcpSocket::new(family, self.ctx.default_timeout) {
+        match TcpSocket::new(family, self.ctx.default_timeout, self.ctx.wait_on.clone()) {
             Ok(sock) => Ok(Ok(self.push_socket(sock)?)),
             Err(e) => {
                 self.release_socket();

@@ -82,6 +82,7 @@ pub use policy::{Policy, Rule};
 pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
 
 use std::sync::Arc;
+use sys::WaitOn;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
 /// The default limit on sockets one plugin may have open at once.
@@ -96,6 +97,7 @@ pub struct SockshimCtx {
     pub(crate) open_sockets: usize,
     pub(crate) default_timeout: Timeout,
     pub(crate) transfer_stats: Arc<TransferStats>,
+    pub(crate) wait_on: WaitOn,
 }
 
 impl SockshimCtx {
@@ -108,6 +110,39 @@ impl SockshimCtx {
             open_sockets: 0,
             default_timeout: Timeout::Blocking,
             transfer_stats: Arc::default(),
+            wait_on: WaitOn::Reactor,
+        }
+    }
+
+    /// Makes the plugin's sockets wait on the thread that runs the plugin,
+    /// in ppoll(2), instead of on tokio's reactor: a `recv` that has to
+    /// wait blocks that thread until the bytes come, the socket's timeout
+    /// passes, or [`StopWaits::stop`].
+    ///
+    /// This trades density for latency. A waiting plugin holds its thread,
+    /// so run each such plugin on a thread of its own (`sockshim run` does:
+    /// one plugin, one thread); two of them on one runtime thread, or one
+    /// waiting for another, would block each other. In return a wait skips
+    /// the reactor and the suspension of the plugin's fiber, which is
+    /// most of what an async host adds to a round trip. On one CPU the
+    /// benchmark's ping-pong measured about 0.1 × native less
+    /// (`bench/README.md`).
+    ///
+    /// Dropping the plugin's future cannot interrupt a wait in progress; the
+    /// [`StopWaits`] of [`SockshimCtx::stop_waits`] can, from any thread.
+    pub fn waiting_on_thread(mut self) -> std::io::Result<SockshimCtx> {
+        self.wait_on = WaitOn::Thread(Arc::new(sys::StopSignal::new()?));
+        Ok(self)
+    }
+
+    /// What ends the waits of a plugin whose sockets wait on its thread
+    /// ([`SockshimCtx::waiting_on_thread`]); `None` on the reactor, where
+    /// dropping the plugin's future ends them. Take it before the context
+    /// moves into a store.
+    pub fn stop_waits(&self) -> Option<StopWaits> {
+        match &self.wait_on {
+            WaitOn::Reactor => None,
+            WaitOn::Thread(signal) => Some(StopWaits(Arc::clone(signal))),
         }
     }
 
@@ -133,6 +168,26 @@ impl SockshimCtx {
     /// How many sockets the plugin has open now.
     pub fn open_sockets(&self) -> usize {
         self.open_sockets
+    }
+}
+
+/// Ends the waits of a plugin whose sockets wait on its thread, from any
+/// thread: the wait in progress, and every later one, fails at once with
+/// `os(ECANCELED)` (Python's `OSError`, errno `ECANCELED`). The plugin goes
+/// on running; [`runner::PluginHost::run`] also traps it at its next epoch
+/// check, so that it ends. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StopWaits(Arc<sys::StopSignal>);
+
+impl StopWaits {
+    /// Ends the plugin's waits, now and from now on.
+    pub fn stop(&self) {
+        self.0.stop();
+    }
+
+    /// Whether [`StopWaits::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.is_stopped()
     }
 }
 

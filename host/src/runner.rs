@@ -101,6 +101,11 @@ impl PluginHost {
     /// and `sockshim`; wasi:sockets are held to the sockshim policy too.
     /// Returns the plugin's exit code: 0 when `run` returned ok, 1 when it
     /// returned an error, N after `exit(N)`. A trap is an error.
+    ///
+    /// A plugin whose sockets wait on its thread
+    /// ([`SockshimCtx::waiting_on_thread`]) needs a thread of its own to run
+    /// on, and ends with a trap once its [`StopWaits`](crate::StopWaits)
+    /// is stopped.
     pub async fn run(
         &self,
         component: &Component,
@@ -115,7 +120,15 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        // A plugin whose waits were stopped (`StopWaits`) ends at its next
+        // epoch check instead of running on.
+        let stop = store.data().sockshim.stop_waits();
+        store.epoch_deadline_callback(move |_| match &stop {
+            Some(stop) if stop.is_stopped() => {
+                Err(wasmtime::format_err!("the host stopped the plugin"))
+            }
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
         let command = Command::instantiate_async(&mut store, component, &self.linker)
             .await
             .map_err(|e| {

@@ -8,7 +8,7 @@ use crate::deadline::{
     Deadline, Timeout, retry_interrupted, sock_call, sock_call_draining, wait_and_retry,
 };
 use crate::placed::{PLACE_ABOVE, Received, drains};
-use crate::sys::{self, SocketIo};
+use crate::sys::{self, SocketIo, WaitOn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
 use std::io::{self, Read};
@@ -215,22 +215,32 @@ pub struct TcpSocket {
 }
 
 impl TcpSocket {
-    /// A new stream socket of `family`, with `timeout`.
-    pub fn new(family: AddressFamily, timeout: Timeout) -> io::Result<TcpSocket> {
+    /// A new stream socket of `family`, with `timeout`, whose operations
+    /// wait on `wait_on`.
+    pub(crate) fn new(
+        family: AddressFamily,
+        timeout: Timeout,
+        wait_on: WaitOn,
+    ) -> io::Result<TcpSocket> {
         let domain = match family {
             AddressFamily::Ipv4 => Domain::IPV4,
             AddressFamily::Ipv6 => Domain::IPV6,
         };
         // Non-blocking from the start (SOCK_NONBLOCK): no fcntl(2) calls.
         let sock = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
-        Ok(TcpSocket::from_socket(sock, family, timeout))
+        Ok(TcpSocket::from_socket(sock, family, timeout, wait_on))
     }
 
     /// Wraps a socket that is already non-blocking.
-    fn from_socket(sock: Socket, family: AddressFamily, timeout: Timeout) -> TcpSocket {
+    fn from_socket(
+        sock: Socket,
+        family: AddressFamily,
+        timeout: Timeout,
+        wait_on: WaitOn,
+    ) -> TcpSocket {
         TcpSocket {
             shared: Arc::new(Shared {
-                io: SocketIo::new(sock),
+                io: SocketIo::new(sock, wait_on),
                 timeout: AtomicTimeout::new(timeout),
             }),
             family,
@@ -312,7 +322,8 @@ impl TcpSocket {
         Ok(self.io().socket().listen(backlog)?)
     }
 
-    /// accept(2); the new socket starts with `timeout`.
+    /// accept(2); the new socket starts with `timeout`, and waits where
+    /// this one does.
     pub async fn accept(&self, timeout: Timeout) -> Result<(TcpSocket, SocketAddr), ErrorCode> {
         // accept4(2): the new socket is non-blocking (and close-on-exec)
         // from the start, with no fcntl(2) calls.
@@ -323,7 +334,11 @@ impl TcpSocket {
         let peer = peer
             .as_socket()
             .ok_or_else(|| ErrorCode::invalid("accepted a connection without an IP address"))?;
-        Ok((TcpSocket::from_socket(sock, self.family, timeout), peer))
+        let wait_on = self.io().wait_on().clone();
+        Ok((
+            TcpSocket::from_socket(sock, self.family, timeout, wait_on),
+            peer,
+        ))
     }
 
     /// recv(2) of at most `max_len` bytes into a new host buffer. Zero
@@ -617,7 +632,12 @@ mod tests {
     fn pair() -> (TcpSocket, std::net::TcpStream) {
         let (ours, peer) = crate::testing::loopback_pair();
         ours.set_nonblocking(true).unwrap();
-        let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::Blocking);
+        let sock = TcpSocket::from_socket(
+            ours,
+            AddressFamily::Ipv4,
+            Timeout::Blocking,
+            WaitOn::Reactor,
+        );
         (sock, peer)
     }
 

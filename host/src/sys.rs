@@ -6,8 +6,10 @@ use socket2::Socket;
 use std::fs::File;
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::OnceLock;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 /// `recv(2)` into the spare capacity of `buf`, without zeroing it first;
@@ -144,8 +146,130 @@ fn sigpipe_ignored() -> bool {
     })
 }
 
+/// What stops the waits of a plugin whose sockets wait on its own thread
+/// ([`WaitOn::Thread`]): an eventfd that every such wait polls beside its
+/// socket, and that stays readable once signalled, so the wait in progress
+/// and every later one end at once.
+#[derive(Debug)]
+pub struct StopSignal {
+    eventfd: OwnedFd,
+    stopped: AtomicBool,
+}
+
+impl StopSignal {
+    /// A signal not yet given.
+    pub fn new() -> io::Result<StopSignal> {
+        // SAFETY: eventfd(2) with valid flags; a descriptor it returns is
+        // new and owned by nothing else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StopSignal {
+            // SAFETY: `fd` is open and ours alone (above).
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Gives the signal: the wait in progress ends, later ones do not start.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to an open eventfd. Its
+        // only failure, EAGAIN with the counter near 2^64, cannot come from
+        // adding ones; the flag above is set in any case.
+        unsafe { libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Whether the signal was given.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// How a wait on the thread ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// The socket is ready (or has an error or a hang-up to report), or a
+    /// signal handler interrupted the wait: make the system call again.
+    Ready,
+    /// The timeout passed.
+    TimedOut,
+    /// The [`StopSignal`] was given.
+    Stopped,
+}
+
+/// ppoll(2) on this thread until `sock` is readable (`readable`) or
+/// writable, `timeout` passes (`None`: no limit, and no kernel timer is
+/// armed), or `stop` is signalled.
+pub fn wait_on_thread(
+    sock: &Socket,
+    readable: bool,
+    stop: &StopSignal,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
+    if stop.is_stopped() {
+        return Ok(Woken::Stopped);
+    }
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: if readable {
+                libc::POLLIN
+            } else {
+                libc::POLLOUT
+            },
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.eventfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let timespec = timeout.map(|t| libc::timespec {
+        // Seconds past what time_t holds are as good as never.
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two valid pollfds, exclusively borrowed; both descriptors are
+    // open for the call (borrowed); the timespec, when given, lives on this
+    // frame; a null signal mask leaves the thread's as it is.
+    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timespec_ptr, std::ptr::null()) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::Interrupted => Ok(Woken::Ready),
+            _ => Err(err),
+        };
+    }
+    Ok(if fds[1].revents != 0 || stop.is_stopped() {
+        Woken::Stopped
+    } else if n == 0 {
+        Woken::TimedOut
+    } else {
+        Woken::Ready
+    })
+}
+
+/// Where a socket's operations wait when their system call would block.
+#[derive(Clone, Debug, Default)]
+pub enum WaitOn {
+    /// On tokio's reactor: a waiting plugin holds no thread.
+    #[default]
+    Reactor,
+    /// In ppoll(2) on the thread that runs the plugin, which the wait
+    /// blocks, until the socket is ready, the deadline passes, or the
+    /// signal is given.
+    Thread(Arc<StopSignal>),
+}
+
 /// A non-blocking socket and its registration with tokio's reactor, made
-/// the first time an operation has to wait.
+/// the first time an operation has to wait (on the reactor: [`WaitOn`]).
 ///
 /// Registering late matters: epoll reports a socket that is neither
 /// connected nor listening as hung up (`EPOLLHUP`), and tokio keeps
@@ -158,6 +282,7 @@ pub struct SocketIo {
     // Declared before `socket` so that it is dropped (deregistered) first.
     registration: OnceLock<AsyncFd<SocketFd>>,
     socket: Socket,
+    wait_on: WaitOn,
 }
 
 /// The raw descriptor of a [`SocketIo`]'s socket, as tokio's reactor sees it.
@@ -171,17 +296,24 @@ impl AsRawFd for SocketFd {
 }
 
 impl SocketIo {
-    /// Takes a socket that is already non-blocking.
-    pub fn new(socket: Socket) -> SocketIo {
+    /// Takes a socket that is already non-blocking, whose operations wait
+    /// on `wait_on`.
+    pub fn new(socket: Socket, wait_on: WaitOn) -> SocketIo {
         SocketIo {
             registration: OnceLock::new(),
             socket,
+            wait_on,
         }
     }
 
     /// The socket.
     pub fn socket(&self) -> &Socket {
         &self.socket
+    }
+
+    /// Where the socket's operations wait.
+    pub fn wait_on(&self) -> &WaitOn {
+        &self.wait_on
     }
 
     /// The socket's registration with the current tokio reactor, made now if
