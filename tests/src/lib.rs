@@ -7,7 +7,7 @@
 //! process.
 
 use sockshim_host::runner::PluginHost;
-use sockshim_host::{Policy, Rule, SockshimCtx};
+use sockshim_host::{Policy, Rule, SockshimCtx, StopWaits};
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -65,6 +65,9 @@ pub struct Running {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     task: tokio::task::JoinHandle<wasmtime::Result<i32>>,
+    /// What ends the waits of a plugin that waits on its thread, which
+    /// aborting its task cannot.
+    stop_waits: Option<StopWaits>,
 }
 
 /// What a finished plugin left behind.
@@ -121,7 +124,25 @@ pub fn spawn_with(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
 /// `(host_dir, guest_dir)` read-write, as `sockshim run --dir HOST::GUEST`
 /// preopens it.
 pub fn spawn_in(wasm: &str, args: &[&str], ctx: SockshimCtx, dirs: &[(&Path, &str)]) -> Running {
+    start(wasm, args, ctx, dirs, false)
+}
+
+/// [`spawn_with`] for a context whose sockets wait on the plugin's thread
+/// ([`SockshimCtx::waiting_on_thread`]): the plugin gets a thread of its
+/// own (one of tokio's blocking pool), as such a plugin needs.
+pub fn spawn_on_thread(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
+    start(wasm, args, ctx, &[], true)
+}
+
+fn start(
+    wasm: &str,
+    args: &[&str],
+    ctx: SockshimCtx,
+    dirs: &[(&Path, &str)],
+    own_thread: bool,
+) -> Running {
     let component = component(wasm);
+    let stop_waits = ctx.stop_waits();
     let stdout = MemoryOutputPipe::new(64 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
     let mut wasi = WasiCtxBuilder::new();
@@ -132,11 +153,18 @@ pub fn spawn_in(wasm: &str, args: &[&str], ctx: SockshimCtx, dirs: &[(&Path, &st
         wasi.preopened_dir(host_dir, guest_dir, FsPerms::ReadWrite)
             .unwrap_or_else(|e| panic!("cannot preopen {}: {e}", host_dir.display()));
     }
-    let task = tokio::spawn(async move { host().run(&component, wasi, ctx).await });
+    let run = async move { host().run(&component, wasi, ctx).await };
+    let task = if own_thread {
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(run))
+    } else {
+        tokio::spawn(run)
+    };
     Running {
         stdout,
         stderr,
         task,
+        stop_waits,
     }
 }
 
@@ -199,27 +227,39 @@ impl Running {
 
     /// Waits (up to 120 s) for the plugin to end.
     pub async fn finish(self) -> Outcome {
+        let (result, stdout, stderr) = self.end().await;
+        let code = result.unwrap_or_else(|e| panic!("the plugin trapped: {e:?}\n{stderr}"));
+        Outcome {
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits (up to 120 s) for the plugin to end, trap or not: what `run`
+    /// returned, then stdout and stderr.
+    pub async fn end(self) -> (wasmtime::Result<i32>, String, String) {
         let mut task = self.task;
+        let text = |pipe: &MemoryOutputPipe| String::from_utf8_lossy(&pipe.contents()).into_owned();
         let Ok(joined) = tokio::time::timeout(Duration::from_secs(120), &mut task).await else {
             task.abort();
             panic!(
                 "the plugin did not finish within 120 s:\n--- stdout\n{}--- stderr\n{}",
-                String::from_utf8_lossy(&self.stdout.contents()),
-                String::from_utf8_lossy(&self.stderr.contents())
+                text(&self.stdout),
+                text(&self.stderr)
             );
         };
         let result = joined.expect("the plugin's task panicked");
-        let code = result.unwrap_or_else(|e| panic!("the plugin trapped: {e:?}"));
-        Outcome {
-            code,
-            stdout: String::from_utf8_lossy(&self.stdout.contents()).into_owned(),
-            stderr: String::from_utf8_lossy(&self.stderr.contents()).into_owned(),
-        }
+        (result, text(&self.stdout), text(&self.stderr))
     }
 
-    /// Stops a plugin that would run forever (a server).
+    /// Stops a plugin that would run forever (a server); one that waits on
+    /// its thread ends at its next epoch check.
     pub fn stop(self) {
         self.task.abort();
+        if let Some(stop) = self.stop_waits {
+            stop.stop();
+        }
     }
 }
 
