@@ -148,8 +148,9 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
     }
 
     // One plugin, one thread: the thread that runs the plugin also waits
-    // for its sockets, so a wake-up is not handed between threads.
-    // sendfile's fallback still reads files on tokio's blocking pool.
+    // for its sockets, in ppoll(2) (`waiting_on_thread`), so a wake-up
+    // goes neither through the reactor nor between threads. sendfile's
+    // fallback still reads files on tokio's blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,7 +158,10 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
     let host = PluginHost::new()?;
     let cache = compile_cache(args.no_cache, args.cache_dir.as_deref());
     let component = host.load_with(&args.plugin, cache.as_ref())?;
-    let ctx = SockshimCtx::new(policy).with_max_sockets(args.max_sockets);
+    let ctx = SockshimCtx::new(policy)
+        .with_max_sockets(args.max_sockets)
+        .waiting_on_thread()
+        .context("cannot set up the plugin's socket waits")?;
     let stats = ctx.transfer_stats();
     let code = runtime.block_on(host.run(&component, wasi, ctx));
     if args.stats {
