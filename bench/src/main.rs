@@ -64,6 +64,11 @@ workload (or, with --json, one JSON object).
                      recv_into (default; Python's sock.recv_into(buf), one
                      buffer reused) or recv (sock.recv(65536), a new bytes
                      object each call)
+  --sockshim-waits W where the sockshim guest's sockets wait: reactor
+                     (default; tokio's reactor, a waiting guest holds no
+                     thread) or thread (ppoll(2) on a thread of its own, as
+                     `sockshim run` does). The scale workload always uses
+                     the reactor.
 ";
 
 const WORKLOADS: [&str; 6] = [
@@ -97,6 +102,8 @@ pub struct Config {
     pub one_cpu: bool,
     /// The sockshim guest's receive call in the bulk workloads.
     pub sockshim_recv: String,
+    /// The sockshim guest's sockets wait on its thread, not on the reactor.
+    pub sockshim_on_thread: bool,
     pub time_limit: Duration,
 }
 
@@ -125,6 +132,7 @@ impl Config {
             pooling: false,
             one_cpu: false,
             sockshim_recv: "recv_into".into(),
+            sockshim_on_thread: false,
             time_limit: Duration::from_secs(if quick { 600 } else { 3600 }),
         };
         let mut it = argv.iter();
@@ -155,6 +163,13 @@ impl Config {
                     cfg.sockshim_recv = value("--sockshim-recv")?;
                     if !["recv", "recv_into"].contains(&cfg.sockshim_recv.as_str()) {
                         return Err("--sockshim-recv takes recv or recv_into".into());
+                    }
+                }
+                "--sockshim-waits" => {
+                    cfg.sockshim_on_thread = match value("--sockshim-waits")?.as_str() {
+                        "reactor" => false,
+                        "thread" => true,
+                        _ => return Err("--sockshim-waits takes reactor or thread".into()),
                     }
                 }
                 "--reps" => {
@@ -275,9 +290,14 @@ fn bench(argv: &[String]) -> Result<()> {
     }
     let mode = if cfg.quick { "quick" } else { "full" };
     let header = format!(
-        "sockshim-bench, {mode} mode, {date}, {} repetitions, {} allocator, {}{}",
+        "sockshim-bench, {mode} mode, {date}, {} repetitions, {} allocator, {}, {}{}",
         cfg.reps,
         if cfg.pooling { "pooling" } else { "on-demand" },
+        if cfg.sockshim_on_thread {
+            "sockshim waits on its thread"
+        } else {
+            "sockshim waits on the reactor"
+        },
         if cfg.one_cpu {
             "one CPU".to_string()
         } else {
@@ -306,7 +326,11 @@ fn bench(argv: &[String]) -> Result<()> {
     let needs_wasm = WORKLOADS.iter().any(|&w| w != "scale" && cfg.runs(w));
     let wasm = if needs_wasm {
         progress("loading the guests (compiled once, then cached)");
-        Some(wasm::Wasm::new(cfg.pooling, 16)?)
+        let mut wasm = wasm::Wasm::new(cfg.pooling, 16)?;
+        if cfg.sockshim_on_thread {
+            wasm.sockshim_waits_on_thread();
+        }
+        Some(wasm)
     } else {
         None
     };
@@ -349,6 +373,7 @@ fn bench(argv: &[String]) -> Result<()> {
             "one_cpu": cfg.one_cpu,
             "optimised_build": !cfg!(debug_assertions),
             "sockshim_sendfile": guests::SOCKSHIM_SENDFILE,
+            "sockshim_waits": if cfg.sockshim_on_thread { "thread" } else { "reactor" },
             "wall_s": wall,
         });
         let mut out = Map::new();

@@ -12,7 +12,7 @@
 
 use crate::{Result, guests};
 use sockshim_host::compiled::{self, CompileCache};
-use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView};
+use sockshim_host::{Policy, SockshimCtx, SockshimCtxView, SockshimView, StopWaits};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
@@ -71,6 +71,16 @@ pub struct Wasm {
     p3: wasmtime_wasi::p3::bindings::CommandPre<State>,
     sockshim: wasmtime_wasi::p2::bindings::CommandPre<State>,
     policy: std::sync::Arc<Policy>,
+    /// Whether the sockshim guest's sockets wait on its thread
+    /// (`--sockshim-waits thread`) when it runs through [`Wasm::start`].
+    sockshim_on_thread: bool,
+}
+
+/// A guest started by [`Wasm::start`], to [`Wasm::wait`] for.
+pub struct Started {
+    task: tokio::task::JoinHandle<Result<()>>,
+    /// Ends the waits of a guest whose sockets wait on its thread.
+    stop: Option<StopWaits>,
 }
 
 fn werr(e: wasmtime::Error) -> crate::Error {
@@ -149,7 +159,19 @@ impl Wasm {
             p3,
             sockshim,
             policy: std::sync::Arc::new(policy),
+            sockshim_on_thread: false,
         })
+    }
+
+    /// Makes the sockshim guest's sockets wait on its thread
+    /// (`SockshimCtx::waiting_on_thread`, as `sockshim run` does) when it
+    /// runs through [`Wasm::start`], [`Wasm::run`] or [`Wasm::output`]: each
+    /// such guest then gets a thread of its own, from the runtime's
+    /// blocking pool. The scale workload's [`Wasm`], in a process of its
+    /// own, never does this: a thousand guests would need a thousand
+    /// threads.
+    pub fn sockshim_waits_on_thread(&mut self) {
+        self.sockshim_on_thread = true;
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -157,29 +179,29 @@ impl Wasm {
     }
 
     /// The future that runs `guest` with `args` to completion (`Ok` when it
-    /// exited 0), with `data_dir` preopened as [`GUEST_DATA_DIR`] if given.
-    pub fn guest(
-        &self,
-        guest: Guest,
-        args: &[String],
-        data_dir: Option<&Path>,
-    ) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.guest_writing_to(guest, args, data_dir, None)
-    }
-
-    /// [`Wasm::guest`], with the guest's standard output going to `stdout`
-    /// (instead of nowhere) if given.
+    /// exited 0), with `data_dir` preopened as [`GUEST_DATA_DIR`] if given,
+    /// its standard output going to `stdout` (instead of nowhere) if given,
+    /// and its sockets waiting on its thread if `on_thread`; and the stop
+    /// handle of those waits.
     fn guest_writing_to(
         &self,
         guest: Guest,
         args: &[String],
         data_dir: Option<&Path>,
         stdout: Option<MemoryOutputPipe>,
-    ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let setup = self.store(guest, args, data_dir, stdout);
+        on_thread: bool,
+    ) -> (
+        impl Future<Output = Result<()>> + Send + 'static,
+        Option<StopWaits>,
+    ) {
+        let setup = self.store(guest, args, data_dir, stdout, on_thread);
+        let stop = match &setup {
+            Ok(store) => store.data().sockshim.stop_waits(),
+            Err(_) => None,
+        };
         let (p2, p3, sockshim) = (self.p2.clone(), self.p3.clone(), self.sockshim.clone());
         let what = format!("{guest:?} guest {args:?}");
-        async move {
+        let run = async move {
             let mut store = setup?;
             let result = match guest {
                 Guest::P3 => run_p3(&mut store, &p3).await,
@@ -187,10 +209,36 @@ impl Wasm {
                 Guest::Sockshim => run_p2(&mut store, &sockshim).await,
             };
             result.map_err(|e| format!("{what}: {e}").into())
-        }
+        };
+        (run, stop)
     }
 
-    /// Runs `guest` on the runtime and waits at most `timeout` for it.
+    /// Starts `guest` on the runtime, or, if its sockets wait on its thread
+    /// ([`Wasm::sockshim_waits_on_thread`]), on a thread of its own.
+    pub fn start(&self, guest: Guest, args: &[String], data_dir: Option<&Path>) -> Started {
+        self.start_writing_to(guest, args, data_dir, None)
+    }
+
+    fn start_writing_to(
+        &self,
+        guest: Guest,
+        args: &[String],
+        data_dir: Option<&Path>,
+        stdout: Option<MemoryOutputPipe>,
+    ) -> Started {
+        let on_thread = guest == Guest::Sockshim && self.sockshim_on_thread;
+        let (run, stop) = self.guest_writing_to(guest, args, data_dir, stdout, on_thread);
+        let task = if on_thread {
+            let runtime = self.runtime.handle().clone();
+            self.runtime.spawn_blocking(move || runtime.block_on(run))
+        } else {
+            self.runtime.spawn(run)
+        };
+        Started { task, stop }
+    }
+
+    /// Runs `guest` as [`Wasm::start`] does and waits at most `timeout` for
+    /// it.
     pub fn run(
         &self,
         guest: Guest,
@@ -198,24 +246,26 @@ impl Wasm {
         data_dir: Option<&Path>,
         timeout: Duration,
     ) -> Result<()> {
-        let task = self.runtime.spawn(self.guest(guest, args, data_dir));
-        self.wait(task, timeout)
+        self.wait(self.start(guest, args, data_dir), timeout)
     }
 
     /// Runs `guest` as [`Wasm::run`] does and returns what it wrote to its
     /// standard output (at most 64 KiB).
     pub fn output(&self, guest: Guest, args: &[String], timeout: Duration) -> Result<String> {
         let stdout = MemoryOutputPipe::new(64 << 10);
-        let task =
-            (self.runtime).spawn(self.guest_writing_to(guest, args, None, Some(stdout.clone())));
-        self.wait(task, timeout)?;
+        let started = self.start_writing_to(guest, args, None, Some(stdout.clone()));
+        self.wait(started, timeout)?;
         Ok(String::from_utf8_lossy(&stdout.contents()).into_owned())
     }
 
-    /// Waits at most `timeout` for a guest task spawned on the runtime;
-    /// aborts it past that (see [`wait_for`]).
-    pub fn wait(&self, task: tokio::task::JoinHandle<Result<()>>, timeout: Duration) -> Result<()> {
-        wait_for(&self.runtime, task, timeout)
+    /// Waits at most `timeout` for a started guest; past that, aborts its
+    /// task (see [`wait_for`]) and stops its waits on its thread.
+    pub fn wait(&self, started: Started, timeout: Duration) -> Result<()> {
+        let result = wait_for(&self.runtime, started.task, timeout);
+        if let (Err(_), Some(stop)) = (&result, &started.stop) {
+            stop.stop();
+        }
+        result
     }
 
     fn store(
@@ -224,6 +274,7 @@ impl Wasm {
         args: &[String],
         data_dir: Option<&Path>,
         stdout: Option<MemoryOutputPipe>,
+        on_thread: bool,
     ) -> Result<Store<State>> {
         let mut wasi = WasiCtxBuilder::new();
         if let Some(stdout) = stdout {
@@ -246,9 +297,14 @@ impl Wasm {
             let allowed = ip.is_loopback() || (ip.is_unspecified() && addr.port() == 0);
             Box::pin(async move { allowed })
         });
+        let mut sockshim = SockshimCtx::new(self.policy.clone());
+        if on_thread {
+            sockshim = sockshim.waiting_on_thread()?;
+        }
+        let stop = sockshim.stop_waits();
         let state = State {
             wasi: wasi.build(),
-            sockshim: SockshimCtx::new(self.policy.clone()),
+            sockshim,
             table: ResourceTable::new(),
         };
         let engine = match guest {
@@ -257,7 +313,11 @@ impl Wasm {
         };
         let mut store = Store::new(engine, state);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        // As sockshim's `PluginHost`: a guest whose waits were stopped ends.
+        store.epoch_deadline_callback(move |_| match &stop {
+            Some(stop) if stop.is_stopped() => Err(wasmtime::format_err!("stopped")),
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
         Ok(store)
     }
 }

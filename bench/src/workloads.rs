@@ -249,13 +249,10 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 Sys::Guest(g) => {
                     let port = free_port()?;
                     measure(|| {
-                        let task = wasm.runtime().spawn(wasm.guest(
-                            g,
-                            &recv_args(g, "serve", &port, n, buf, cfg),
-                            None,
-                        ));
+                        let server =
+                            wasm.start(g, &recv_args(g, "serve", &port, n, buf, cfg), None);
                         client.proc.send(&format!("send {port} {n}"))?;
-                        wasm.wait(task, bound(n, 0))?;
+                        wasm.wait(server, bound(n, 0))?;
                         client.proc.expect("done", bound(n, 0)).map(drop)
                     })?
                 }
@@ -797,10 +794,7 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
     let start = Instant::now();
     let guest_args = args(&[&"scale", &addr, idle, bytes, msg]);
     let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            wasm.runtime()
-                .spawn(wasm.guest(Guest::Sockshim, &guest_args, None))
-        })
+        .map(|_| wasm.start(Guest::Sockshim, &guest_args, None))
         .collect();
     let mut peer = peer;
     let setup_bound = Duration::from_secs(120);
