@@ -318,29 +318,34 @@ mod tests {
         assert_eq!(&buf[..n], b"hello");
     }
 
+    /// On either way of waiting, the try up front fails with EAGAIN, the
+    /// wait (the reactor, or ppoll(2) on the thread, which never registers
+    /// the socket) ends when the bytes come, and one more call gets them.
     #[tokio::test]
     async fn eagain_waits_for_readiness_then_retries() {
-        let (fd, mut peer) = pair();
-        let writer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            peer.write_all(b"late").unwrap();
-            peer
-        });
-        let mut calls = 0;
-        let mut buf = [0; 16];
-        let started = std::time::Instant::now();
-        let n = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
-            calls += 1;
-            recv(s, &mut buf)
-        })
-        .await
-        .unwrap();
-        assert_eq!(&buf[..n], b"late");
-        assert!(started.elapsed() >= Duration::from_millis(150));
-        // One try up front (EAGAIN), one after the wake-up; a spurious
-        // wake-up may add one, a busy loop would add thousands.
-        assert!((2..=4).contains(&calls), "{calls} calls");
-        drop(writer.join().unwrap());
+        for (io, peer) in both_ways() {
+            let how = io.wait_on().clone();
+            let writer = write_later(peer, 42);
+            let mut calls = 0;
+            let mut buf = [0; 16];
+            let started = std::time::Instant::now();
+            let n = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
+                calls += 1;
+                recv(s, &mut buf)
+            })
+            .await
+            .unwrap();
+            assert_eq!(&buf[..n], &[42]);
+            assert!(started.elapsed() >= Duration::from_millis(80), "{how:?}");
+            // One try up front (EAGAIN), one after the wake-up; a spurious
+            // wake-up or an EINTR may add one, a busy loop would add
+            // thousands.
+            assert!((2..=4).contains(&calls), "{how:?}: {calls} calls");
+            if let WaitOn::Thread(_) = how {
+                assert!(io.registered().is_none(), "registered with the reactor");
+            }
+            drop(writer.join().unwrap());
+        }
     }
 
     /// A request/response exchange: once a receive shorter than its buffer
@@ -445,31 +450,48 @@ mod tests {
         assert_eq!((n, interrupts), (1, 0));
     }
 
+    /// A socket waiting on the reactor and one waiting on the thread, each
+    /// with its peer.
+    fn both_ways() -> [(SocketIo, std::net::TcpStream); 2] {
+        let (on_thread, peer, _stop) = pair_on_thread();
+        [pair(), (on_thread, peer)]
+    }
+
     #[tokio::test]
     async fn non_blocking_fails_at_once_with_would_block() {
-        let (fd, _peer) = pair();
-        let mut buf = [0; 4];
-        let err = sock_call(&fd, Interest::READABLE, Deadline::Now, |s| {
-            recv(s, &mut buf)
-        })
-        .await
-        .unwrap_err();
-        assert!(matches!(err, ErrorCode::WouldBlock));
+        for (io, _peer) in both_ways() {
+            let mut buf = [0; 4];
+            let err = sock_call(&io, Interest::READABLE, Deadline::Now, |s| {
+                recv(s, &mut buf)
+            })
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(err, ErrorCode::WouldBlock),
+                "{:?}: {err:?}",
+                io.wait_on()
+            );
+        }
     }
 
     #[tokio::test]
     async fn the_deadline_bounds_the_wait() {
-        let (fd, _peer) = pair();
-        let mut buf = [0; 4];
-        let started = std::time::Instant::now();
-        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
-        let err = sock_call(&fd, Interest::READABLE, deadline, |s| recv(s, &mut buf))
-            .await
-            .unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(matches!(err, ErrorCode::Timeout));
-        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+        for (io, _peer) in both_ways() {
+            let mut buf = [0; 4];
+            let started = std::time::Instant::now();
+            let deadline = Timeout::After(Duration::from_millis(300)).deadline();
+            let err = sock_call(&io, Interest::READABLE, deadline, |s| recv(s, &mut buf))
+                .await
+                .unwrap_err();
+            let elapsed = started.elapsed();
+            let how = io.wait_on();
+            assert!(matches!(err, ErrorCode::Timeout), "{how:?}: {err:?}");
+            assert!(
+                elapsed >= Duration::from_millis(300),
+                "{how:?}: {elapsed:?}"
+            );
+            assert!(elapsed < Duration::from_secs(5), "{how:?}: {elapsed:?}");
+        }
     }
 
     #[tokio::test]
@@ -535,56 +557,6 @@ mod tests {
         (io, peer, stop)
     }
 
-    /// The wait on the thread blocks in ppoll(2) until the bytes come, then
-    /// makes the system call once more: no spinning, no reactor.
-    #[tokio::test]
-    async fn on_the_thread_eagain_waits_in_poll_then_retries() {
-        let (io, peer, _stop) = pair_on_thread();
-        let writer = write_later(peer, 42);
-        let mut calls = 0;
-        let mut buf = [0; 16];
-        let started = std::time::Instant::now();
-        let n = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
-            calls += 1;
-            recv(s, &mut buf)
-        })
-        .await
-        .unwrap();
-        assert_eq!(&buf[..n], &[42]);
-        assert!(started.elapsed() >= Duration::from_millis(80));
-        // One try, one after the wake-up (and one more after an EINTR).
-        assert!((2..=3).contains(&calls), "{calls} calls");
-        assert!(io.registered().is_none(), "registered with the reactor");
-        drop(writer.join().unwrap());
-    }
-
-    #[tokio::test]
-    async fn on_the_thread_the_deadline_bounds_the_wait() {
-        let (io, _peer, _stop) = pair_on_thread();
-        let mut buf = [0; 4];
-        let started = std::time::Instant::now();
-        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
-        let err = sock_call(&io, Interest::READABLE, deadline, |s| recv(s, &mut buf))
-            .await
-            .unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(matches!(err, ErrorCode::Timeout), "{err:?}");
-        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    }
-
-    #[tokio::test]
-    async fn on_the_thread_non_blocking_fails_at_once_with_would_block() {
-        let (io, _peer, _stop) = pair_on_thread();
-        let mut buf = [0; 4];
-        let err = sock_call(&io, Interest::READABLE, Deadline::Now, |s| {
-            recv(s, &mut buf)
-        })
-        .await
-        .unwrap_err();
-        assert!(matches!(err, ErrorCode::WouldBlock), "{err:?}");
-    }
-
     /// The stop signal, given from another thread, ends a wait without
     /// limit with `os(ECANCELED)`, and every later wait at once.
     #[tokio::test]
@@ -604,25 +576,26 @@ mod tests {
             })
         };
         let ecanceled = crate::error::wasi_errno::from_host(libc::ECANCELED);
-        let canceled = |err: ErrorCode| matches!(err, ErrorCode::Os(n) if n == ecanceled);
         let mut buf = [0; 4];
-        let started = std::time::Instant::now();
-        let err = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
-            recv(s, &mut buf)
-        })
-        .await
-        .unwrap_err();
-        assert!(canceled(err.clone()), "{err:?}");
-        assert!(started.elapsed() >= Duration::from_millis(80));
-        assert!(started.elapsed() < Duration::from_secs(5));
+        for round in ["the wait in progress", "a later wait"] {
+            let started = std::time::Instant::now();
+            let err = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
+                recv(s, &mut buf)
+            })
+            .await
+            .unwrap_err();
+            let elapsed = started.elapsed();
+            assert!(
+                matches!(err, ErrorCode::Os(n) if n == ecanceled),
+                "{round}: {err:?}"
+            );
+            if round == "a later wait" {
+                assert!(elapsed < Duration::from_secs(1), "{round}: {elapsed:?}");
+            } else {
+                assert!(elapsed >= Duration::from_millis(80), "{round}: {elapsed:?}");
+                assert!(elapsed < Duration::from_secs(5), "{round}: {elapsed:?}");
+            }
+        }
         stopper.join().unwrap();
-        let again = std::time::Instant::now();
-        let err = sock_call(&io, Interest::READABLE, Deadline::Never, |s| {
-            recv(s, &mut buf)
-        })
-        .await
-        .unwrap_err();
-        assert!(canceled(err.clone()), "{err:?}");
-        assert!(again.elapsed() < Duration::from_secs(1));
     }
 }

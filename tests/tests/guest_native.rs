@@ -1,6 +1,7 @@
 //! A guest talking to native peers: the Python semantics of the transfer
 //! operations, end to end through wasmtime and the host's OS sockets.
 
+use sockshim_host::SockshimCtx;
 use sockshim_tests::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -131,6 +132,23 @@ async fn send_may_be_partial_and_then_would_block() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_none_zero_and_positive() {
+    check_timeouts(|addr| spawn(SOCKSHIM_TEST_GUEST, &["timeouts", addr], loopback())).await;
+}
+
+/// The same, with the plugin's sockets waiting in ppoll(2) on a thread of
+/// its own instead of on the reactor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_none_zero_and_positive_waiting_on_the_thread() {
+    check_timeouts(|addr| {
+        let ctx = SockshimCtx::new(loopback()).waiting_on_thread().unwrap();
+        spawn_on_thread(SOCKSHIM_TEST_GUEST, &["timeouts", addr], ctx)
+    })
+    .await;
+}
+
+/// Runs the `timeouts` scenario, started by `start` with the peer's
+/// address, and checks what it reports.
+async fn check_timeouts(start: impl FnOnce(&str) -> Running) {
     let (addr, server) = serve_one(|mut s| {
         // The guest tries zero and twice 500 ms timeouts first; then
         // blocks until this arrives.
@@ -138,7 +156,7 @@ async fn timeouts_none_zero_and_positive() {
         s.write_all(b"late").unwrap();
         drain(s);
     });
-    let out = run_guest("timeouts", &[&addr], loopback()).await.success();
+    let out = start(&addr).finish().await.success();
     server.join().unwrap();
     assert_eq!(out.get("default_timeout"), "None");
 

@@ -1,44 +1,17 @@
 //! Plugins whose sockets wait on their own thread
-//! (`SockshimCtx::waiting_on_thread`, what `sockshim run` uses): the same
-//! behaviour as on the reactor, guest to guest in one host with a thread
-//! each, and `StopWaits` ending a plugin blocked in a wait.
+//! (`SockshimCtx::waiting_on_thread`, what `sockshim run` uses): guest to
+//! guest in one host with a thread each, and `StopWaits` ending a plugin
+//! blocked in a wait. (`guest_native.rs` runs the timeouts scenario both
+//! ways; the CLI tests run every plugin this way.)
 
 use sockshim_host::SockshimCtx;
 use sockshim_tests::*;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 fn on_thread() -> SockshimCtx {
     SockshimCtx::new(loopback())
         .waiting_on_thread()
         .expect("an eventfd for the stop signal")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeouts_none_zero_and_positive_on_the_thread() {
-    let (addr, server) = serve_one(|mut s| {
-        // The guest tries zero and twice 500 ms timeouts first; then
-        // blocks until this arrives.
-        std::thread::sleep(Duration::from_millis(2500));
-        s.write_all(b"late").unwrap();
-        drain(s);
-    });
-    let out = spawn_on_thread(SOCKSHIM_TEST_GUEST, &["timeouts", &addr], on_thread())
-        .finish()
-        .await
-        .success();
-    server.join().unwrap();
-    assert!(out.get("zero").starts_with("WouldBlock"), "{out}");
-    assert!(out.get("zero_placed").starts_with("WouldBlock"), "{out}");
-    assert!(out.num("zero_ms") < 300, "{out}");
-    assert_eq!(out.get("positive"), "TimedOut: timed out");
-    assert_eq!(out.get("positive_placed"), "TimedOut: timed out");
-    for key in ["positive_ms", "positive_placed_ms"] {
-        let ms = out.num(key);
-        assert!(ms >= 500, "{key}: timed out early, after {ms} ms");
-        assert!(ms < 5000, "{key}: timed out late, after {ms} ms");
-    }
-    assert_eq!(out.get("none"), "late");
 }
 
 /// Two plugins that wait on their threads, one serving the other, in one
