@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -301,7 +301,6 @@ impl Wasm {
         if on_thread {
             sockshim = sockshim.waiting_on_thread()?;
         }
-        let stop = sockshim.stop_waits();
         let state = State {
             wasi: wasi.build(),
             sockshim,
@@ -313,11 +312,8 @@ impl Wasm {
         };
         let mut store = Store::new(engine, state);
         store.set_epoch_deadline(1);
-        // As sockshim's `PluginHost`: a guest whose waits were stopped ends.
-        store.epoch_deadline_callback(move |_| match &stop {
-            Some(stop) if stop.is_stopped() => Err(wasmtime::format_err!("stopped")),
-            _ => Ok(UpdateDeadline::Yield(1)),
-        });
+        let stop = store.data().sockshim.stop_waits();
+        store.epoch_deadline_callback(sockshim_host::runner::yield_or_stop(stop));
         Ok(store)
     }
 }

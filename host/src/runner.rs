@@ -5,12 +5,14 @@
 //! [`add_to_linker`] directly.
 
 use crate::compiled::{self, CompileCache};
-use crate::{SockshimCtx, SockshimCtxView, SockshimView, add_to_linker, apply_policy_to_wasi};
+use crate::{
+    SockshimCtx, SockshimCtxView, SockshimView, StopWaits, add_to_linker, apply_policy_to_wasi,
+};
 use std::path::Path;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context as _;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -120,15 +122,7 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
-        // A plugin whose waits were stopped (`StopWaits`) ends at its next
-        // epoch check instead of running on.
-        let stop = store.data().sockshim.stop_waits();
-        store.epoch_deadline_callback(move |_| match &stop {
-            Some(stop) if stop.is_stopped() => {
-                Err(wasmtime::format_err!("the host stopped the plugin"))
-            }
-            _ => Ok(UpdateDeadline::Yield(1)),
-        });
+        store.epoch_deadline_callback(yield_or_stop(store.data().sockshim.stop_waits()));
         let command = Command::instantiate_async(&mut store, component, &self.linker)
             .await
             .map_err(|e| {
@@ -147,6 +141,22 @@ impl PluginHost {
 
 /// How often a running plugin yields to the async executor.
 pub const YIELD_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The epoch callback of [`PluginHost`]'s stores, for a store whose epoch
+/// deadline is 1: at every epoch the plugin yields to the async executor,
+/// and once `stop` (the store's [`SockshimCtx::stop_waits`]) was given it
+/// traps instead of running on.
+pub fn yield_or_stop<T: 'static>(
+    stop: Option<StopWaits>,
+) -> impl FnMut(StoreContextMut<'_, T>) -> wasmtime::Result<UpdateDeadline> + Send + Sync + 'static
+{
+    move |_| match &stop {
+        Some(stop) if stop.is_stopped() => {
+            Err(wasmtime::format_err!("the host stopped the plugin"))
+        }
+        _ => Ok(UpdateDeadline::Yield(1)),
+    }
+}
 
 /// Advances the engine's epoch every [`YIELD_INTERVAL`] until the engine is
 /// dropped.

@@ -257,10 +257,9 @@ pub fn wait_on_thread(
 }
 
 /// Where a socket's operations wait when their system call would block.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub enum WaitOn {
     /// On tokio's reactor: a waiting plugin holds no thread.
-    #[default]
     Reactor,
     /// In ppoll(2) on the thread that runs the plugin, which the wait
     /// blocks, until the socket is ready, the deadline passes, or the
