@@ -123,24 +123,11 @@ pub fn spawn_with(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
 /// [`spawn_with`], with host directories preopened for the plugin: each
 /// `(host_dir, guest_dir)` read-write, as `sockshim run --dir HOST::GUEST`
 /// preopens it.
+///
+/// A plugin whose sockets wait on its thread
+/// ([`SockshimCtx::waiting_on_thread`]) gets a thread of its own (one of
+/// tokio's blocking pool), as such a plugin needs; the others run as tasks.
 pub fn spawn_in(wasm: &str, args: &[&str], ctx: SockshimCtx, dirs: &[(&Path, &str)]) -> Running {
-    start(wasm, args, ctx, dirs, false)
-}
-
-/// [`spawn_with`] for a context whose sockets wait on the plugin's thread
-/// ([`SockshimCtx::waiting_on_thread`]): the plugin gets a thread of its
-/// own (one of tokio's blocking pool), as such a plugin needs.
-pub fn spawn_on_thread(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
-    start(wasm, args, ctx, &[], true)
-}
-
-fn start(
-    wasm: &str,
-    args: &[&str],
-    ctx: SockshimCtx,
-    dirs: &[(&Path, &str)],
-    own_thread: bool,
-) -> Running {
     let component = component(wasm);
     let stop_waits = ctx.stop_waits();
     let stdout = MemoryOutputPipe::new(64 << 20);
@@ -154,7 +141,7 @@ fn start(
             .unwrap_or_else(|e| panic!("cannot preopen {}: {e}", host_dir.display()));
     }
     let run = async move { host().run(&component, wasi, ctx).await };
-    let task = if own_thread {
+    let task = if stop_waits.is_some() {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || runtime.block_on(run))
     } else {

@@ -141,7 +141,7 @@ async fn timeouts_none_zero_and_positive() {
 async fn timeouts_none_zero_and_positive_waiting_on_the_thread() {
     check_timeouts(|addr| {
         let ctx = SockshimCtx::new(loopback()).waiting_on_thread().unwrap();
-        spawn_on_thread(SOCKSHIM_TEST_GUEST, &["timeouts", addr], ctx)
+        spawn_with(SOCKSHIM_TEST_GUEST, &["timeouts", addr], ctx)
     })
     .await;
 }

@@ -18,11 +18,11 @@ fn on_thread() -> SockshimCtx {
 /// host: each holds a thread of its own, so neither blocks the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_client_and_guest_server_each_on_a_thread() {
-    let server = spawn_on_thread(ECHO_SERVER, &["127.0.0.1:0"], on_thread());
+    let server = spawn_with(ECHO_SERVER, &["127.0.0.1:0"], on_thread());
     let addr = server.listening_on().await.to_string();
     const LEN: usize = 8 << 20;
     let args = ["echo-client", &addr, &LEN.to_string()];
-    let out = spawn_on_thread(SOCKSHIM_TEST_GUEST, &args, on_thread())
+    let out = spawn_with(SOCKSHIM_TEST_GUEST, &args, on_thread())
         .finish()
         .await
         .success();
@@ -41,7 +41,7 @@ async fn guest_client_and_guest_server_each_on_a_thread() {
 async fn stop_waits_ends_a_plugin_blocked_in_accept() {
     let ctx = on_thread();
     let stop = ctx.stop_waits().expect("a stop handle on the thread");
-    let server = spawn_on_thread(ECHO_SERVER, &["127.0.0.1:0"], ctx);
+    let server = spawn_with(ECHO_SERVER, &["127.0.0.1:0"], ctx);
     server.listening_on().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped = Instant::now();
