@@ -214,9 +214,28 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
     }
 }
 
-/// Makes `op` once, now, where nothing can be awaited: the receive into the
-/// plugin's memory that runs while `recv`'s result is lowered
-/// ([`crate::placed`]), after [`sock_call`] has waited for the bytes.
+/// Makes `op` where nothing can be awaited: the receive into the plugin's
+/// memory that runs while `recv`'s result is lowered ([`crate::placed`]).
+///
+/// A socket on the reactor cannot wait here: `op` is made once, now, after
+/// [`sock_call`] has waited for the bytes (with a one-byte peek). A socket
+/// that waits on its thread can: `op` goes through the thread's loop, as in
+/// [`sock_call_draining`], until `deadline`, so its `recv` needs no wait
+/// and no peek before.
+pub fn call_now_draining<R>(
+    io: &SocketIo,
+    interest: Interest,
+    deadline: Deadline,
+    op: impl FnMut(&Socket) -> io::Result<R>,
+    drained: impl Fn(&R) -> bool,
+) -> Result<R, ErrorCode> {
+    match io.wait_on() {
+        WaitOn::Thread(stop) => call_waiting_on_thread(io.socket(), stop, interest, deadline, op),
+        WaitOn::Reactor => call_once_draining(io, interest, op, drained).map_err(ErrorCode::from),
+    }
+}
+
+/// [`call_now_draining`] on the reactor: `op` once, now.
 ///
 /// It keeps what tokio remembers of the socket's readiness as true as
 /// [`sock_call_draining`] does: the readiness is taken before `op` runs and
@@ -226,7 +245,7 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
 /// that does nothing: readiness tokio remembers is returned at once, and
 /// no one else waits through that waker slot (the loop waits through
 /// [`AsyncFd::ready`], which has its own).
-pub fn call_now_draining<R>(
+fn call_once_draining<R>(
     io: &SocketIo,
     interest: Interest,
     mut op: impl FnMut(&Socket) -> io::Result<R>,
@@ -400,8 +419,14 @@ mod tests {
             .await
             .unwrap();
             let drained = crate::placed::drains(buf.len());
-            let n =
-                call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), drained).unwrap();
+            let n = call_now_draining(
+                &fd,
+                Interest::READABLE,
+                Deadline::Now,
+                |s| recv(s, &mut buf),
+                drained,
+            )
+            .unwrap();
             assert_eq!(&buf[..n], &[round]);
             peer = writer.join().unwrap();
             let expected = if round == 0 { 2 } else { 1 };
@@ -420,11 +445,24 @@ mod tests {
             .await
             .unwrap();
         let whole = |_: &usize| false;
-        let n = call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), whole).unwrap();
+        let n = call_now_draining(
+            &fd,
+            Interest::READABLE,
+            Deadline::Now,
+            |s| recv(s, &mut buf),
+            whole,
+        )
+        .unwrap();
         assert_eq!(&buf[..n], b"x");
-        let err =
-            call_now_draining(&fd, Interest::READABLE, |s| recv(s, &mut buf), whole).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let err = call_now_draining(
+            &fd,
+            Interest::READABLE,
+            Deadline::Now,
+            |s| recv(s, &mut buf),
+            whole,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ErrorCode::WouldBlock), "{err:?}");
         // The EWOULDBLOCK cleared the readiness: a non-waiting check sees none.
         let registration = fd.registered().unwrap();
         let mut cx = Context::from_waker(Waker::noop());
@@ -555,6 +593,44 @@ mod tests {
         let stop = Arc::new(StopSignal::new().unwrap());
         let io = SocketIo::new(ours, WaitOn::Thread(Arc::clone(&stop)));
         (io, peer, stop)
+    }
+
+    /// On the thread, the receive made while `recv`'s result is lowered
+    /// waits itself, until the bytes come or the deadline passes: `recv`
+    /// needs no peek before it.
+    #[tokio::test]
+    async fn on_the_thread_a_call_made_now_waits_until_the_deadline() {
+        let (io, peer, _stop) = pair_on_thread();
+        let mut buf = [0; 16];
+        let drained = crate::placed::drains(buf.len());
+        let writer = write_later(peer, 7);
+        let started = std::time::Instant::now();
+        let n = call_now_draining(
+            &io,
+            Interest::READABLE,
+            Deadline::Never,
+            |s| recv(s, &mut buf),
+            &drained,
+        )
+        .unwrap();
+        assert_eq!(&buf[..n], &[7]);
+        assert!(started.elapsed() >= Duration::from_millis(80));
+        let _peer = writer.join().unwrap();
+
+        let started = std::time::Instant::now();
+        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
+        let err = call_now_draining(
+            &io,
+            Interest::READABLE,
+            deadline,
+            |s| recv(s, &mut buf),
+            &drained,
+        )
+        .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, ErrorCode::Timeout), "{err:?}");
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     }
 
     /// The stop signal, given from another thread, ends a wait without

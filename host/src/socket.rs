@@ -100,7 +100,8 @@ impl Shared {
     /// Waits (within the socket's timeout) until a receive of at most
     /// `max_len` bytes can complete, and makes it ready to be received
     /// straight into the plugin's memory when its result is lowered (see
-    /// [`Received`]); small receives are made here and copied.
+    /// [`Received`]); small receives are made here and copied. A socket
+    /// that waits on its thread does its waiting in that receive instead.
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64) -> Received {
         if max_len == 0 {
             return Received::Copied(Vec::new());
@@ -124,9 +125,14 @@ impl Shared {
                 Err(code) => Received::Failed(code),
             };
         }
+        if let WaitOn::Thread(_) = self.io.wait_on() {
+            // The receive into the plugin's memory can wait itself, on
+            // this thread: no peek first.
+            return Received::Ready(Arc::clone(self), max_len as usize, deadline);
+        }
         match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
             Ok(0) => Received::Copied(Vec::new()), // the end of the stream
-            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize),
+            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, deadline),
             Err(code) => Received::Failed(code),
         }
     }
