@@ -322,6 +322,16 @@ mod tests {
         s.read(buf)
     }
 
+    /// [`call_now_draining`] of a recv(2) into `buf`.
+    fn recv_now(
+        io: &SocketIo,
+        deadline: Deadline,
+        buf: &mut [u8],
+        drained: impl Fn(&usize) -> bool,
+    ) -> Result<usize, ErrorCode> {
+        call_now_draining(io, Interest::READABLE, deadline, |s| recv(s, buf), drained)
+    }
+
     #[tokio::test]
     async fn data_already_there_is_read_without_waiting() {
         let (fd, mut peer) = pair();
@@ -419,14 +429,7 @@ mod tests {
             .await
             .unwrap();
             let drained = crate::placed::drains(buf.len());
-            let n = call_now_draining(
-                &fd,
-                Interest::READABLE,
-                Deadline::Now,
-                |s| recv(s, &mut buf),
-                drained,
-            )
-            .unwrap();
+            let n = recv_now(&fd, Deadline::Now, &mut buf, drained).unwrap();
             assert_eq!(&buf[..n], &[round]);
             peer = writer.join().unwrap();
             let expected = if round == 0 { 2 } else { 1 };
@@ -445,23 +448,9 @@ mod tests {
             .await
             .unwrap();
         let whole = |_: &usize| false;
-        let n = call_now_draining(
-            &fd,
-            Interest::READABLE,
-            Deadline::Now,
-            |s| recv(s, &mut buf),
-            whole,
-        )
-        .unwrap();
+        let n = recv_now(&fd, Deadline::Now, &mut buf, whole).unwrap();
         assert_eq!(&buf[..n], b"x");
-        let err = call_now_draining(
-            &fd,
-            Interest::READABLE,
-            Deadline::Now,
-            |s| recv(s, &mut buf),
-            whole,
-        )
-        .unwrap_err();
+        let err = recv_now(&fd, Deadline::Now, &mut buf, whole).unwrap_err();
         assert!(matches!(err, ErrorCode::WouldBlock), "{err:?}");
         // The EWOULDBLOCK cleared the readiness: a non-waiting check sees none.
         let registration = fd.registered().unwrap();
@@ -605,28 +594,14 @@ mod tests {
         let drained = crate::placed::drains(buf.len());
         let writer = write_later(peer, 7);
         let started = std::time::Instant::now();
-        let n = call_now_draining(
-            &io,
-            Interest::READABLE,
-            Deadline::Never,
-            |s| recv(s, &mut buf),
-            &drained,
-        )
-        .unwrap();
+        let n = recv_now(&io, Deadline::Never, &mut buf, &drained).unwrap();
         assert_eq!(&buf[..n], &[7]);
         assert!(started.elapsed() >= Duration::from_millis(80));
         let _peer = writer.join().unwrap();
 
         let started = std::time::Instant::now();
         let deadline = Timeout::After(Duration::from_millis(300)).deadline();
-        let err = call_now_draining(
-            &io,
-            Interest::READABLE,
-            deadline,
-            |s| recv(s, &mut buf),
-            &drained,
-        )
-        .unwrap_err();
+        let err = recv_now(&io, deadline, &mut buf, &drained).unwrap_err();
         let elapsed = started.elapsed();
         assert!(matches!(err, ErrorCode::Timeout), "{err:?}");
         assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
