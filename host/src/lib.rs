@@ -127,9 +127,10 @@ impl SockshimCtx {
     /// waiting for another, would block each other. In return a wait skips
     /// the reactor and the suspension of the plugin's fiber, which is
     /// most of what an async host adds to a round trip: on one CPU the
-    /// benchmark's ping-pong came out about 0.1 × native faster (the
-    /// README's Benchmarks section). On two CPUs in the regime of slow
-    /// cross-CPU wake-ups, it came out slower than on the reactor.
+    /// benchmark's ping-pong round trip was shorter in each of seven
+    /// alternated pairs, median 1.16× native against 1.24× (the README's
+    /// Benchmarks section). On two CPUs, in the regime of slow cross-CPU
+    /// wake-ups, it came out slower than on the reactor.
     ///
     /// Dropping the plugin's future cannot interrupt a wait in progress; the
     /// [`StopWaits`] of [`SockshimCtx::stop_waits`] can, from any thread.
