@@ -106,7 +106,7 @@ impl PluginHost {
     ///
     /// A plugin whose sockets wait on its thread
     /// ([`SockshimCtx::waiting_on_thread`]) needs a thread of its own to run
-    /// on, and ends with a trap once its [`StopWaits`](crate::StopWaits)
+    /// on, and ends with a trap once its [`StopWaits`]
     /// is stopped.
     pub async fn run(
         &self,

@@ -349,7 +349,7 @@ impl TcpSocket {
 
     /// recv(2) of at most `max_len` bytes into a new host buffer. Zero
     /// returns empty at once, without a system call. (Plugins get
-    /// [`Shared::receive`], which receives into their own memory.)
+    /// `Shared::receive`, which receives into their own memory.)
     pub async fn recv(&self, max_len: u64) -> Result<Vec<u8>, ErrorCode> {
         self.shared.receive(max_len).await.into_vec()
     }
