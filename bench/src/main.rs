@@ -35,7 +35,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 const USAGE: &str = "\
 usage: sockshim-bench [--quick] [--json] [--only WORKLOAD]... [--system KEY]...
                       [--reps N] [--pooling | --no-pooling] [--time-limit SECONDS]
-                      [--sockshim-recv recv|recv_into] [--one-cpu]
+                      [--sockshim-recv recv|recv_into] [--one-cpu] [--buffer BYTES]
 
 Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
 0.2 and 0.3 on loopback, in paired repetitions, and prints one table per
@@ -60,6 +60,9 @@ workload (or, with --json, one JSON object).
                      cross-CPU wake-ups, far less noise, and the figures then
                      measure CPU work rather than wake-up latency
   --time-limit SECS  give up after this long (default: 600 quick, 3600 full)
+  --buffer BYTES     the buffer of every system's bulk sends and receives and
+                     of the sendfile workload's loops (default 65536, at most
+                     16 MiB, sockshim's largest recv): how much one call moves
   --sockshim-recv C  the sockshim guest's receive call in the bulk workloads:
                      recv_into (default; Python's sock.recv_into(buf), one
                      buffer reused) or recv (sock.recv(65536), a new bytes
@@ -70,6 +73,9 @@ workload (or, with --json, one JSON object).
                      `sockshim run` does). The scale workload always uses
                      the reactor.
 ";
+
+/// The largest `--buffer`: what one sockshim `recv` may take.
+const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
 
 const WORKLOADS: [&str; 6] = [
     "bulk",
@@ -173,13 +179,20 @@ impl Config {
                     }
                 }
                 "--reps" => {
-                    cfg.reps = value("--reps")?.parse()?;
+                    cfg.reps = number("--reps", value("--reps")?)?;
                     if cfg.reps == 0 {
                         return Err("--reps must be at least 1".into());
                     }
                 }
+                "--buffer" => {
+                    cfg.buf = number("--buffer", value("--buffer")?)?;
+                    if !(1..=MAX_BUFFER).contains(&cfg.buf) {
+                        return Err(format!("--buffer must be 1 to {MAX_BUFFER} bytes").into());
+                    }
+                }
                 "--time-limit" => {
-                    cfg.time_limit = Duration::from_secs(value("--time-limit")?.parse()?)
+                    cfg.time_limit =
+                        Duration::from_secs(number("--time-limit", value("--time-limit")?)?)
                 }
                 "-h" | "--help" => {
                     print!("{USAGE}");
@@ -194,6 +207,12 @@ impl Config {
     fn runs(&self, workload: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|w| w == workload)
     }
+}
+
+/// `text` as the number an option takes, or an error naming the option.
+fn number<N: std::str::FromStr>(option: &str, text: String) -> Result<N> {
+    text.parse()
+        .map_err(|_| format!("{option} takes a whole number, not {text:?}").into())
 }
 
 /// The directory holding the sendfile workload's file, removed on cleanup.

@@ -124,6 +124,15 @@ fn subject_of(systems: &[Sys]) -> Option<usize> {
         .position(|s| *s == Sys::Guest(Guest::Sockshim))
 }
 
+/// A buffer's size in the tables' titles: KiB when it is whole KiB.
+fn buffer_size(buf: usize) -> String {
+    if buf.is_multiple_of(1024) {
+        format!("{} KiB", buf / 1024)
+    } else {
+        format!("{buf} B")
+    }
+}
+
 fn mib(bytes: u64) -> String {
     if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
         format!("{} GiB", bytes >> 30)
@@ -138,9 +147,9 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
     let title = |dir: &str| {
         format!(
-            "bulk, {dir}: {} per run, {} KiB buffers, {} paired repetitions",
+            "bulk, {dir}: {} per run, {} buffers, {} paired repetitions",
             mib(bytes),
-            buf / 1024,
+            buffer_size(buf),
             cfg.reps
         )
     };
@@ -619,9 +628,9 @@ pub fn sendfile(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     Ok(vec![Table {
         key: "sendfile".into(),
         title: format!(
-            "sendfile: a {} file to a native sink, {} KiB buffers for the loops, {} paired repetitions",
+            "sendfile: a {} file to a native sink, {} buffers for the loops, {} paired repetitions",
             mib(bytes),
-            buf / 1024,
+            buffer_size(buf),
             cfg.reps
         ),
         unit: Unit::Throughput,
