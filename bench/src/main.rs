@@ -65,8 +65,8 @@ workload (or, with --json, one JSON object).
                      16 MiB, sockshim's largest recv): how much one call moves
   --sockshim-recv C  the sockshim guest's receive call in the bulk workloads:
                      recv_into (default; Python's sock.recv_into(buf), one
-                     buffer reused) or recv (sock.recv(65536), a new bytes
-                     object each call)
+                     buffer reused) or recv (sock.recv(bufsize), bufsize
+                     from --buffer, a new bytes object each call)
   --sockshim-waits W where the sockshim guest's sockets wait: reactor
                      (default; tokio's reactor, a waiting guest holds no
                      thread) or thread (ppoll(2) on a thread of its own, as
