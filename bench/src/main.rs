@@ -448,3 +448,41 @@ fn utc_now() -> String {
         rem % 3600 / 60
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        Config::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn buffer_sets_every_bulk_call_and_defaults_to_64_kib() {
+        assert_eq!(parse(&[]).unwrap().buf, 65536);
+        assert_eq!(parse(&["--buffer", "1048576"]).unwrap().buf, 1 << 20);
+        assert_eq!(parse(&["--buffer", "1"]).unwrap().buf, 1);
+        assert_eq!(
+            parse(&["--buffer", &MAX_BUFFER.to_string()]).unwrap().buf,
+            MAX_BUFFER
+        );
+    }
+
+    #[test]
+    fn buffers_outside_what_one_recv_takes_are_refused_by_name() {
+        let refused = |args: &[&str]| parse(args).err().map(|e| e.to_string());
+        let bounds = "--buffer must be 1 to 16777216 bytes";
+        assert_eq!(refused(&["--buffer", "0"]).as_deref(), Some(bounds));
+        let over = (MAX_BUFFER + 1).to_string();
+        assert_eq!(refused(&["--buffer", &over]).as_deref(), Some(bounds));
+        assert_eq!(
+            refused(&["--buffer", "64k"]).as_deref(),
+            Some("--buffer takes a whole number, not \"64k\"")
+        );
+        assert_eq!(
+            refused(&["--reps", "-1"]).as_deref(),
+            Some("--reps takes a whole number, not \"-1\"")
+        );
+        assert!(refused(&["--buffer"]).is_some_and(|e| e.contains("needs a value")));
+    }
+}

@@ -836,6 +836,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buffer_sizes_are_named_in_kib_when_whole() {
+        assert_eq!(buffer_size(65536), "64 KiB");
+        assert_eq!(buffer_size(1 << 20), "1024 KiB");
+        assert_eq!(buffer_size(1000), "1000 B");
+    }
+
+    #[test]
     fn the_guests_call_lines_parse_in_order() {
         let out = "max_recv_size 136.2 max-recv-size (no resource)\n\
                    get_option 1021.0 get-option (a borrow and getsockopt(2))\n";
