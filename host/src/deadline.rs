@@ -214,30 +214,12 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
     }
 }
 
-/// Makes `op` where nothing can be awaited: the receive into the plugin's
-/// memory that runs while `recv`'s result is lowered ([`crate::placed`]).
+/// Makes `op` once, now, where nothing can be awaited: the receive into the
+/// plugin's memory that runs while `recv`'s result is lowered
+/// ([`crate::placed`]), after [`sock_call`] has waited for the bytes. A
+/// socket that waits on its thread is never registered: `op` just runs.
 ///
-/// A socket on the reactor cannot wait here: `op` is made once, now, after
-/// [`sock_call`] has waited for the bytes (with a one-byte peek). A socket
-/// that waits on its thread can: `op` goes through the thread's loop, as in
-/// [`sock_call_draining`], until `deadline`, so its `recv` needs no wait
-/// and no peek before.
-pub fn call_now_draining<R>(
-    io: &SocketIo,
-    interest: Interest,
-    deadline: Deadline,
-    op: impl FnMut(&Socket) -> io::Result<R>,
-    drained: impl Fn(&R) -> bool,
-) -> Result<R, ErrorCode> {
-    match io.wait_on() {
-        WaitOn::Thread(stop) => call_waiting_on_thread(io.socket(), stop, interest, deadline, op),
-        WaitOn::Reactor => call_once_draining(io, interest, op, drained).map_err(ErrorCode::from),
-    }
-}
-
-/// [`call_now_draining`] on the reactor: `op` once, now.
-///
-/// It keeps what tokio remembers of the socket's readiness as true as
+/// On the reactor it keeps what tokio remembers of the socket's readiness as true as
 /// [`sock_call_draining`] does: the readiness is taken before `op` runs and
 /// cleared after an `EWOULDBLOCK` or a result that `drained` calls draining,
 /// so the next operation waits for the kernel's wake-up instead of first
@@ -245,7 +227,7 @@ pub fn call_now_draining<R>(
 /// that does nothing: readiness tokio remembers is returned at once, and
 /// no one else waits through that waker slot (the loop waits through
 /// [`AsyncFd::ready`], which has its own).
-fn call_once_draining<R>(
+pub fn call_now_draining<R>(
     io: &SocketIo,
     interest: Interest,
     mut op: impl FnMut(&Socket) -> io::Result<R>,
@@ -325,11 +307,10 @@ mod tests {
     /// [`call_now_draining`] of a recv(2) into `buf`.
     fn recv_now(
         io: &SocketIo,
-        deadline: Deadline,
         buf: &mut [u8],
         drained: impl Fn(&usize) -> bool,
-    ) -> Result<usize, ErrorCode> {
-        call_now_draining(io, Interest::READABLE, deadline, |s| recv(s, buf), drained)
+    ) -> io::Result<usize> {
+        call_now_draining(io, Interest::READABLE, |s| recv(s, buf), drained)
     }
 
     #[tokio::test]
@@ -429,7 +410,7 @@ mod tests {
             .await
             .unwrap();
             let drained = crate::placed::drains(buf.len());
-            let n = recv_now(&fd, Deadline::Now, &mut buf, drained).unwrap();
+            let n = recv_now(&fd, &mut buf, drained).unwrap();
             assert_eq!(&buf[..n], &[round]);
             peer = writer.join().unwrap();
             let expected = if round == 0 { 2 } else { 1 };
@@ -448,10 +429,10 @@ mod tests {
             .await
             .unwrap();
         let whole = |_: &usize| false;
-        let n = recv_now(&fd, Deadline::Now, &mut buf, whole).unwrap();
+        let n = recv_now(&fd, &mut buf, whole).unwrap();
         assert_eq!(&buf[..n], b"x");
-        let err = recv_now(&fd, Deadline::Now, &mut buf, whole).unwrap_err();
-        assert!(matches!(err, ErrorCode::WouldBlock), "{err:?}");
+        let err = recv_now(&fd, &mut buf, whole).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         // The EWOULDBLOCK cleared the readiness: a non-waiting check sees none.
         let registration = fd.registered().unwrap();
         let mut cx = Context::from_waker(Waker::noop());
@@ -582,30 +563,6 @@ mod tests {
         let stop = Arc::new(StopSignal::new().unwrap());
         let io = SocketIo::new(ours, WaitOn::Thread(Arc::clone(&stop)));
         (io, peer, stop)
-    }
-
-    /// On the thread, the receive made while `recv`'s result is lowered
-    /// waits itself, until the bytes come or the deadline passes: `recv`
-    /// needs no peek before it.
-    #[tokio::test]
-    async fn on_the_thread_a_call_made_now_waits_until_the_deadline() {
-        let (io, peer, _stop) = pair_on_thread();
-        let mut buf = [0; 16];
-        let drained = crate::placed::drains(buf.len());
-        let writer = write_later(peer, 7);
-        let started = std::time::Instant::now();
-        let n = recv_now(&io, Deadline::Never, &mut buf, &drained).unwrap();
-        assert_eq!(&buf[..n], &[7]);
-        assert!(started.elapsed() >= Duration::from_millis(80));
-        let _peer = writer.join().unwrap();
-
-        let started = std::time::Instant::now();
-        let deadline = Timeout::After(Duration::from_millis(300)).deadline();
-        let err = recv_now(&io, deadline, &mut buf, &drained).unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(matches!(err, ErrorCode::Timeout), "{err:?}");
-        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     }
 
     /// The stop signal, given from another thread, ends a wait without

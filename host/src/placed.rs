@@ -13,9 +13,13 @@
 //! it drains the socket, so the next `recv` waits instead of making a peek
 //! bound to fail. Small
 //! receives skip the peek and copy: for a few bytes a second system call
-//! costs more than the copy saves. A socket that waits on its plugin's
-//! thread needs no peek either: the receive during lowering waits itself,
-//! in ppoll(2) until the socket's deadline.
+//! costs more than the copy saves.
+//!
+//! A socket that waits on its plugin's thread peeks too, though the receive
+//! during lowering could wait there itself: lowering allocates the buffer
+//! before the receive, and a receive that then failed (`would-block`,
+//! `timeout`, a stopped wait) or found the end of the stream would leave a
+//! buffer in the plugin that nothing owns, once per call.
 //!
 //! This needs wasmtime's `ComponentType`/`Lower` traits, whose lowering
 //! methods are hidden from wasmtime's documentation: they are what
@@ -23,7 +27,7 @@
 //! wasmtime version in Cargo.toml.
 
 use crate::bindings::ErrorCode;
-use crate::deadline::{Deadline, call_now_draining};
+use crate::deadline::call_now_draining;
 use crate::socket::Shared;
 use crate::sys;
 use socket2::Socket;
@@ -42,10 +46,9 @@ pub const PLACE_ABOVE: u64 = 4 << 10;
 
 /// The outcome of a `recv` before it is lowered into the plugin.
 pub enum Received {
-    /// Bytes wait on the socket (or, for a socket that waits on its thread,
-    /// may be waited for until the deadline): receive up to this many into
-    /// the plugin's memory during lowering.
-    Ready(Arc<Shared>, usize, Deadline),
+    /// Bytes wait on the socket: receive up to this many into the plugin's
+    /// memory during lowering.
+    Ready(Arc<Shared>, usize),
     /// Bytes already received (a small receive, the end of the stream).
     Copied(Vec<u8>),
     /// The receive failed.
@@ -58,17 +61,11 @@ impl Received {
         match self {
             Received::Copied(bytes) => Ok(bytes),
             Received::Failed(code) => Err(code),
-            Received::Ready(shared, max_len, deadline) => {
+            Received::Ready(shared, max_len) => {
                 // Not zeroed: only what arrives is written.
                 let mut buf = Vec::with_capacity(max_len);
                 let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
-                call_now_draining(
-                    &shared.io,
-                    Interest::READABLE,
-                    deadline,
-                    recv,
-                    drains(max_len),
-                )?;
+                call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len))?;
                 Ok(buf)
             }
         }
@@ -98,14 +95,13 @@ impl Received {
                     len: bytes.len(),
                 }))
             }
-            Received::Ready(shared, max_len, deadline) => {
+            Received::Ready(shared, max_len) => {
                 let max_len = *max_len;
                 let ptr = alloc(cx, max_len)?;
                 let buf = guest_bytes(cx, ptr, max_len)?;
                 let recv = |s: &Socket| sys::recv(s, buf);
-                let drained = drains(max_len);
                 let received =
-                    call_now_draining(&shared.io, Interest::READABLE, *deadline, recv, drained);
+                    call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len));
                 // Give back what the bytes do not fill; a buffer of at least
                 // one byte, so the plugin's allocator never sees size zero.
                 let kept = received.as_ref().map_or(1, |n| (*n).max(1));
@@ -114,11 +110,13 @@ impl Received {
                 } else {
                     ptr
                 };
-                // On the reactor, the peek saw bytes (or the end) and nothing
-                // else reads this socket, so an error here is one the kernel
-                // reported in between; on the thread, the wait's own errors
-                // (timeout, a stopped wait) come here too.
-                Ok(received.map(|len| PlacedList { ptr, len }))
+                Ok(match received {
+                    Ok(len) => Ok(PlacedList { ptr, len }),
+                    // The peek saw bytes (or the end) that recv(2) then did
+                    // not find: nothing else reads this socket, so this is
+                    // an error the kernel reported in between.
+                    Err(e) => Err(ErrorCode::from(e)),
+                })
             }
         }
     }

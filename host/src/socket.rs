@@ -100,8 +100,8 @@ impl Shared {
     /// Waits (within the socket's timeout) until a receive of at most
     /// `max_len` bytes can complete, and makes it ready to be received
     /// straight into the plugin's memory when its result is lowered (see
-    /// [`Received`]); small receives are made here and copied. A socket
-    /// that waits on its thread does its waiting in that receive instead.
+    /// [`Received`]); small receives are made here and copied. The wait is
+    /// a one-byte peek on either way of waiting (`crate::placed` says why).
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64) -> Received {
         if max_len == 0 {
             return Received::Copied(Vec::new());
@@ -125,14 +125,9 @@ impl Shared {
                 Err(code) => Received::Failed(code),
             };
         }
-        if let WaitOn::Thread(_) = self.io.wait_on() {
-            // The receive into the plugin's memory can wait itself, on
-            // this thread: no peek first.
-            return Received::Ready(Arc::clone(self), max_len as usize, deadline);
-        }
         match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
             Ok(0) => Received::Copied(Vec::new()), // the end of the stream
-            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, deadline),
+            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize),
             Err(code) => Received::Failed(code),
         }
     }
@@ -670,5 +665,43 @@ mod tests {
             sock.recv(MAX_RECV_SIZE + 1).await,
             Err(ErrorCode::InvalidArgument(_))
         ));
+    }
+
+    /// A large receive is made ready to land in the plugin's memory only
+    /// when bytes wait, on the reactor and on the thread alike: one that
+    /// would block, and the end of the stream, are settled before lowering,
+    /// which would otherwise allocate a buffer in the plugin that no one
+    /// owns.
+    #[tokio::test]
+    async fn a_large_receive_is_placed_only_when_bytes_wait() {
+        let stop = Arc::new(sys::StopSignal::new().unwrap());
+        for wait_on in [WaitOn::Reactor, WaitOn::Thread(stop)] {
+            let (ours, mut peer) = crate::testing::loopback_pair();
+            ours.set_nonblocking(true).unwrap();
+            let sock =
+                TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::NonBlocking, wait_on);
+            let how = sock.shared.io.wait_on().clone();
+            let large = 64 << 10;
+            let received = sock.shared.receive(large).await;
+            assert!(
+                matches!(received, Received::Failed(ErrorCode::WouldBlock)),
+                "{how:?}: nothing waits, yet not would-block"
+            );
+            peer.write_all(b"bytes").unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let received = sock.shared.receive(large).await;
+            assert!(
+                matches!(received, Received::Ready(..)),
+                "{how:?}: bytes wait, yet not ready"
+            );
+            assert_eq!(received.into_vec().unwrap(), b"bytes", "{how:?}");
+            drop(peer);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let received = sock.shared.receive(large).await;
+            assert!(
+                matches!(&received, Received::Copied(bytes) if bytes.is_empty()),
+                "{how:?}: the end of the stream, yet not an empty copy"
+            );
+        }
     }
 }
