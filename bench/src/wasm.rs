@@ -70,6 +70,9 @@ pub struct Wasm {
     p2: wasmtime_wasi::p2::bindings::CommandPre<State>,
     p3: wasmtime_wasi::p3::bindings::CommandPre<State>,
     sockshim: wasmtime_wasi::p2::bindings::CommandPre<State>,
+    /// The sockshim guest, linked for sockets that wait on its thread
+    /// (`add_to_linker_waiting_on_thread`, as `sockshim run` links it).
+    sockshim_on_thread_pre: wasmtime_wasi::p2::bindings::CommandPre<State>,
     policy: std::sync::Arc<Policy>,
     /// Whether the sockshim guest's sockets wait on its thread
     /// (`--sockshim-waits thread`) when it runs through [`Wasm::start`].
@@ -120,7 +123,9 @@ impl Wasm {
 
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(werr)?;
+        let mut thread_linker = linker.clone();
         sockshim_host::add_to_linker(&mut linker).map_err(werr)?;
+        sockshim_host::add_to_linker_waiting_on_thread(&mut thread_linker).map_err(werr)?;
         let mut concurrent_linker = Linker::<State>::new(&concurrent_engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut concurrent_linker).map_err(werr)?;
         wasmtime_wasi::p3::add_to_linker(&mut concurrent_linker).map_err(werr)?;
@@ -138,12 +143,13 @@ impl Wasm {
             guests::GUEST_P3,
         )?)
         .map_err(werr)?;
-        let sockshim = wasmtime_wasi::p2::bindings::CommandPre::new(pre(
-            &engine,
-            &linker,
-            guests::GUEST_SOCKSHIM,
-        )?)
-        .map_err(werr)?;
+        let sockshim_guest = load(&engine, Path::new(guests::GUEST_SOCKSHIM))?;
+        let sockshim_pre = |linker: &Linker<State>| {
+            let pre = linker.instantiate_pre(&sockshim_guest).map_err(werr)?;
+            wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(werr)
+        };
+        let sockshim = sockshim_pre(&linker)?;
+        let sockshim_on_thread_pre = sockshim_pre(&thread_linker)?;
 
         let policy = Policy::deny_all()
             .allow_connect("127.0.0.1:*".parse()?)
@@ -158,6 +164,7 @@ impl Wasm {
             p2,
             p3,
             sockshim,
+            sockshim_on_thread_pre,
             policy: std::sync::Arc::new(policy),
             sockshim_on_thread: false,
         })
@@ -199,7 +206,11 @@ impl Wasm {
             Ok(store) => store.data().sockshim.stop_waits(),
             Err(_) => None,
         };
-        let (p2, p3, sockshim) = (self.p2.clone(), self.p3.clone(), self.sockshim.clone());
+        let sockshim = match on_thread {
+            true => self.sockshim_on_thread_pre.clone(),
+            false => self.sockshim.clone(),
+        };
+        let (p2, p3) = (self.p2.clone(), self.p3.clone());
         let what = format!("{guest:?} guest {args:?}");
         let run = async move {
             let mut store = setup?;

@@ -132,6 +132,10 @@ impl SockshimCtx {
     /// Benchmarks section). On two CPUs, in the regime of slow cross-CPU
     /// wake-ups, it came out slower than on the reactor.
     ///
+    /// Link such plugins with [`add_to_linker_waiting_on_thread`], which
+    /// also skips wasmtime's async call path on each transfer;
+    /// [`add_to_linker`] serves them too.
+    ///
     /// Dropping the plugin's future cannot interrupt a wait in progress; the
     /// [`StopWaits`] of [`SockshimCtx::stop_waits`] can, from any thread.
     pub fn waiting_on_thread(mut self) -> std::io::Result<SockshimCtx> {
@@ -148,6 +152,12 @@ impl SockshimCtx {
             WaitOn::Reactor => None,
             WaitOn::Thread(signal) => Some(StopWaits(Arc::clone(signal))),
         }
+    }
+
+    /// Whether the plugin's sockets wait on its thread
+    /// ([`SockshimCtx::waiting_on_thread`]) rather than on the reactor.
+    pub fn waits_on_thread(&self) -> bool {
+        matches!(self.wait_on, WaitOn::Thread(_))
     }
 
     /// Sets the limit on sockets open at once; past it, `create` and `accept`
@@ -219,12 +229,39 @@ impl HasData for Sockshim {
 
 /// Adds the `sockshim:socket` imports to `linker`. Use it beside
 /// `wasmtime_wasi::p2::add_to_linker_async`; the host functions are async,
-/// so instantiate and call the plugin with the `_async` methods.
+/// so instantiate and call the plugin with the `_async` methods. Its
+/// plugins' sockets may wait either way, on the reactor or on their thread
+/// ([`SockshimCtx::waiting_on_thread`]).
 pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    add_to_linker_with(linker, in_place::Calls::Async)
+}
+
+/// [`add_to_linker`] for a linker whose plugins' sockets all wait on their
+/// own thread ([`SockshimCtx::waiting_on_thread`]), as `sockshim run`'s
+/// do: `recv`, `send` and `sendall`, the calls a transfer repeats, are
+/// then plain host functions instead of async ones, which skips wasmtime's
+/// async call path on each call (on one CPU the benchmark's ping-pong round
+/// trip, two such calls, was about 1 µs shorter). The other functions stay
+/// async: instantiate and call the plugin with the `_async` methods, as
+/// with [`add_to_linker`].
+///
+/// A plugin whose sockets wait on the reactor cannot use this linker: its
+/// first `recv`, `send` or `sendall` traps with a message that says so.
+/// [`runner::PluginHost`] picks the linker that fits each plugin.
+pub fn add_to_linker_waiting_on_thread<T: SockshimView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    add_to_linker_with(linker, in_place::Calls::OnThread)
+}
+
+fn add_to_linker_with<T: SockshimView + 'static>(
+    linker: &mut Linker<T>,
+    calls: in_place::Calls,
+) -> wasmtime::Result<()> {
     // Interface level: the world also names wasi:filesystem (for `sendfile`'s
     // descriptor), which wasmtime-wasi's own `add_to_linker` provides.
     bindings::sockshim::socket::socket::add_to_linker::<T, Sockshim>(linker, T::sockshim)?;
-    in_place::add_to_linker(linker)
+    in_place::add_to_linker(linker, calls)
 }
 
 /// Holds wasmtime-wasi's own sockets (wasi:sockets, which Rust's `std::net`

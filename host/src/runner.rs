@@ -6,7 +6,8 @@
 
 use crate::compiled::{self, CompileCache};
 use crate::{
-    SockshimCtx, SockshimCtxView, SockshimView, StopWaits, add_to_linker, apply_policy_to_wasi,
+    SockshimCtx, SockshimCtxView, SockshimView, StopWaits, add_to_linker,
+    add_to_linker_waiting_on_thread, apply_policy_to_wasi,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -46,7 +47,10 @@ impl SockshimView for PluginState {
 #[derive(Clone)]
 pub struct PluginHost {
     engine: Engine,
+    /// For plugins whose sockets wait on the reactor.
     linker: Linker<PluginState>,
+    /// For plugins whose sockets wait on their thread.
+    thread_linker: Linker<PluginState>,
 }
 
 impl PluginHost {
@@ -67,8 +71,14 @@ impl PluginHost {
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let mut thread_linker = linker.clone();
         add_to_linker(&mut linker)?;
-        Ok(PluginHost { engine, linker })
+        add_to_linker_waiting_on_thread(&mut thread_linker)?;
+        Ok(PluginHost {
+            engine,
+            linker,
+            thread_linker,
+        })
     }
 
     /// The engine plugins are compiled for.
@@ -115,6 +125,11 @@ impl PluginHost {
         sockshim: SockshimCtx,
     ) -> wasmtime::Result<i32> {
         apply_policy_to_wasi(&mut wasi, sockshim.policy());
+        let linker = if sockshim.waits_on_thread() {
+            &self.thread_linker
+        } else {
+            &self.linker
+        };
         let state = PluginState {
             wasi: wasi.build(),
             sockshim,
@@ -123,7 +138,7 @@ impl PluginHost {
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(yield_or_stop(store.data().sockshim.stop_waits()));
-        let command = Command::instantiate_async(&mut store, component, &self.linker)
+        let command = Command::instantiate_async(&mut store, component, linker)
             .await
             .map_err(|e| {
                 wasmtime::format_err!("cannot instantiate the plugin: {}", first_line(&e))

@@ -57,3 +57,152 @@ async fn stop_waits_ends_a_plugin_blocked_in_accept() {
     );
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
+
+/// A plugin blocked in `recv` (a plain host function when linked for
+/// thread waits, as `PluginHost` links it) is ended by `StopWaits` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_waits_ends_a_plugin_blocked_in_recv() {
+    // A peer that accepts and then sends nothing until the test ends.
+    let (listener, addr) = native_listener();
+    let ctx = on_thread();
+    let stop = ctx.stop_waits().expect("a stop handle on the thread");
+    let plugin = spawn_with(SOCKSHIM_TEST_GUEST, &["recv-all", &addr], ctx);
+    let (_conn, _) = tokio::task::spawn_blocking(move || listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = Instant::now();
+    stop.stop();
+    let (result, stdout, stderr) = plugin.end().await;
+    let elapsed = stopped.elapsed();
+    // The recv failed with ECANCELED; the plugin either reported that and
+    // exited 1, or was trapped at its next epoch check first.
+    match result {
+        Ok(code) => {
+            assert_eq!(code, 1, "{stdout}{stderr}");
+            assert!(
+                stderr.contains("ECANCELED") || stderr.contains("anceled"),
+                "{stderr}"
+            );
+        }
+        Err(e) => assert!(
+            format!("{e:#}").contains("the host stopped the plugin"),
+            "{e:#}"
+        ),
+    }
+    assert!(!stdout.contains("received="), "{stdout}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}
+
+/// Plugins run here on a linker built by the test, not by `PluginHost`,
+/// which picks the linker that fits each plugin.
+mod own_linker {
+    use super::*;
+    use sockshim_host::{SockshimCtxView, SockshimView};
+    use wasmtime::Store;
+    use wasmtime::component::{Linker, ResourceTable};
+    use wasmtime_wasi::p2::bindings::Command;
+    use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+    struct State {
+        wasi: WasiCtx,
+        sockshim: SockshimCtx,
+        table: ResourceTable,
+    }
+
+    impl WasiView for State {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
+        }
+    }
+
+    impl SockshimView for State {
+        fn sockshim(&mut self) -> SockshimCtxView<'_> {
+            SockshimCtxView {
+                ctx: &mut self.sockshim,
+                table: &mut self.table,
+            }
+        }
+    }
+
+    type AddSockshim = fn(&mut Linker<State>) -> wasmtime::Result<()>;
+
+    /// Runs the test guest with `args` under `ctx` on a linker that
+    /// `add_sockshim` completes, on a thread of its own: what `run`
+    /// returned, and stdout.
+    async fn run(
+        add_sockshim: AddSockshim,
+        ctx: SockshimCtx,
+        args: &[&str],
+    ) -> (wasmtime::Result<Result<(), ()>>, String) {
+        let engine = host().engine().clone();
+        let component = component(SOCKSHIM_TEST_GUEST);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        add_sockshim(&mut linker).unwrap();
+        let stdout = MemoryOutputPipe::new(1 << 20);
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout.clone()).inherit_stderr();
+        wasi.arg("sockshim-test-guest").args(args);
+        let stop = ctx.stop_waits();
+        let mut store = Store::new(
+            &engine,
+            State {
+                wasi: wasi.build(),
+                sockshim: ctx,
+                table: ResourceTable::new(),
+            },
+        );
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(sockshim_host::runner::yield_or_stop(stop));
+        let runtime = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move {
+                let command = Command::instantiate_async(&mut store, &component, &linker).await?;
+                command.wasi_cli_run().call_run(&mut store).await
+            })
+        });
+        let result = tokio::time::timeout(Duration::from_secs(60), result)
+            .await
+            .expect("the plugin did not finish within 60 s")
+            .expect("the plugin's thread panicked");
+        (
+            result,
+            String::from_utf8_lossy(&stdout.contents()).into_owned(),
+        )
+    }
+
+    /// `add_to_linker` serves a plugin whose sockets wait on its thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_async_linker_serves_a_plugin_that_waits_on_its_thread() {
+        const LEN: usize = 1 << 20;
+        let (addr, peer) = serve_one(drain);
+        let args = ["sendall", &addr, &LEN.to_string()];
+        let (result, stdout) = run(sockshim_host::add_to_linker, on_thread(), &args).await;
+        assert!(matches!(result, Ok(Ok(()))), "{result:?}\n{stdout}");
+        assert_eq!(peer.join().unwrap(), LEN);
+        assert!(stdout.contains(&format!("sent={LEN}")), "{stdout}");
+    }
+
+    /// A plugin whose sockets wait on the reactor, on a linker for thread
+    /// waits: its first `sendall` traps, and the trap says what to change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_linker_for_thread_waits_traps_a_plugin_on_the_reactor() {
+        let (addr, peer) = serve_one(drain);
+        let add: AddSockshim = sockshim_host::add_to_linker_waiting_on_thread;
+        let ctx = SockshimCtx::new(loopback());
+        let (result, stdout) = run(add, ctx, &["sendall", &addr, "1000"]).await;
+        let err = result.expect_err("the sendall should have trapped");
+        let text = format!("{err:?}");
+        assert!(text.contains("`[method]socket.sendall`"), "{text}");
+        assert!(text.contains("waiting_on_thread()"), "{text}");
+        assert!(!stdout.contains("sent="), "{stdout}");
+        // Nothing was sent before the trap.
+        assert_eq!(peer.join().unwrap(), 0);
+    }
+}
