@@ -19,9 +19,10 @@
 //! wait on their own thread, as plain host functions: such a socket's
 //! deadline loop never suspends, so the call finishes in one poll of its
 //! future, without wasmtime's async call path (a boxed future per call, the
-//! fiber's poll context). In the benchmark that was 20–130 ns of a 200–330
-//! ns call with warm caches, and about 1 µs less per ping-pong round trip
-//! (two calls) on one CPU (the README's Benchmarks section).
+//! fiber's poll context). In alternated one-CPU benchmark pairs that took
+//! the ping-pong round trip (two calls) from 1.17× to 1.14× native and the
+//! bulk send's CPU from 1.19× to 1.14× (medians; the README's Benchmarks
+//! section).
 //!
 //! [`Shared::send_with`]: crate::socket::Shared::send_with
 //! [`Shared::sendall_with`]: crate::socket::Shared::sendall_with
