@@ -24,6 +24,18 @@ pub struct PluginState {
     table: ResourceTable,
 }
 
+impl PluginState {
+    /// The store data of a plugin with `wasi` and `sockshim`, for a store
+    /// that is not [`PluginHost`]'s: linked by hand, say.
+    pub fn new(wasi: WasiCtx, sockshim: SockshimCtx) -> PluginState {
+        PluginState {
+            wasi,
+            sockshim,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -130,11 +142,7 @@ impl PluginHost {
         } else {
             &self.linker
         };
-        let state = PluginState {
-            wasi: wasi.build(),
-            sockshim,
-            table: ResourceTable::new(),
-        };
+        let state = PluginState::new(wasi.build(), sockshim);
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(yield_or_stop(store.data().sockshim.stop_waits()));

@@ -99,38 +99,14 @@ async fn stop_waits_ends_a_plugin_blocked_in_recv() {
 /// which picks the linker that fits each plugin.
 mod own_linker {
     use super::*;
-    use sockshim_host::{SockshimCtxView, SockshimView};
+    use sockshim_host::runner::PluginState;
     use wasmtime::Store;
-    use wasmtime::component::{Linker, ResourceTable};
+    use wasmtime::component::Linker;
+    use wasmtime_wasi::WasiCtx;
     use wasmtime_wasi::p2::bindings::Command;
     use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-    struct State {
-        wasi: WasiCtx,
-        sockshim: SockshimCtx,
-        table: ResourceTable,
-    }
-
-    impl WasiView for State {
-        fn ctx(&mut self) -> WasiCtxView<'_> {
-            WasiCtxView {
-                ctx: &mut self.wasi,
-                table: &mut self.table,
-            }
-        }
-    }
-
-    impl SockshimView for State {
-        fn sockshim(&mut self) -> SockshimCtxView<'_> {
-            SockshimCtxView {
-                ctx: &mut self.sockshim,
-                table: &mut self.table,
-            }
-        }
-    }
-
-    type AddSockshim = fn(&mut Linker<State>) -> wasmtime::Result<()>;
+    type AddSockshim = fn(&mut Linker<PluginState>) -> wasmtime::Result<()>;
 
     /// Runs the test guest with `args` under `ctx` on a linker that
     /// `add_sockshim` completes, on a thread of its own: what `run`
@@ -150,14 +126,7 @@ mod own_linker {
         wasi.stdout(stdout.clone()).inherit_stderr();
         wasi.arg("sockshim-test-guest").args(args);
         let stop = ctx.stop_waits();
-        let mut store = Store::new(
-            &engine,
-            State {
-                wasi: wasi.build(),
-                sockshim: ctx,
-                table: ResourceTable::new(),
-            },
-        );
+        let mut store = Store::new(&engine, PluginState::new(wasi.build(), ctx));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(sockshim_host::runner::yield_or_stop(stop));
         let runtime = tokio::runtime::Handle::current();
