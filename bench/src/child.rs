@@ -134,4 +134,9 @@ impl Peer {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// The peer's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
 }

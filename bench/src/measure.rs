@@ -16,6 +16,13 @@ pub struct Sample {
     /// Linux splits a thread's exact run time between user and system in
     /// proportion to timer ticks (4 ms here), so this part is an estimate.
     pub user: Duration,
+    /// The CPU time (user + system) of the peer process meanwhile, where the
+    /// run had one ([`measure_with_peer`]). On one CPU the kernel's loopback
+    /// work (the receive path runs in softirq context, charged to whichever
+    /// process is running) moves between the two processes from run to run,
+    /// so `cpu` alone can carry part of the peer's work; `cpu` plus this
+    /// cannot. Read from `/proc/PID/stat`, in clock ticks (10 ms).
+    pub peer: Option<Duration>,
 }
 
 /// CPU time of this process so far: (user + system, user).
@@ -44,7 +51,37 @@ pub fn measure(f: impl FnOnce() -> Result<()>) -> Result<Sample> {
         wall: start.elapsed(),
         cpu: cpu_after.saturating_sub(cpu),
         user: user_after.saturating_sub(user),
+        peer: None,
     })
+}
+
+/// [`measure`], with the CPU time the peer process `peer_pid` spent
+/// meanwhile ([`Sample::peer`]); none if its /proc entry cannot be read.
+pub fn measure_with_peer(peer_pid: u32, f: impl FnOnce() -> Result<()>) -> Result<Sample> {
+    let before = process_cpu_time(peer_pid);
+    let sample = measure(f)?;
+    let after = process_cpu_time(peer_pid);
+    Ok(Sample {
+        peer: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+        ..sample
+    })
+}
+
+/// User plus system CPU time of process `pid` so far (all its threads),
+/// from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    let (utime, stime) = (ticks(14)?, ticks(15)?);
+    // SAFETY: sysconf(3) takes no pointers.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_nanos(
+        (utime + stime).saturating_mul(1_000_000_000 / per_second),
+    ))
 }
 
 /// A field of /proc/self/status, in its own unit (kB for memory).
@@ -116,5 +153,32 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(cpu_time() > before);
+    }
+
+    #[test]
+    fn another_process_cpu_time_is_read_from_proc() {
+        // This process's own entry: its CPU time as getrusage counts it,
+        // to the clock tick (10 ms), and more as it computes.
+        let pid = std::process::id();
+        // Computes until this process's CPU time grew by `ms`.
+        let spin = |ms: u64| {
+            let until = cpu_time() + Duration::from_millis(ms);
+            while cpu_time() < until {
+                std::hint::black_box(until);
+            }
+        };
+        spin(50);
+        let from_proc = process_cpu_time(pid).expect("our own /proc entry");
+        let from_rusage = cpu_time();
+        assert!(from_proc <= from_rusage + Duration::from_millis(20));
+        assert!(from_proc + Duration::from_millis(50) >= from_rusage);
+        spin(100);
+        let later = process_cpu_time(pid).expect("our own /proc entry");
+        assert!(
+            later >= from_proc + Duration::from_millis(50),
+            "{from_proc:?} → {later:?}"
+        );
+        // A process that does not exist has no entry.
+        assert_eq!(process_cpu_time(u32::MAX), None);
     }
 }

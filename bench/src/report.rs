@@ -49,13 +49,16 @@ impl Unit {
         }
     }
 
-    /// The value of `what` for one run.
-    fn value(self, what: Figure, s: &Sample, amount: f64) -> f64 {
-        match what {
+    /// The value of `what` for one run; none for a peer figure of a run
+    /// without its peer's CPU time.
+    fn value(self, what: Figure, s: &Sample, amount: f64) -> Option<f64> {
+        Some(match what {
             Figure::Main => self.figure(s, amount),
             Figure::Cpu => self.cpu(s.cpu, amount),
             Figure::UserCpu => self.cpu(s.user, amount),
-        }
+            Figure::PeerCpu => self.cpu(s.peer?, amount),
+            Figure::CpuWithPeer => self.cpu(s.cpu + s.peer?, amount),
+        })
     }
 
     fn ratio_heading(self) -> &'static str {
@@ -76,6 +79,11 @@ enum Figure {
     Cpu,
     /// The user-mode part of it.
     UserCpu,
+    /// The peer process's CPU time per unit.
+    PeerCpu,
+    /// Both processes' CPU time per unit: on one CPU, where the kernel
+    /// charges the loopback's work to either, the fairer comparison.
+    CpuWithPeer,
 }
 
 /// A compared system: its name in tables and its JSON key.
@@ -107,8 +115,7 @@ impl Table {
         let values: Vec<f64> = self
             .samples
             .iter()
-            .filter_map(|rep| rep[sys].as_ref())
-            .map(|s| self.unit.value(what, s, self.amount))
+            .filter_map(|rep| self.unit.value(what, rep[sys].as_ref()?, self.amount))
             .collect();
         (!values.is_empty()).then(|| Stats::of(&values))
     }
@@ -122,10 +129,19 @@ impl Table {
             .filter_map(|rep| {
                 let (s, o) = (rep[subject].as_ref()?, rep[other].as_ref()?);
                 let f = |x: &Sample| self.unit.value(what, x, self.amount);
-                Some(f(s) / f(o))
+                Some(f(s)? / f(o)?)
             })
             .collect();
         (!values.is_empty()).then(|| Stats::of(&values))
+    }
+
+    /// Whether the runs measured their peer's CPU time.
+    fn has_peer(&self) -> bool {
+        self.samples
+            .iter()
+            .flatten()
+            .flatten()
+            .any(|s| s.peer.is_some())
     }
 
     fn others(&self) -> impl Iterator<Item = usize> + '_ {
@@ -134,9 +150,10 @@ impl Table {
 
     pub fn to_text(&self) -> String {
         let (_, _, fig_head, cpu_head) = self.unit.names();
+        let peer = self.has_peer();
         let mut out = String::new();
         let _ = writeln!(out, "{}", self.title);
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  {:<36} {:>24}  {:>22}  {:>22}",
             "system",
@@ -144,12 +161,16 @@ impl Table {
             format!("{cpu_head} (min–max)"),
             "of it user (min–max)"
         );
+        let _ = match peer {
+            true => writeln!(out, "  {:>22}", format!("peer {cpu_head} (min–max)")),
+            false => writeln!(out),
+        };
         for (i, sys) in self.systems.iter().enumerate() {
             let cell = |s: Option<Stats>| match s {
                 Some(s) => format!("{} ({}–{})", num(s.median), num(s.min), num(s.max)),
                 None => "n/a".to_string(),
             };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  {:<36} {:>24}  {:>22}  {:>22}",
                 sys.label,
@@ -157,28 +178,44 @@ impl Table {
                 cell(self.figures(i, Figure::Cpu)),
                 cell(self.figures(i, Figure::UserCpu))
             );
+            let _ = match peer {
+                true => writeln!(out, "  {:>22}", cell(self.figures(i, Figure::PeerCpu))),
+                false => writeln!(out),
+            };
         }
         match self.subject {
             Some(subject) => {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "  {:<36} {:>24}  {:>22}",
                     format!("{} ÷ …", self.systems[subject].label),
                     format!("{} (min–max)", self.unit.ratio_heading()),
                     "CPU (min–max)"
                 );
+                let _ = match peer {
+                    true => writeln!(out, "  {:>22}", "CPU with peer (min–max)"),
+                    false => writeln!(out),
+                };
                 for other in self.others() {
                     let cell = |s: Option<Stats>| match s {
                         Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
                         None => "n/a".to_string(),
                     };
-                    let _ = writeln!(
+                    let _ = write!(
                         out,
                         "    {:<34} {:>24}  {:>22}",
                         format!("÷ {}", self.systems[other].label),
                         cell(self.ratios(other, Figure::Main)),
                         cell(self.ratios(other, Figure::Cpu))
                     );
+                    let _ = match peer {
+                        true => writeln!(
+                            out,
+                            "  {:>22}",
+                            cell(self.ratios(other, Figure::CpuWithPeer))
+                        ),
+                        false => writeln!(out),
+                    };
                 }
             }
             None => {
@@ -197,6 +234,8 @@ impl Table {
         let mut spread = Map::new();
         let mut cpu = Map::new();
         let mut user = Map::new();
+        let mut peer_cpu = Map::new();
+        let peer = self.has_peer();
         let amount_key = match self.unit {
             Unit::Throughput => "bytes",
             Unit::RoundTrip => "round_trips",
@@ -212,7 +251,11 @@ impl Table {
             for (map, prefix, what) in [
                 (&mut cpu, "", Figure::Cpu),
                 (&mut user, "user_", Figure::UserCpu),
+                (&mut peer_cpu, "peer_", Figure::PeerCpu),
             ] {
+                if what == Figure::PeerCpu && !peer {
+                    continue;
+                }
                 let c = self.figures(i, what);
                 map.insert(sys.key.into(), json!(c.map(|s| s.median)));
                 spread.insert(
@@ -223,11 +266,16 @@ impl Table {
         }
         obj.insert(cpu_key.into(), Value::Object(cpu));
         obj.insert(format!("user_{cpu_key}"), Value::Object(user));
+        if peer {
+            obj.insert(format!("peer_{cpu_key}"), Value::Object(peer_cpu));
+        }
         if let Some(subject) = self.subject {
             obj.insert("subject".into(), json!(self.systems[subject].key));
         }
         for other in self.others() {
-            for (prefix, what) in [("vs_", Figure::Main), ("cpu_vs_", Figure::Cpu)] {
+            let with_peer = peer.then_some(("cpu_with_peer_vs_", Figure::CpuWithPeer));
+            let ratios = [("vs_", Figure::Main), ("cpu_vs_", Figure::Cpu)];
+            for (prefix, what) in ratios.into_iter().chain(with_peer) {
                 let key = format!("{prefix}{}", self.systems[other].key);
                 let r = self.ratios(other, what);
                 obj.insert(key.clone(), json!(r.map(|s| s.median)));
@@ -265,6 +313,14 @@ mod tests {
             wall: Duration::from_millis(wall_ms),
             cpu: Duration::from_millis(cpu_ms),
             user: Duration::from_millis(cpu_ms / 5),
+            peer: None,
+        })
+    }
+
+    fn sample_with_peer(wall_ms: u64, cpu_ms: u64, peer_ms: u64) -> Option<Sample> {
+        sample(wall_ms, cpu_ms).map(|s| Sample {
+            peer: Some(Duration::from_millis(peer_ms)),
+            ..s
         })
     }
 
@@ -312,6 +368,40 @@ mod tests {
         );
         assert!(json["native_mbps"].as_f64().unwrap() > 1000.0);
         assert_eq!(json["subject"], json!("sockshim"));
+    }
+
+    #[test]
+    fn the_peers_cpu_is_reported_when_measured() {
+        // sockshim's process used twice native's CPU, its peer a third as
+        // much: together the same.
+        let t = table(
+            Unit::Throughput,
+            vec![vec![
+                sample_with_peer(1000, 300, 900),
+                sample_with_peer(1000, 600, 600),
+            ]],
+        );
+        let json = t.to_json();
+        assert_eq!(json["cpu_vs_native"], json!(2.0));
+        assert_eq!(json["peer_cpu_s_per_gib"]["native"], json!(0.9));
+        assert_eq!(json["peer_cpu_s_per_gib"]["sockshim"], json!(0.6));
+        assert_eq!(json["cpu_with_peer_vs_native"], json!(1.0));
+        assert_eq!(
+            json["spread"]["peer_cpu_s_per_gib.sockshim"],
+            json!([0.6, 0.6])
+        );
+        let text = t.to_text();
+        assert!(text.contains("peer CPU s/GiB"), "{text}");
+        assert!(text.contains("CPU with peer"), "{text}");
+        // Without the peer's CPU time, none of it.
+        let t = table(
+            Unit::Throughput,
+            vec![vec![sample(1000, 300), sample(1000, 600)]],
+        );
+        let json = t.to_json();
+        assert!(json.get("peer_cpu_s_per_gib").is_none());
+        assert!(json.get("cpu_with_peer_vs_native").is_none());
+        assert!(!t.to_text().contains("peer"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! host process; and what one host call costs.
 
 use crate::child::{Peer, Proc};
-use crate::measure::{Sample, Stats, cpu_time, measure, rss_bytes, threads};
+use crate::measure::{Sample, Stats, cpu_time, measure_with_peer, rss_bytes, threads};
 use crate::report::{System, Table, Unit, num};
 use crate::wasm::{GUEST_DATA_DIR, Guest, Wasm};
 use crate::{Config, Result, guests, native, native_async, progress};
@@ -175,17 +175,17 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
 
     // Guest → native sink.
     let sink = Peer::start("sink", &[])?;
-    let addr = sink.addr();
+    let (addr, pid) = (sink.addr(), sink.pid());
     let samples = paired("bulk guest→native", &names, cfg, |i, warm| {
         let n = if warm { WARMUP_BYTES } else { bytes };
         Ok(Some(match SOCKET_SYSTEMS[i] {
-            Sys::Native => measure(|| native::send(&addr, n, buf))?,
-            Sys::NativeAsync => measure(|| {
+            Sys::Native => measure_with_peer(pid, || native::send(&addr, n, buf))?,
+            Sys::NativeAsync => measure_with_peer(pid, || {
                 native_async::run(wasm.runtime(), native_async::send(addr.clone(), n, buf))
             })?,
-            Sys::Guest(g) => {
-                measure(|| wasm.run(g, &args(&[&"send", &addr, &n, &buf]), None, bound(n, 0)))?
-            }
+            Sys::Guest(g) => measure_with_peer(pid, || {
+                wasm.run(g, &args(&[&"send", &addr, &n, &buf]), None, bound(n, 0))
+            })?,
         }))
     })?;
     tables.push(table(
@@ -199,17 +199,18 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let source = Peer::start("source", &[bytes.to_string()])?;
     let warm_source = Peer::start("source", &[WARMUP_BYTES.to_string()])?;
     let samples = paired("bulk native→guest client", &names, cfg, |i, warm| {
-        let (addr, n) = if warm {
-            (warm_source.addr(), WARMUP_BYTES)
+        let (peer, n) = if warm {
+            (&warm_source, WARMUP_BYTES)
         } else {
-            (source.addr(), bytes)
+            (&source, bytes)
         };
+        let (addr, pid) = (peer.addr(), peer.pid());
         Ok(Some(match SOCKET_SYSTEMS[i] {
-            Sys::Native => measure(|| native::recv(&addr, n, buf))?,
-            Sys::NativeAsync => measure(|| {
+            Sys::Native => measure_with_peer(pid, || native::recv(&addr, n, buf))?,
+            Sys::NativeAsync => measure_with_peer(pid, || {
                 native_async::run(wasm.runtime(), native_async::recv(addr.clone(), n, buf))
             })?,
-            Sys::Guest(g) => measure(|| {
+            Sys::Guest(g) => measure_with_peer(pid, || {
                 wasm.run(
                     g,
                     &recv_args(g, "recv", &addr, n, buf, cfg),
@@ -230,6 +231,7 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
 
     // Native client → guest server.
     let mut client = Peer::start("client", &[])?;
+    let pid = client.pid();
     let samples = paired(
         "bulk native client→guest server",
         &names,
@@ -240,7 +242,7 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 Sys::Native => {
                     let listener = TcpListener::bind("127.0.0.1:0")?;
                     let port = listener.local_addr()?.port();
-                    measure(|| {
+                    measure_with_peer(pid, || {
                         client.proc.send(&format!("send {port} {n}"))?;
                         native::serve(&listener, n, buf)?;
                         client.proc.expect("done", bound(n, 0)).map(drop)
@@ -249,7 +251,7 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 Sys::NativeAsync => {
                     let listener = TcpListener::bind("127.0.0.1:0")?;
                     let port = listener.local_addr()?.port();
-                    measure(|| {
+                    measure_with_peer(pid, || {
                         client.proc.send(&format!("send {port} {n}"))?;
                         native_async::run(wasm.runtime(), native_async::serve(listener, n, buf))?;
                         client.proc.expect("done", bound(n, 0)).map(drop)
@@ -257,7 +259,7 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 }
                 Sys::Guest(g) => {
                     let port = free_port()?;
-                    measure(|| {
+                    measure_with_peer(pid, || {
                         let server =
                             wasm.start(g, &recv_args(g, "serve", &port, n, buf, cfg), None);
                         client.proc.send(&format!("send {port} {n}"))?;
@@ -288,17 +290,17 @@ pub fn pingpong(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let iters = cfg.pingpong;
     let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
     let echo = Peer::start("echo", &[])?;
-    let addr = echo.addr();
+    let (addr, pid) = (echo.addr(), echo.pid());
     let samples = paired("ping-pong", &names, cfg, |i, warm| {
         let n = if warm { iters / 10 } else { iters };
         Ok(Some(match SOCKET_SYSTEMS[i] {
-            Sys::Native => measure(|| native::pingpong(&addr, n))?,
-            Sys::NativeAsync => measure(|| {
+            Sys::Native => measure_with_peer(pid, || native::pingpong(&addr, n))?,
+            Sys::NativeAsync => measure_with_peer(pid, || {
                 native_async::run(wasm.runtime(), native_async::pingpong(addr.clone(), n))
             })?,
-            Sys::Guest(g) => {
-                measure(|| wasm.run(g, &args(&[&"pingpong", &addr, &n]), None, bound(0, n)))?
-            }
+            Sys::Guest(g) => measure_with_peer(pid, || {
+                wasm.run(g, &args(&[&"pingpong", &addr, &n]), None, bound(0, n))
+            })?,
         }))
     })?;
     Ok(vec![Table {
@@ -324,17 +326,17 @@ pub fn connrate(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let count = cfg.connections;
     let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
     let once = Peer::start("once", &[])?;
-    let addr = once.addr();
+    let (addr, pid) = (once.addr(), once.pid());
     let samples = paired("connection rate", &names, cfg, |i, warm| {
         let n = if warm { count / 10 } else { count };
         Ok(Some(match SOCKET_SYSTEMS[i] {
-            Sys::Native => measure(|| native::connrate(&addr, n))?,
-            Sys::NativeAsync => measure(|| {
+            Sys::Native => measure_with_peer(pid, || native::connrate(&addr, n))?,
+            Sys::NativeAsync => measure_with_peer(pid, || {
                 native_async::run(wasm.runtime(), native_async::connrate(addr.clone(), n))
             })?,
-            Sys::Guest(g) => {
-                measure(|| wasm.run(g, &args(&[&"connrate", &addr, &n]), None, bound(0, n * 5)))?
-            }
+            Sys::Guest(g) => measure_with_peer(pid, || {
+                wasm.run(g, &args(&[&"connrate", &addr, &n]), None, bound(0, n * 5))
+            })?,
         }))
     })?;
     Ok(vec![Table {
@@ -581,7 +583,7 @@ pub fn sendfile(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let data = DataFile::create(bytes)?;
     let warm = DataFile::create_warm(&data)?;
     let sink = Peer::start("sink", &[])?;
-    let addr = sink.addr();
+    let (addr, pid) = (sink.addr(), sink.pid());
     let samples = paired("sendfile", &names, cfg, |i, is_warm| {
         let (host_path, n) = if is_warm {
             (warm.clone(), WARMUP_BYTES)
@@ -595,9 +597,11 @@ pub fn sendfile(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
         let guest_path = format!("{GUEST_DATA_DIR}/{name}");
         let dir = Some(data.dir());
         let sample = match ways[i] {
-            Way::NativeSendfile => measure(|| native::sendfile(&addr, &host_path))?,
-            Way::NativeReadWrite => measure(|| native::read_write(&addr, &host_path, buf))?,
-            Way::GuestReadWrite(g) => measure(|| {
+            Way::NativeSendfile => measure_with_peer(pid, || native::sendfile(&addr, &host_path))?,
+            Way::NativeReadWrite => {
+                measure_with_peer(pid, || native::read_write(&addr, &host_path, buf))?
+            }
+            Way::GuestReadWrite(g) => measure_with_peer(pid, || {
                 wasm.run(
                     g,
                     &args(&[&"filesend", &addr, &guest_path, &buf]),
@@ -606,7 +610,7 @@ pub fn sendfile(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 )
             })?,
             Way::SockshimSendfile if !guests::SOCKSHIM_SENDFILE => return Ok(None),
-            Way::SockshimSendfile => measure(|| {
+            Way::SockshimSendfile => measure_with_peer(pid, || {
                 wasm.run(
                     Guest::Sockshim,
                     &args(&[&"sendfile", &addr, &guest_path]),
