@@ -161,10 +161,7 @@ impl Table {
             format!("{cpu_head} (min–max)"),
             "of it user (min–max)"
         );
-        let _ = match peer {
-            true => writeln!(out, "  {:>22}", format!("peer {cpu_head} (min–max)")),
-            false => writeln!(out),
-        };
+        end_line(&mut out, peer.then(|| format!("peer {cpu_head} (min–max)")));
         for (i, sys) in self.systems.iter().enumerate() {
             let cell = |s: Option<Stats>| match s {
                 Some(s) => format!("{} ({}–{})", num(s.median), num(s.min), num(s.max)),
@@ -178,10 +175,10 @@ impl Table {
                 cell(self.figures(i, Figure::Cpu)),
                 cell(self.figures(i, Figure::UserCpu))
             );
-            let _ = match peer {
-                true => writeln!(out, "  {:>22}", cell(self.figures(i, Figure::PeerCpu))),
-                false => writeln!(out),
-            };
+            end_line(
+                &mut out,
+                peer.then(|| cell(self.figures(i, Figure::PeerCpu))),
+            );
         }
         match self.subject {
             Some(subject) => {
@@ -192,10 +189,7 @@ impl Table {
                     format!("{} (min–max)", self.unit.ratio_heading()),
                     "CPU (min–max)"
                 );
-                let _ = match peer {
-                    true => writeln!(out, "  {:>22}", "CPU with peer (min–max)"),
-                    false => writeln!(out),
-                };
+                end_line(&mut out, peer.then(|| "CPU with peer (min–max)".into()));
                 for other in self.others() {
                     let cell = |s: Option<Stats>| match s {
                         Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
@@ -208,14 +202,8 @@ impl Table {
                         cell(self.ratios(other, Figure::Main)),
                         cell(self.ratios(other, Figure::Cpu))
                     );
-                    let _ = match peer {
-                        true => writeln!(
-                            out,
-                            "  {:>22}",
-                            cell(self.ratios(other, Figure::CpuWithPeer))
-                        ),
-                        false => writeln!(out),
-                    };
+                    let with_peer = || cell(self.ratios(other, Figure::CpuWithPeer));
+                    end_line(&mut out, peer.then(with_peer));
                 }
             }
             None => {
@@ -285,6 +273,14 @@ impl Table {
         obj.insert("spread".into(), Value::Object(spread));
         Value::Object(obj)
     }
+}
+
+/// Ends a table line, with one more column if `last` is given.
+fn end_line(out: &mut String, last: Option<String>) {
+    let _ = match last {
+        Some(cell) => writeln!(out, "  {cell:>22}"),
+        None => writeln!(out),
+    };
 }
 
 /// A figure with about four significant digits.
