@@ -206,9 +206,10 @@ impl Wasm {
             Ok(store) => store.data().sockshim.stop_waits(),
             Err(_) => None,
         };
-        let sockshim = match on_thread {
-            true => self.sockshim_on_thread_pre.clone(),
-            false => self.sockshim.clone(),
+        let sockshim = if on_thread {
+            self.sockshim_on_thread_pre.clone()
+        } else {
+            self.sockshim.clone()
         };
         let (p2, p3) = (self.p2.clone(), self.p3.clone());
         let what = format!("{guest:?} guest {args:?}");

@@ -219,11 +219,12 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
 /// ([`crate::placed`]), after [`sock_call`] has waited for the bytes. A
 /// socket that waits on its thread is never registered: `op` just runs.
 ///
-/// On the reactor it keeps what tokio remembers of the socket's readiness as true as
-/// [`sock_call_draining`] does: the readiness is taken before `op` runs and
-/// cleared after an `EWOULDBLOCK` or a result that `drained` calls draining,
-/// so the next operation waits for the kernel's wake-up instead of first
-/// making a system call bound to fail. Taking it needs a poll with a waker
+/// On the reactor it keeps what tokio remembers of the socket's readiness
+/// as true as [`sock_call_draining`] does: the readiness is taken before
+/// `op` runs and cleared after an `EWOULDBLOCK` or a result that `drained`
+/// calls draining, so the next operation waits for the kernel's wake-up
+/// instead of first making a system call bound to fail. Taking it needs a
+/// poll with a waker
 /// that does nothing: readiness tokio remembers is returned at once, and
 /// no one else waits through that waker slot (the loop waits through
 /// [`AsyncFd::ready`], which has its own).
