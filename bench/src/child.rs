@@ -6,13 +6,48 @@
 
 use crate::Result;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Process ids of the children alive now, for [`kill_all`].
 static ALIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The CPU every peer runs on (`--split-cpus`), if not this process's.
+static PEER_CPU: OnceLock<usize> = OnceLock::new();
+
+/// Starts every later peer on `cpu` alone.
+pub fn put_peers_on(cpu: usize) {
+    let _ = PEER_CPU.set(cpu);
+}
+
+/// The CPU set holding `cpu` alone.
+fn only(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: an all-zero `cpu_set_t` is the empty set; CPU_SET indexes
+    // into the set we own and ignores CPUs beyond CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// sched_setaffinity(2) of the calling thread to `set`.
+fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: reads one `cpu_set_t` we own.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Restricts the calling thread (and every thread and child it starts
+/// after) to `cpu`.
+pub fn pin_this_thread(cpu: usize) -> std::io::Result<()> {
+    set_affinity(&only(cpu))
+}
 
 /// Kills every child still alive (used before a forced exit).
 pub fn kill_all() {
@@ -34,13 +69,25 @@ pub struct Proc {
 impl Proc {
     /// Starts `<this executable> ARGS...` with piped stdin and stdout.
     pub fn spawn(args: &[String]) -> Result<Proc> {
+        Proc::spawn_on(args, None)
+    }
+
+    /// [`Proc::spawn`], on `cpu` alone if given (else on this process's).
+    fn spawn_on(args: &[String], cpu: Option<usize>) -> Result<Proc> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+            .stderr(Stdio::inherit());
+        if let Some(cpu) = cpu {
+            let set = only(cpu);
+            // SAFETY: between fork and exec the closure makes one system
+            // call on a set copied in, and allocates nothing.
+            unsafe { command.pre_exec(move || set_affinity(&set)) };
+        }
+        let mut child = command.spawn()?;
         ALIVE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -121,7 +168,7 @@ impl Peer {
     pub fn start(role: &str, args: &[String]) -> Result<Peer> {
         let mut argv = vec!["peer".to_string(), role.to_string()];
         argv.extend_from_slice(args);
-        let proc = Proc::spawn(&argv)?;
+        let proc = Proc::spawn_on(&argv, PEER_CPU.get().copied())?;
         let port = if role == "client" {
             0
         } else {

@@ -35,7 +35,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 const USAGE: &str = "\
 usage: sockshim-bench [--quick] [--json] [--only WORKLOAD]... [--system KEY]...
                       [--reps N] [--pooling | --no-pooling] [--time-limit SECONDS]
-                      [--sockshim-recv recv|recv_into] [--one-cpu] [--buffer BYTES]
+                      [--sockshim-recv recv|recv_into] [--one-cpu | --split-cpus]
+                      [--buffer BYTES]
 
 Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
 0.2 and 0.3 on loopback, in paired repetitions, and prints one table per
@@ -59,6 +60,12 @@ workload (or, with --json, one JSON object).
                      on the first CPU it may use, as `taskset -c 0` does: no
                      cross-CPU wake-ups, far less noise, and the figures then
                      measure CPU work rather than wake-up latency
+  --split-cpus       this process and its threads on the first CPU it may
+                     use, every peer on the second: the loopback's receive
+                     work for what the guest sends then always runs on, and
+                     is charged to, the guest's CPU (on one CPU it lands on
+                     whichever process runs, see the README); round trips
+                     pay cross-CPU wake-ups
   --time-limit SECS  give up after this long (default: 600 quick, 3600 full)
   --buffer BYTES     the buffer of every system's bulk sends and receives and
                      of the sendfile workload's loops (default 65536, at most
@@ -106,6 +113,8 @@ pub struct Config {
     pub pooling: bool,
     /// Everything (this process, its threads, the peers) on one CPU.
     pub one_cpu: bool,
+    /// This process on one CPU, the peers on another.
+    pub split_cpus: bool,
     /// The sockshim guest's receive call in the bulk workloads.
     pub sockshim_recv: String,
     /// The sockshim guest's sockets wait on its thread, not on the reactor.
@@ -137,6 +146,7 @@ impl Config {
             scale_msg: 16 * 1024,
             pooling: false,
             one_cpu: false,
+            split_cpus: false,
             sockshim_recv: "recv_into".into(),
             sockshim_on_thread: false,
             time_limit: Duration::from_secs(if quick { 600 } else { 3600 }),
@@ -154,6 +164,7 @@ impl Config {
                 "--pooling" => cfg.pooling = true,
                 "--no-pooling" => cfg.pooling = false,
                 "--one-cpu" => cfg.one_cpu = true,
+                "--split-cpus" => cfg.split_cpus = true,
                 "--only" => {
                     for w in value("--only")?.split(',') {
                         if !WORKLOADS.contains(&w) {
@@ -200,6 +211,9 @@ impl Config {
                 }
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
+        }
+        if cfg.one_cpu && cfg.split_cpus {
+            return Err("--one-cpu and --split-cpus exclude each other".into());
         }
         Ok(cfg)
     }
@@ -281,9 +295,14 @@ fn handle_signals() {
 
 fn bench(argv: &[String]) -> Result<()> {
     let cfg = Config::parse(argv)?;
-    // Before any thread starts: threads and children inherit both.
-    if cfg.one_cpu {
-        pin_to_one_cpu()?;
+    // Before any thread starts: threads and children inherit the CPU.
+    if cfg.one_cpu || cfg.split_cpus {
+        let cpus = allowed_cpus()?;
+        child::pin_this_thread(cpus[0])?;
+        if cfg.split_cpus {
+            let peers = *cpus.get(1).ok_or("--split-cpus needs two CPUs to run on")?;
+            child::put_peers_on(peers);
+        }
     }
     handle_signals();
     let limit = cfg.time_limit;
@@ -319,6 +338,8 @@ fn bench(argv: &[String]) -> Result<()> {
         },
         if cfg.one_cpu {
             "one CPU".to_string()
+        } else if cfg.split_cpus {
+            "peers on a CPU of their own".to_string()
         } else {
             format!(
                 "{} CPUs",
@@ -390,6 +411,7 @@ fn bench(argv: &[String]) -> Result<()> {
             "buffer_bytes": cfg.buf,
             "pooling_allocator": cfg.pooling,
             "one_cpu": cfg.one_cpu,
+            "split_cpus": cfg.split_cpus,
             "optimised_build": !cfg!(debug_assertions),
             "sockshim_sendfile": guests::SOCKSHIM_SENDFILE,
             "sockshim_waits": if cfg.sockshim_on_thread { "thread" } else { "reactor" },
@@ -403,25 +425,22 @@ fn bench(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Restricts this thread (and so every thread and child started after) to
-/// the first CPU it may run on.
-fn pin_to_one_cpu() -> Result<usize> {
-    // SAFETY: sched_getaffinity/sched_setaffinity read and write one
-    // `cpu_set_t` we own; the CPU_* helpers only index into it.
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: sched_getaffinity writes one `cpu_set_t` we own; CPU_ISSET
+    // only indexes into it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            .find(|&c| libc::CPU_ISSET(c, &set))
-            .ok_or("no CPU to run on")?;
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-            return Err(std::io::Error::last_os_error().into());
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect();
+        if cpus.is_empty() {
+            return Err("no CPU to run on".into());
         }
-        Ok(cpu)
+        Ok(cpus)
     }
 }
 
