@@ -43,6 +43,14 @@ fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `command`'s process start on `cpu` alone.
+fn run_on(command: &mut Command, cpu: usize) {
+    let set = only(cpu);
+    // SAFETY: between fork and exec the closure makes one system call on a
+    // set copied in, and allocates nothing.
+    unsafe { command.pre_exec(move || set_affinity(&set)) };
+}
+
 /// Restricts the calling thread (and every thread and child it starts
 /// after) to `cpu`.
 pub fn pin_this_thread(cpu: usize) -> std::io::Result<()> {
@@ -82,10 +90,7 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(cpu) = cpu {
-            let set = only(cpu);
-            // SAFETY: between fork and exec the closure makes one system
-            // call on a set copied in, and allocates nothing.
-            unsafe { command.pre_exec(move || set_affinity(&set)) };
+            run_on(&mut command, cpu);
         }
         let mut child = command.spawn()?;
         ALIVE
@@ -185,5 +190,39 @@ impl Peer {
     /// The peer's process id.
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPUs `pid` may run on, as /proc says (`Cpus_allowed_list`).
+    fn cpus_allowed(pid: u32) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        line.trim().to_string()
+    }
+
+    #[test]
+    fn a_child_started_on_a_cpu_runs_there_alone() {
+        let ours = cpus_allowed(std::process::id());
+        // The last CPU we may use: another one where there are two.
+        let last: usize = ours
+            .rsplit([',', '-'])
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap();
+        let mut command = Command::new("sleep");
+        command.arg("10");
+        run_on(&mut command, last);
+        let mut child = command.spawn().unwrap();
+        let theirs = cpus_allowed(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(theirs, last.to_string(), "we may use {ours}");
     }
 }

@@ -504,4 +504,17 @@ mod tests {
         );
         assert!(refused(&["--buffer"]).is_some_and(|e| e.contains("needs a value")));
     }
+
+    #[test]
+    fn cpu_placements_exclude_each_other() {
+        let split = parse(&["--split-cpus"]).unwrap();
+        assert!(split.split_cpus && !split.one_cpu);
+        let both = parse(&["--one-cpu", "--split-cpus"])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            both.as_deref(),
+            Some("--one-cpu and --split-cpus exclude each other")
+        );
+    }
 }
