@@ -141,8 +141,10 @@ pub async fn sock_call_draining<R>(
 /// system call first; on `EWOULDBLOCK`, ppoll(2) until the socket is ready,
 /// the deadline passes (`timeout`) or `stop` is given (`os(ECANCELED)`, for
 /// this wait and every later one); then the system call again. Nothing is
-/// remembered between operations, so nothing needs clearing.
-fn call_waiting_on_thread<R>(
+/// remembered between operations, so nothing needs clearing. Being plain
+/// code, it also runs where nothing can be awaited: `recv-into`'s receive
+/// waits here while its result is lowered ([`crate::placed`]).
+pub fn call_waiting_on_thread<R>(
     sock: &Socket,
     stop: &StopSignal,
     interest: Interest,

@@ -1,5 +1,6 @@
 //! `send` and `sendall` that read the plugin's `list<u8>` where it lies,
-//! and `recv` that receives into the plugin's memory ([`crate::placed`]).
+//! and `recv` and `recv-into` that receive into the plugin's memory
+//! ([`crate::placed`]).
 //!
 //! Through `bindgen!`, a `list<u8>` argument arrives as a `Vec<u8>`: the
 //! canonical ABI copies the plugin's bytes into host memory before the host
@@ -9,7 +10,7 @@
 //! anew, since the plugin's memory may move when it grows. While the plugin
 //! is blocked in the call, nothing else writes to its memory.
 //!
-//! They replace the generated `recv`, `send` and `sendall` in the linker
+//! They replace the generated `recv`, `recv-into`, `send` and `sendall` in the linker
 //! (same names, same types) and go through the same deadline loop ([`Shared::send_with`],
 //! [`Shared::sendall_with`]).
 //!
@@ -28,6 +29,7 @@
 //! [`Shared::sendall_with`]: crate::socket::Shared::sendall_with
 
 use crate::bindings::TransferError;
+use crate::placed::Lent;
 use crate::socket::{Shared, TcpSocket};
 use crate::sys::WaitOn;
 use crate::{SockshimView, sys};
@@ -42,6 +44,7 @@ use wasmtime::component::{Linker, Resource, WasmList};
 /// The instance the generated bindings define the socket functions in.
 const INTERFACE: &str = "sockshim:socket/socket@0.1.0";
 const RECV: &str = "[method]socket.recv";
+const RECV_INTO: &str = "[method]socket.recv-into";
 const SEND: &str = "[method]socket.send";
 const SENDALL: &str = "[method]socket.sendall";
 
@@ -139,15 +142,17 @@ fn send_rest<T: 'static>(
 
 fn define_async<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut socket = linker.instance(INTERFACE)?;
-    socket.func_wrap_async(
-        RECV,
-        |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
-            Box::new(async move {
-                let shared = socket_of(&mut store, &res)?;
-                Ok((shared.receive(max_len).await,))
-            })
-        },
-    )?;
+    for (name, lent) in [(RECV, Lent::No), (RECV_INTO, Lent::Yes)] {
+        socket.func_wrap_async(
+            name,
+            move |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
+                Box::new(async move {
+                    let shared = socket_of(&mut store, &res)?;
+                    Ok((shared.receive(max_len, lent).await,))
+                })
+            },
+        )?;
+    }
     socket.func_wrap_async(
         SEND,
         |mut store: StoreContextMut<'_, T>, (res, data): (Resource<TcpSocket>, WasmList<u8>)| {
@@ -176,13 +181,15 @@ fn define_async<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::
 
 fn define_on_thread<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut socket = linker.instance(INTERFACE)?;
-    socket.func_wrap(
-        RECV,
-        |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
-            let shared = socket_waiting_on_thread(&mut store, &res, RECV)?;
-            Ok((finish_on_thread(shared.receive(max_len))?,))
-        },
-    )?;
+    for (name, lent) in [(RECV, Lent::No), (RECV_INTO, Lent::Yes)] {
+        socket.func_wrap(
+            name,
+            move |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
+                let shared = socket_waiting_on_thread(&mut store, &res, name)?;
+                Ok((finish_on_thread(shared.receive(max_len, lent))?,))
+            },
+        )?;
+    }
     socket.func_wrap(
         SEND,
         |mut store: StoreContextMut<'_, T>, (res, data): (Resource<TcpSocket>, WasmList<u8>)| {

@@ -15,11 +15,16 @@
 //! receives skip the peek and copy: for a few bytes a second system call
 //! costs more than the copy saves.
 //!
-//! A socket that waits on its plugin's thread peeks too, though the receive
-//! during lowering could wait there itself: lowering allocates the buffer
-//! before the receive, and a receive that then failed (`would-block`,
-//! `timeout`, a stopped wait) or found the end of the stream would leave a
-//! buffer in the plugin that nothing owns, once per call.
+//! A socket that waits on its plugin's thread peeks too for `recv`, though
+//! the receive during lowering could wait there itself: lowering allocates
+//! the buffer before the receive, and a receive that then failed
+//! (`would-block`, `timeout`, a stopped wait) or found the end of the stream
+//! would leave a buffer in the plugin that nothing owns, once per call.
+//! `recv-into` is `recv` for a plugin that lends the buffer (its import
+//! allocator answers with a buffer it owns, Python's `recv_into`), so
+//! nothing is lost when that happens: on such a socket it skips the peek,
+//! one system call in two of a bulk receive, and waits during lowering
+//! ([`Received::OnThread`]). On the reactor it is `recv`.
 //!
 //! This needs wasmtime's `ComponentType`/`Lower` traits, whose lowering
 //! methods are hidden from wasmtime's documentation: they are what
@@ -27,9 +32,9 @@
 //! wasmtime version in Cargo.toml.
 
 use crate::bindings::ErrorCode;
-use crate::deadline::call_now_draining;
+use crate::deadline::{Deadline, call_now_draining, call_waiting_on_thread};
 use crate::socket::Shared;
-use crate::sys;
+use crate::sys::{self, StopSignal};
 use socket2::Socket;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -44,11 +49,29 @@ use wasmtime::component::{ComponentType, Lower};
 /// rather than placed.
 pub const PLACE_ABOVE: u64 = 4 << 10;
 
+/// Whether the plugin lends the buffer a receive's result is allocated in
+/// (`recv-into`), so that an allocation made before the outcome is known
+/// is not lost when the receive fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lent {
+    Yes,
+    No,
+}
+
 /// The outcome of a `recv` before it is lowered into the plugin.
 pub enum Received {
     /// Bytes wait on the socket: receive up to this many into the plugin's
     /// memory during lowering.
     Ready(Arc<Shared>, usize),
+    /// A receive into a lent buffer on a socket that waits on its thread:
+    /// during lowering, wait (ppoll(2), until `deadline` or `stop`) and
+    /// receive up to `max_len` bytes into the plugin's memory.
+    OnThread {
+        shared: Arc<Shared>,
+        stop: Arc<StopSignal>,
+        max_len: usize,
+        deadline: Deadline,
+    },
     /// Bytes already received (a small receive, the end of the stream).
     Copied(Vec<u8>),
     /// The receive failed.
@@ -66,6 +89,18 @@ impl Received {
                 let mut buf = Vec::with_capacity(max_len);
                 let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
                 call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len))?;
+                Ok(buf)
+            }
+            Received::OnThread {
+                shared,
+                stop,
+                max_len,
+                deadline,
+            } => {
+                let mut buf = Vec::with_capacity(max_len);
+                let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
+                let sock = shared.io.socket();
+                call_waiting_on_thread(sock, &stop, Interest::READABLE, deadline, recv)?;
                 Ok(buf)
             }
         }
@@ -95,31 +130,47 @@ impl Received {
                     len: bytes.len(),
                 }))
             }
-            Received::Ready(shared, max_len) => {
-                let max_len = *max_len;
-                let ptr = alloc(cx, max_len)?;
-                let buf = guest_bytes(cx, ptr, max_len)?;
+            Received::Ready(shared, max_len) => place_received(cx, *max_len, |buf| {
+                let drained = drains(buf.len());
                 let recv = |s: &Socket| sys::recv(s, buf);
-                let received =
-                    call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len));
-                // Give back what the bytes do not fill; a buffer of at least
-                // one byte, so the plugin's allocator never sees size zero.
-                let kept = received.as_ref().map_or(1, |n| (*n).max(1));
-                let ptr = if kept < max_len {
-                    cx.realloc(ptr, max_len, 1, kept)?
-                } else {
-                    ptr
-                };
-                Ok(match received {
-                    Ok(len) => Ok(PlacedList { ptr, len }),
-                    // The peek saw bytes (or the end) that recv(2) then did
-                    // not find: nothing else reads this socket, so this is
-                    // an error the kernel reported in between.
-                    Err(e) => Err(ErrorCode::from(e)),
-                })
-            }
+                // The peek saw bytes (or the end) that recv(2) then did not
+                // find: nothing else reads this socket, so an error here is
+                // one the kernel reported in between.
+                call_now_draining(&shared.io, Interest::READABLE, recv, drained)
+                    .map_err(ErrorCode::from)
+            }),
+            Received::OnThread {
+                shared,
+                stop,
+                max_len,
+                deadline,
+            } => place_received(cx, *max_len, |buf| {
+                let recv = |s: &Socket| sys::recv(s, buf);
+                let sock = shared.io.socket();
+                call_waiting_on_thread(sock, stop, Interest::READABLE, *deadline, recv)
+            }),
         }
     }
+}
+
+/// Allocates `max_len` bytes in the plugin, has `receive` fill them, and
+/// gives back what the bytes do not fill.
+fn place_received<T>(
+    cx: &mut LowerContext<'_, T>,
+    max_len: usize,
+    receive: impl FnOnce(&mut [u8]) -> Result<usize, ErrorCode>,
+) -> wasmtime::Result<Wit> {
+    let ptr = alloc(cx, max_len)?;
+    let received = receive(guest_bytes(cx, ptr, max_len)?);
+    // A buffer of at least one byte, so the plugin's allocator never sees
+    // size zero.
+    let kept = received.as_ref().map_or(1, |n| (*n).max(1));
+    let ptr = if kept < max_len {
+        cx.realloc(ptr, max_len, 1, kept)?
+    } else {
+        ptr
+    };
+    Ok(received.map(|len| PlacedList { ptr, len }))
 }
 
 /// Allocates `len` bytes in the plugin (nothing for zero).

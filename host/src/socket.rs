@@ -7,7 +7,7 @@ use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, Transf
 use crate::deadline::{
     Deadline, Timeout, retry_interrupted, sock_call, sock_call_draining, wait_and_retry,
 };
-use crate::placed::{PLACE_ABOVE, Received, drains};
+use crate::placed::{Lent, PLACE_ABOVE, Received, drains};
 use crate::sys::{self, SocketIo, WaitOn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
@@ -101,8 +101,10 @@ impl Shared {
     /// `max_len` bytes can complete, and makes it ready to be received
     /// straight into the plugin's memory when its result is lowered (see
     /// [`Received`]); small receives are made here and copied. The wait is
-    /// a one-byte peek on either way of waiting (`crate::placed` says why).
-    pub(crate) async fn receive(self: &Arc<Self>, max_len: u64) -> Received {
+    /// a one-byte peek (`crate::placed` says why), except for a receive
+    /// into a buffer the plugin `lent` (`recv-into`) on a socket that waits
+    /// on its thread: that one waits while its result is lowered.
+    pub(crate) async fn receive(self: &Arc<Self>, max_len: u64, lent: Lent) -> Received {
         if max_len == 0 {
             return Received::Copied(Vec::new());
         }
@@ -123,6 +125,14 @@ impl Shared {
             {
                 Ok(_) => Received::Copied(buf),
                 Err(code) => Received::Failed(code),
+            };
+        }
+        if let (Lent::Yes, WaitOn::Thread(stop)) = (lent, self.io.wait_on()) {
+            return Received::OnThread {
+                shared: Arc::clone(self),
+                stop: Arc::clone(stop),
+                max_len: max_len as usize,
+                deadline,
             };
         }
         match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
@@ -346,7 +356,7 @@ impl TcpSocket {
     /// returns empty at once, without a system call. (Plugins get
     /// `Shared::receive`, which receives into their own memory.)
     pub async fn recv(&self, max_len: u64) -> Result<Vec<u8>, ErrorCode> {
-        self.shared.receive(max_len).await.into_vec()
+        self.shared.receive(max_len, Lent::No).await.into_vec()
     }
 
     /// One send(2) of as much of `data` as the socket takes.
@@ -682,14 +692,14 @@ mod tests {
                 TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::NonBlocking, wait_on);
             let how = sock.shared.io.wait_on().clone();
             let large = 64 << 10;
-            let received = sock.shared.receive(large).await;
+            let received = sock.shared.receive(large, Lent::No).await;
             assert!(
                 matches!(received, Received::Failed(ErrorCode::WouldBlock)),
                 "{how:?}: nothing waits, yet not would-block"
             );
             peer.write_all(b"bytes").unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let received = sock.shared.receive(large).await;
+            let received = sock.shared.receive(large, Lent::No).await;
             assert!(
                 matches!(received, Received::Ready(..)),
                 "{how:?}: bytes wait, yet not ready"
@@ -697,7 +707,7 @@ mod tests {
             assert_eq!(received.into_vec().unwrap(), b"bytes", "{how:?}");
             drop(peer);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let received = sock.shared.receive(large).await;
+            let received = sock.shared.receive(large, Lent::No).await;
             assert!(
                 matches!(&received, Received::Copied(bytes) if bytes.is_empty()),
                 "{how:?}: the end of the stream, yet not an empty copy"
