@@ -18,6 +18,12 @@
 //! error's text) goes to the real allocator, and should a text still land
 //! in the buffer it is copied out and forgotten the same way.
 //!
+//! The call made is the contract's `recv-into`, `recv` for a plugin that
+//! lends the buffer: a host may then allocate it before it knows the
+//! outcome and receive while it waits, which saves a system call per
+//! receive, as a failed receive loses nothing of the plugin's. Without the
+//! export, [`receive_into`] calls `recv`.
+//!
 //! Nothing depends on the export being used: if the linker drops it, or the
 //! host copies a small receive into a buffer of its own, the bytes arrive
 //! in an allocated `Vec` and are copied, as before.
@@ -27,7 +33,7 @@
 //! definition (another version of this crate, or code of its own) turns the
 //! feature off, and then every `recv_into` copies.
 
-use crate::bindings::ErrorCode;
+use crate::bindings::{self, ErrorCode};
 use std::cell::Cell;
 
 /// A buffer of the caller's, as the allocator hands it out.
@@ -104,6 +110,19 @@ pub(crate) fn receive_into(
         }
         Err(code) if placed => Err(ReceiveError::Failed(own_texts(code, region))),
         Err(code) => Err(ReceiveError::Failed(code)),
+    }
+}
+
+/// The host's receive of at most `max_len` bytes into the buffer on offer:
+/// `recv-into`, which may allocate the result before it knows the outcome
+/// (and so skip a system call), where this module's allocator lends the
+/// caller's buffer; `recv`, which never leaves an allocation unreturned,
+/// where it does not.
+pub(crate) fn recv_lent(host: &bindings::Socket, max_len: u64) -> Result<Vec<u8>, ErrorCode> {
+    if cfg!(all(target_arch = "wasm32", feature = "in-place-recv")) {
+        host.recv_into(max_len)
+    } else {
+        host.recv(max_len)
     }
 }
 

@@ -610,7 +610,7 @@ pub(crate) fn recv_into(host: &bindings::Socket, buf: &mut [u8]) -> io::Result<u
     // `max_len` is at most `buf.len()`, so it fits a usize.
     let len = usize::try_from(max_len).map_or(buf.len(), |n| n.min(buf.len()));
     let buf = &mut buf[..len];
-    placement::receive_into(buf, || host.recv(max_len)).map_err(|err| match err {
+    placement::receive_into(buf, || placement::recv_lent(host, max_len)).map_err(|err| match err {
         placement::ReceiveError::Failed(code) => from_code(code),
         placement::ReceiveError::TooLong(len) => io::Error::new(
             ErrorKind::InvalidData,
