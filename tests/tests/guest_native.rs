@@ -150,10 +150,15 @@ async fn timeouts_none_zero_and_positive_waiting_on_the_thread() {
 /// address, and checks what it reports.
 async fn check_timeouts(start: impl FnOnce(&str) -> Running) {
     let (addr, server) = serve_one(|mut s| {
-        // The guest tries zero and twice 500 ms timeouts first; then
+        // The guest tries zero and three times 500 ms timeouts first; then
         // blocks until this arrives.
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(3000));
         s.write_all(b"late").unwrap();
+        // Then, once it answers, blocks in `recv_into` until more arrives.
+        let mut answer = [0u8];
+        s.read_exact(&mut answer).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(b"later").unwrap();
         drain(s);
     });
     let out = start(&addr).finish().await.success();
@@ -163,12 +168,14 @@ async fn check_timeouts(start: impl FnOnce(&str) -> Running) {
     assert_eq!(out.get("zero_blocking"), "false");
     assert!(out.get("zero").starts_with("WouldBlock"), "{out}");
     assert!(out.get("zero_placed").starts_with("WouldBlock"), "{out}");
+    assert!(out.get("zero_into").starts_with("WouldBlock"), "{out}");
     assert!(out.num("zero_ms") < 300, "{out}");
 
     assert_eq!(out.get("positive_timeout"), "Some(500ms)");
     assert_eq!(out.get("positive"), "TimedOut: timed out");
     assert_eq!(out.get("positive_placed"), "TimedOut: timed out");
-    for key in ["positive_ms", "positive_placed_ms"] {
+    assert_eq!(out.get("positive_into"), "TimedOut: timed out");
+    for key in ["positive_ms", "positive_placed_ms", "positive_into_ms"] {
         let ms = out.num(key);
         assert!(ms >= 500, "{key}: timed out early, after {ms} ms");
         assert!(ms < 5000, "{key}: timed out late, after {ms} ms");
@@ -176,6 +183,7 @@ async fn check_timeouts(start: impl FnOnce(&str) -> Running) {
 
     assert_eq!(out.get("none_blocking"), "true");
     assert_eq!(out.get("none"), "late");
+    assert_eq!(out.get("none_into"), "later");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

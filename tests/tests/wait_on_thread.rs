@@ -6,6 +6,7 @@
 
 use sockshim_host::SockshimCtx;
 use sockshim_tests::*;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 fn on_thread() -> SockshimCtx {
@@ -59,40 +60,71 @@ async fn stop_waits_ends_a_plugin_blocked_in_accept() {
 }
 
 /// A plugin blocked in `recv` (a plain host function when linked for
-/// thread waits, as `PluginHost` links it) is ended by `StopWaits` too.
+/// thread waits, as `PluginHost` links it) is ended by `StopWaits` too, and
+/// so is one blocked in `recv_into`, which waits while its result is
+/// lowered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_waits_ends_a_plugin_blocked_in_recv() {
-    // A peer that accepts and then sends nothing until the test ends.
-    let (listener, addr) = native_listener();
-    let ctx = on_thread();
-    let stop = ctx.stop_waits().expect("a stop handle on the thread");
-    let plugin = spawn_with(SOCKSHIM_TEST_GUEST, &["recv-all", &addr], ctx);
-    let (_conn, _) = tokio::task::spawn_blocking(move || listener.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let stopped = Instant::now();
-    stop.stop();
-    let (result, stdout, stderr) = plugin.end().await;
-    let elapsed = stopped.elapsed();
-    // The recv failed with ECANCELED; the plugin either reported that and
-    // exited 1, or was trapped at its next epoch check first.
-    match result {
-        Ok(code) => {
-            assert_eq!(code, 1, "{stdout}{stderr}");
-            assert!(
-                stderr.contains("ECANCELED") || stderr.contains("anceled"),
-                "{stderr}"
-            );
+    for program in ["recv-all", "recv-into-all"] {
+        // A peer that accepts and then sends nothing until the test ends.
+        let (listener, addr) = native_listener();
+        let ctx = on_thread();
+        let stop = ctx.stop_waits().expect("a stop handle on the thread");
+        let args: &[&str] = match program {
+            "recv-all" => &[program, &addr],
+            _ => &[program, &addr, "65536"],
+        };
+        let plugin = spawn_with(SOCKSHIM_TEST_GUEST, args, ctx);
+        let (_conn, _) = tokio::task::spawn_blocking(move || listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped = Instant::now();
+        stop.stop();
+        let (result, stdout, stderr) = plugin.end().await;
+        let elapsed = stopped.elapsed();
+        // The receive failed with ECANCELED; the plugin either reported
+        // that and exited 1, or was trapped at its next epoch check first.
+        match result {
+            Ok(code) => {
+                assert_eq!(code, 1, "{program}: {stdout}{stderr}");
+                assert!(
+                    stderr.contains("ECANCELED") || stderr.contains("anceled"),
+                    "{program}: {stderr}"
+                );
+            }
+            Err(e) => assert!(
+                format!("{e:#}").contains("the host stopped the plugin"),
+                "{program}: {e:#}"
+            ),
         }
-        Err(e) => assert!(
-            format!("{e:#}").contains("the host stopped the plugin"),
-            "{e:#}"
-        ),
+        assert!(!stdout.contains("received="), "{program}: {stdout}");
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "{program}: took {elapsed:?}"
+        );
     }
-    assert!(!stdout.contains("received="), "{stdout}");
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}
+
+/// `recv_into` on a socket that waits on its thread makes one system call
+/// per receive, not a peek and a receive: the host waits and receives
+/// while the result is lowered, into the buffer the plugin lends. So even
+/// the end of the stream lands there (on the reactor, where a peek finds
+/// it, it is copied: `guest_native.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_into_waits_and_receives_into_the_lent_buffer() {
+    const LEN: usize = 24 << 20;
+    let (addr, server) = serve_one(|mut s| s.write_all(&pattern(LEN)).unwrap());
+    let args = ["recv-into-all", &addr, "65536"];
+    let out = spawn_with(SOCKSHIM_TEST_GUEST, &args, on_thread())
+        .finish()
+        .await
+        .success();
+    server.join().unwrap();
+    assert_eq!(out.num("received"), LEN as u64, "{out}");
+    assert_eq!(out.num("fnv"), fnv1a(&pattern(LEN)), "{out}");
+    assert_eq!(out.num("in_place"), out.num("calls"), "{out}");
 }
 
 /// Plugins run here on a linker built by the test, not by `PluginHost`,

@@ -277,11 +277,24 @@ fn timeouts(addr: &str) -> Result {
     let started = Instant::now();
     report("positive_placed", outcome(&sock.recv(64 << 10)));
     report("positive_placed_ms", ms(started));
+    // `recv_into` of a buffer the host receives into (`recv-into`), which
+    // a socket that waits on its thread makes while its result is lowered.
+    let mut buf = vec![0u8; 64 << 10];
+    sock.settimeout(Some(Duration::ZERO))?;
+    report("zero_into", outcome(&sock.recv_into(&mut buf)));
+    sock.settimeout(Some(Duration::from_millis(500)))?;
+    let started = Instant::now();
+    report("positive_into", outcome(&sock.recv_into(&mut buf)));
+    report("positive_into_ms", ms(started));
 
     sock.settimeout(None)?;
     report("none_blocking", sock.getblocking());
     let data = sock.recv(10)?;
     report("none", String::from_utf8_lossy(&data));
+    // The peer sends more once it hears back; this waits for it.
+    sock.sendall(b"!")?;
+    let n = sock.recv_into(&mut buf)?;
+    report("none_into", String::from_utf8_lossy(&buf[..n]));
     Ok(())
 }
 
