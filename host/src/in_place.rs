@@ -58,7 +58,7 @@ pub enum Calls {
     OnThread,
 }
 
-/// Replaces the generated `recv`, `send` and `sendall` in `linker` with
+/// Replaces the generated `recv`, `recv-into`, `send` and `sendall` in `linker` with
 /// ones that use the plugin's memory in place, defined as `calls` says.
 pub fn add_to_linker<T: SockshimView + 'static>(
     linker: &mut Linker<T>,

@@ -238,7 +238,8 @@ pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmt
 
 /// [`add_to_linker`] for a linker whose plugins' sockets all wait on their
 /// own thread ([`SockshimCtx::waiting_on_thread`]), as `sockshim run`'s
-/// do: `recv`, `send` and `sendall`, the calls a transfer repeats, are
+/// do: `recv`, `recv-into`, `send` and `sendall`, the calls a transfer
+/// repeats, are
 /// then plain host functions instead of async ones, which skips wasmtime's
 /// async call path on each call (on one CPU the benchmark's ping-pong round
 /// trip went from 1.17× to 1.14× native, the bulk send's CPU from 1.19× to
@@ -247,7 +248,8 @@ pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmt
 /// with [`add_to_linker`].
 ///
 /// A plugin whose sockets wait on the reactor cannot use this linker: its
-/// first `recv`, `send` or `sendall` traps with a message that says so.
+/// first `recv`, `recv-into`, `send` or `sendall` traps with a message
+/// that says so.
 /// [`runner::PluginHost`] picks the linker that fits each plugin.
 pub fn add_to_linker_waiting_on_thread<T: SockshimView + 'static>(
     linker: &mut Linker<T>,
