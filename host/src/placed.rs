@@ -54,7 +54,10 @@ pub const PLACE_ABOVE: u64 = 4 << 10;
 /// is not lost when the receive fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lent {
+    /// `recv-into`: the plugin's import allocator answers with a buffer
+    /// the plugin owns.
     Yes,
+    /// `recv`: the allocation is a new buffer the plugin will own.
     No,
 }
 
