@@ -10,9 +10,9 @@
 //! anew, since the plugin's memory may move when it grows. While the plugin
 //! is blocked in the call, nothing else writes to its memory.
 //!
-//! They replace the generated `recv`, `recv-into`, `send` and `sendall` in the linker
-//! (same names, same types) and go through the same deadline loop ([`Shared::send_with`],
-//! [`Shared::sendall_with`]).
+//! They replace the generated `recv`, `recv-into`, `send` and `sendall` in
+//! the linker (same names, same types) and go through the same deadline
+//! loop ([`Shared::send_with`], [`Shared::sendall_with`]).
 //!
 //! They are defined one of two ways ([`Calls`]). As async host functions,
 //! like the generated ones, for plugins whose sockets wait on tokio's
@@ -58,8 +58,9 @@ pub enum Calls {
     OnThread,
 }
 
-/// Replaces the generated `recv`, `recv-into`, `send` and `sendall` in `linker` with
-/// ones that use the plugin's memory in place, defined as `calls` says.
+/// Replaces the generated `recv`, `recv-into`, `send` and `sendall` in
+/// `linker` with ones that use the plugin's memory in place, defined as
+/// `calls` says.
 pub fn add_to_linker<T: SockshimView + 'static>(
     linker: &mut Linker<T>,
     calls: Calls,

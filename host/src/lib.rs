@@ -239,13 +239,12 @@ pub fn add_to_linker<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmt
 /// [`add_to_linker`] for a linker whose plugins' sockets all wait on their
 /// own thread ([`SockshimCtx::waiting_on_thread`]), as `sockshim run`'s
 /// do: `recv`, `recv-into`, `send` and `sendall`, the calls a transfer
-/// repeats, are
-/// then plain host functions instead of async ones, which skips wasmtime's
-/// async call path on each call (on one CPU the benchmark's ping-pong round
-/// trip went from 1.17× to 1.14× native, the bulk send's CPU from 1.19× to
-/// 1.14×, medians of alternated pairs). The other functions stay
-/// async: instantiate and call the plugin with the `_async` methods, as
-/// with [`add_to_linker`].
+/// repeats, are then plain host functions instead of async ones, which
+/// skips wasmtime's async call path on each call (on one CPU the
+/// benchmark's ping-pong round trip went from 1.17× to 1.14× native, the
+/// bulk send's CPU from 1.19× to 1.14×, medians of alternated pairs). The
+/// other functions stay async: instantiate and call the plugin with the
+/// `_async` methods, as with [`add_to_linker`].
 ///
 /// A plugin whose sockets wait on the reactor cannot use this linker: its
 /// first `recv`, `recv-into`, `send` or `sendall` traps with a message
