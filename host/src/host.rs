@@ -315,10 +315,10 @@ impl HostSocket for SockshimCtxView<'_> {
         Ok(self.socket(&res)?.recv(max_len).await)
     }
 
-    // As `recv` (`in_place`'s definition in the linker receives into the
-    // lent buffer).
+    // `recv` (`in_place`'s definition in the linker receives into the lent
+    // buffer).
     async fn recv_into(&mut self, res: Resource<TcpSocket>, max_len: u64) -> Res<Vec<u8>> {
-        Ok(self.socket(&res)?.recv(max_len).await)
+        self.recv(res, max_len).await
     }
 
     // `send` and `sendall` are what the generated bindings would call; the
