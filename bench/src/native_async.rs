@@ -100,3 +100,44 @@ pub async fn connrate(addr: String, count: u64) -> Result<()> {
     }
     Ok(())
 }
+
+async fn expect_byte(sock: &mut TcpStream, expected: u8) -> Result<()> {
+    let mut byte = [0u8];
+    sock.read_exact(&mut byte).await?;
+    match byte[0] == expected {
+        true => Ok(()),
+        false => Err(format!(
+            "native async scale: expected {:?}, got {:?}",
+            expected as char, byte[0] as char
+        )
+        .into()),
+    }
+}
+
+/// One instance of the scale workload, as the sockshim guest's `scale` does
+/// it: connect and say `M`; wait for `i`; open `idle` more connections, each
+/// saying `I` and waiting for `k`; wait for `g`; then echo `bytes` through
+/// the peer in messages of `msg` bytes.
+pub async fn scale(addr: String, idle: usize, bytes: u64, msg: usize) -> Result<()> {
+    let mut main = connect(&addr).await?;
+    main.write_all(b"M").await?;
+    expect_byte(&mut main, b'i').await?;
+    let mut idle_conns = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        let mut sock = connect(&addr).await?;
+        sock.write_all(b"I").await?;
+        expect_byte(&mut sock, b'k').await?;
+        idle_conns.push(sock);
+    }
+    expect_byte(&mut main, b'g').await?;
+    let out = vec![0x5au8; msg];
+    let mut back = vec![0u8; msg];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(msg as u64) as usize;
+        main.write_all(&out[..n]).await?;
+        main.read_exact(&mut back[..n]).await?;
+        left -= n as u64;
+    }
+    Ok(())
+}

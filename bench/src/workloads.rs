@@ -666,14 +666,60 @@ struct ScaleRun {
     setup_ms: f64,
 }
 
-/// Workload 5: many sockshim instances in one host process. Each point is
-/// measured in a fresh process (`scale-child`), so memory and thread counts
-/// are not those left behind by earlier workloads.
+/// Who runs the instances of a scale run.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum ScaleSystem {
+    /// sockshim guests on the host's runtime.
+    Sockshim,
+    /// The same instances as native tasks (`native_async::scale`) on a
+    /// runtime built as the host's is: what the kernel and the runtime cost
+    /// at that scale without wasm.
+    NativeAsync,
+}
+
+impl ScaleSystem {
+    fn arg(self) -> &'static str {
+        match self {
+            ScaleSystem::Sockshim => "sockshim",
+            ScaleSystem::NativeAsync => "native_async",
+        }
+    }
+}
+
+/// One N of the scale workload: each repetition runs the native tasks and
+/// the sockshim instances back to back, in alternating order, and the
+/// ratios are taken per repetition.
+struct ScalePoint {
+    native: Vec<ScaleRun>,
+    sockshim: Vec<ScaleRun>,
+}
+
+impl ScalePoint {
+    fn stats(runs: &[ScaleRun], f: fn(&ScaleRun) -> f64) -> Stats {
+        Stats::of(&runs.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// sockshim ÷ native of `f`, per repetition.
+    fn ratio(&self, f: fn(&ScaleRun) -> f64) -> Stats {
+        let ratios: Vec<f64> = self
+            .sockshim
+            .iter()
+            .zip(&self.native)
+            .map(|(s, n)| f(s) / f(n))
+            .collect();
+        Stats::of(&ratios)
+    }
+}
+
+/// Workload 5: many sockshim instances in one host process, beside the same
+/// number of native tasks in one process. Each point is measured in a fresh
+/// process (`scale-child`), so memory and thread counts are not those left
+/// behind by earlier workloads.
 pub fn scale(cfg: &Config) -> Result<(String, Value)> {
     let mut text = format!(
-        "scale: N sockshim instances in one host process, each echoing through a native peer on one \
-         connection and holding {} idle ones; {} echoed in all per run, {} KiB messages; {} \
-         repetitions; {} allocator\n",
+        "scale: N sockshim instances in one host process (and N native tokio tasks in another), \
+         each echoing through a native peer on one connection and holding {} idle ones; {} \
+         echoed in all per run, {} KiB messages; {} repetitions; {} allocator\n",
         cfg.scale_idle,
         mib(cfg.scale_bytes),
         cfg.scale_msg / 1024,
@@ -681,13 +727,17 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         if cfg.pooling { "pooling" } else { "on-demand" },
     );
     text.push_str(&format!(
-        "  {:>9} {:>24} {:>10} {:>14} {:>20} {:>20} {:>9}\n",
+        "  {:>9} {:>24} {:>11} {:>17} {:>10} {:>10} {:>10} {:>14} {:>18} {:>18} {:>9}\n",
         "instances",
         "aggregate MB/s (min–max)",
+        "native MB/s",
+        "vs native",
         "CPU s/GiB",
+        "native CPU",
+        "CPU vs nat",
         "threads (idle)",
         "RSS KiB / instance",
-        "RSS KiB / idle conn",
+        "RSS KiB / idle",
         "setup ms"
     ));
     let mut json = Map::new();
@@ -698,12 +748,26 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
     );
     json.insert("bytes_echoed_per_run".into(), json!(cfg.scale_bytes));
     for &n in &cfg.scale {
-        let mut runs = Vec::new();
+        let mut point = ScalePoint {
+            native: Vec::new(),
+            sockshim: Vec::new(),
+        };
         for r in 0..cfg.reps {
             progress(&format!("scale {n}: repetition {}/{}", r + 1, cfg.reps));
-            runs.push(scale_point(cfg, n)?);
+            let mut order = [ScaleSystem::NativeAsync, ScaleSystem::Sockshim];
+            if r % 2 == 1 {
+                order.reverse();
+            }
+            for system in order {
+                let run = scale_run(cfg, n, system)?;
+                match system {
+                    ScaleSystem::NativeAsync => point.native.push(run),
+                    ScaleSystem::Sockshim => point.sockshim.push(run),
+                }
+            }
         }
-        let stats = |f: fn(&ScaleRun) -> f64| Stats::of(&runs.iter().map(f).collect::<Vec<_>>());
+        let stats = |f: fn(&ScaleRun) -> f64| ScalePoint::stats(&point.sockshim, f);
+        let native = |f: fn(&ScaleRun) -> f64| ScalePoint::stats(&point.native, f);
         let mbps = stats(|r| r.mbps);
         let cpu = stats(|r| r.cpu_s_per_gib);
         let thr = stats(|r| r.threads);
@@ -711,24 +775,25 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         let per_inst = stats(|r| r.kib_per_instance);
         let per_idle = stats(|r| r.kib_per_idle);
         let setup = stats(|r| r.setup_ms);
+        let (native_mbps, native_cpu) = (native(|r| r.mbps), native(|r| r.cpu_s_per_gib));
+        let (native_per_inst, native_per_idle) =
+            (native(|r| r.kib_per_instance), native(|r| r.kib_per_idle));
+        let native_threads = native(|r| r.threads);
+        let vs_native = point.ratio(|r| r.mbps);
+        let cpu_vs_native = point.ratio(|r| r.cpu_s_per_gib);
+        let spread = |s: Stats| format!("{} ({}–{})", num(s.median), num(s.min), num(s.max));
         text.push_str(&format!(
-            "  {:>9} {:>24} {:>10} {:>14} {:>20} {:>20} {:>9}\n",
+            "  {:>9} {:>24} {:>11} {:>17} {:>10} {:>10} {:>10} {:>14} {:>18} {:>18} {:>9}\n",
             n,
-            format!("{} ({}–{})", num(mbps.median), num(mbps.min), num(mbps.max)),
+            spread(mbps),
+            num(native_mbps.median),
+            spread(vs_native),
             num(cpu.median),
+            num(native_cpu.median),
+            num(cpu_vs_native.median),
             format!("{} (max {})", thr.median, thr.max),
-            format!(
-                "{} ({}–{})",
-                num(per_inst.median),
-                num(per_inst.min),
-                num(per_inst.max)
-            ),
-            format!(
-                "{} ({}–{})",
-                num(per_idle.median),
-                num(per_idle.min),
-                num(per_idle.max)
-            ),
+            spread(per_inst),
+            spread(per_idle),
             num(setup.median),
         ));
         let pair = |s: Stats| json!([s.min, s.max]);
@@ -736,15 +801,25 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
             format!("instances_{n}"),
             json!({
                 "aggregate_mbps": mbps.median,
+                "native_async_mbps": native_mbps.median,
+                "vs_native_async": vs_native.median,
                 "cpu_s_per_gib": cpu.median,
+                "native_async_cpu_s_per_gib": native_cpu.median,
+                "cpu_vs_native_async": cpu_vs_native.median,
                 "threads": thr.median,
                 "threads_before": thr0.median,
+                "native_async_threads": native_threads.median,
                 "rss_kib_per_instance": per_inst.median,
                 "rss_kib_per_idle_connection": per_idle.median,
+                "native_async_rss_kib_per_instance": native_per_inst.median,
+                "native_async_rss_kib_per_idle_connection": native_per_idle.median,
                 "setup_ms": setup.median,
                 "spread": {
                     "aggregate_mbps": pair(mbps),
+                    "native_async_mbps": pair(native_mbps),
+                    "vs_native_async": pair(vs_native),
                     "cpu_s_per_gib": pair(cpu),
+                    "cpu_vs_native_async": pair(cpu_vs_native),
                     "threads": pair(thr),
                     "rss_kib_per_instance": pair(per_inst),
                     "rss_kib_per_idle_connection": pair(per_idle),
@@ -754,17 +829,20 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         );
     }
     text.push_str(
-        "  (threads: the host process's OS threads with every instance connected and idle; \
-         RSS/instance: resident memory added per instance with its connection; RSS/idle conn: \
-         added per further idle connection)\n",
+        "  (native: the same instances as tokio tasks in a process of their own, run back to back \
+         with sockshim's, order alternating; vs native: sockshim ÷ native per repetition. \
+         threads: the host process's OS threads with every instance connected and idle; \
+         RSS/instance: resident memory added per instance with its connection; RSS/idle: added \
+         per further idle connection)\n",
     );
     Ok((text, Value::Object(json)))
 }
 
-fn scale_point(cfg: &Config, n: u32) -> Result<ScaleRun> {
+fn scale_run(cfg: &Config, n: u32, system: ScaleSystem) -> Result<ScaleRun> {
     let per_instance = (cfg.scale_bytes / u64::from(n)).max(cfg.scale_msg as u64);
     let proc = Proc::spawn(&args(&[
         &"scale-child",
+        &system.arg(),
         &n,
         &cfg.scale_idle,
         &per_instance,
@@ -791,25 +869,94 @@ fn scale_point(cfg: &Config, n: u32) -> Result<ScaleRun> {
     })
 }
 
-/// `sockshim-bench scale-child N IDLE BYTES MSG POOLING`: one scale run in
-/// this process; prints `result {json}`.
+/// The process that runs the instances of one scale run.
+enum ScaleHost {
+    Sockshim(Wasm),
+    /// Built as [`Wasm::new`] builds the host's runtime.
+    NativeAsync(tokio::runtime::Runtime),
+}
+
+/// The instances [`ScaleHost::start`] started.
+enum ScaleTasks {
+    Sockshim(Vec<crate::wasm::Started>),
+    NativeAsync(Vec<tokio::task::JoinHandle<Result<()>>>),
+}
+
+impl ScaleHost {
+    fn new(system: ScaleSystem, n: u32, pooling: bool) -> Result<ScaleHost> {
+        Ok(match system {
+            ScaleSystem::Sockshim => {
+                let wasm = Wasm::new(pooling, n)?;
+                // Fault in the code and the instantiation path before the
+                // baseline.
+                wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
+                ScaleHost::Sockshim(wasm)
+            }
+            ScaleSystem::NativeAsync => ScaleHost::NativeAsync(
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?,
+            ),
+        })
+    }
+
+    /// Starts `n` instances echoing `bytes` each through the peer at `addr`.
+    fn start(&self, n: u32, addr: &str, idle: usize, bytes: u64, msg: usize) -> ScaleTasks {
+        match self {
+            ScaleHost::Sockshim(wasm) => {
+                let guest_args = args(&[&"scale", &addr, &idle, &bytes, &msg]);
+                ScaleTasks::Sockshim(
+                    (0..n)
+                        .map(|_| wasm.start(Guest::Sockshim, &guest_args, None))
+                        .collect(),
+                )
+            }
+            ScaleHost::NativeAsync(runtime) => ScaleTasks::NativeAsync(
+                (0..n)
+                    .map(|_| runtime.spawn(native_async::scale(addr.into(), idle, bytes, msg)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Waits at most `timeout` for each of `tasks`.
+    fn wait(&self, tasks: ScaleTasks, timeout: Duration) -> Result<()> {
+        match (self, tasks) {
+            (ScaleHost::Sockshim(wasm), ScaleTasks::Sockshim(tasks)) => {
+                for task in tasks {
+                    wasm.wait(task, timeout)?;
+                }
+            }
+            (ScaleHost::NativeAsync(runtime), ScaleTasks::NativeAsync(tasks)) => {
+                for task in tasks {
+                    crate::wasm::wait_for(runtime, task, timeout)?;
+                }
+            }
+            _ => return Err("scale-child: tasks waited for on another host".into()),
+        }
+        Ok(())
+    }
+}
+
+/// `sockshim-bench scale-child SYSTEM N IDLE BYTES MSG POOLING`: one scale
+/// run in this process, SYSTEM `sockshim` or `native_async`; prints
+/// `result {json}`.
 pub fn scale_child(argv: &[String]) -> Result<()> {
-    let [n, idle, bytes, msg, pooling] = argv else {
+    let [system, n, idle, bytes, msg, pooling] = argv else {
         return Err(format!("scale-child: bad arguments {argv:?}").into());
     };
+    let system = match system.as_str() {
+        "sockshim" => ScaleSystem::Sockshim,
+        "native_async" => ScaleSystem::NativeAsync,
+        _ => return Err(format!("scale-child: no system {system:?}").into()),
+    };
     let n: u32 = n.parse()?;
-    let wasm = Wasm::new(pooling.parse()?, n)?;
-    // Fault in the code and the instantiation path before the baseline.
-    wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
-    let peer = Peer::start("scale", &args(&[&n, idle]))?;
-    let addr = peer.addr();
+    let (idle_n, bytes, msg): (usize, u64, usize) = (idle.parse()?, bytes.parse()?, msg.parse()?);
+    let host = ScaleHost::new(system, n, pooling.parse()?)?;
+    let mut peer = Peer::start("scale", &args(&[&n, idle]))?;
     let (rss_before, threads_before) = (rss_bytes(), threads());
     let start = Instant::now();
-    let guest_args = args(&[&"scale", &addr, idle, bytes, msg]);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| wasm.start(Guest::Sockshim, &guest_args, None))
-        .collect();
-    let mut peer = peer;
+    let tasks = host.start(n, &peer.addr(), idle_n, bytes, msg);
     let setup_bound = Duration::from_secs(120);
     peer.proc.expect("ready1", setup_bound)?;
     let setup_s = start.elapsed().as_secs_f64();
@@ -819,10 +966,7 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
     let (rss_idle, threads_idle) = (rss_bytes(), threads());
     let (cpu0, t0) = (cpu_time(), Instant::now());
     peer.proc.send("go")?;
-    let total = u64::from(n) * bytes.parse::<u64>()?;
-    for task in tasks {
-        wasm.wait(task, bound(total, 0))?;
-    }
+    host.wait(tasks, bound(u64::from(n) * bytes, 0))?;
     let echo_s = t0.elapsed().as_secs_f64();
     let echo_cpu_s = (cpu_time() - cpu0).as_secs_f64();
     let result = json!({
