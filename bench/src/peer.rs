@@ -182,7 +182,8 @@ fn client(commands: Receiver<String>) -> Result<()> {
 /// `M`; once MAINS have, this prints `ready1`. On the `idle` command every
 /// main connection gets `i`, and its instance opens IDLE more connections,
 /// each saying `I` and answered `k`; once all have, this prints `ready2`. On
-/// `go` every main connection gets `g` and is echoed until it closes.
+/// `go` every main connection gets `g` and is echoed until it closes; once
+/// all have closed, this prints `done`.
 fn scale(mains: usize, idle: usize, commands: Receiver<String>) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::{mpsc, watch};
@@ -190,6 +191,7 @@ fn scale(mains: usize, idle: usize, commands: Receiver<String>) -> Result<()> {
     enum Event {
         Main,
         Idle,
+        MainDone,
         Phase(u8),
     }
     fn say(word: &str) {
@@ -223,10 +225,17 @@ fn scale(mains: usize, idle: usize, commands: Receiver<String>) -> Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tokio::spawn(async move {
             let (mut main_count, mut idle_count, mut current) = (0, 0, 0u8);
+            let mut done_count = 0;
             while let Some(event) = event_rx.recv().await {
                 match event {
                     Event::Main => main_count += 1,
                     Event::Idle => idle_count += 1,
+                    Event::MainDone => {
+                        done_count += 1;
+                        if done_count == mains {
+                            say("done");
+                        }
+                    }
                     Event::Phase(p) => {
                         current = p;
                         let _ = phase_tx.send(p);
@@ -275,6 +284,7 @@ fn scale(mains: usize, idle: usize, commands: Receiver<String>) -> Result<()> {
                     conn.write_all(b"g").await?;
                     let (mut rd, mut wr) = conn.split();
                     tokio::io::copy(&mut rd, &mut wr).await?;
+                    let _ = events.send(Event::MainDone);
                     Ok(())
                 }
                 .await;

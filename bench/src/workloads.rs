@@ -664,6 +664,7 @@ struct ScaleRun {
     kib_per_instance: f64,
     kib_per_idle: f64,
     setup_ms: f64,
+    exit_ms: f64,
 }
 
 /// Who runs the instances of a scale run.
@@ -727,18 +728,19 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         if cfg.pooling { "pooling" } else { "on-demand" },
     );
     text.push_str(&format!(
-        "  {:>9} {:>24} {:>11} {:>17} {:>10} {:>10} {:>10} {:>14} {:>18} {:>18} {:>9}\n",
+        "  {:>9} {:>7} {:>7} {:>17} {:>9} {:>7} {:>17} {:>11} {:>10} {:>10} {:>7} {:>7}\n",
         "instances",
-        "aggregate MB/s (min–max)",
-        "native MB/s",
+        "MB/s",
+        "native",
         "vs native",
         "CPU s/GiB",
-        "native CPU",
-        "CPU vs nat",
-        "threads (idle)",
-        "RSS KiB / instance",
-        "RSS KiB / idle",
-        "setup ms"
+        "native",
+        "CPU vs native",
+        "threads",
+        "KiB/inst.",
+        "KiB/idle",
+        "setup",
+        "exit",
     ));
     let mut json = Map::new();
     json.insert("pooling_allocator".into(), json!(cfg.pooling));
@@ -775,26 +777,29 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         let per_inst = stats(|r| r.kib_per_instance);
         let per_idle = stats(|r| r.kib_per_idle);
         let setup = stats(|r| r.setup_ms);
+        let exit = stats(|r| r.exit_ms);
         let (native_mbps, native_cpu) = (native(|r| r.mbps), native(|r| r.cpu_s_per_gib));
         let (native_per_inst, native_per_idle) =
             (native(|r| r.kib_per_instance), native(|r| r.kib_per_idle));
         let native_threads = native(|r| r.threads);
         let vs_native = point.ratio(|r| r.mbps);
         let cpu_vs_native = point.ratio(|r| r.cpu_s_per_gib);
-        let spread = |s: Stats| format!("{} ({}–{})", num(s.median), num(s.min), num(s.max));
+        let spread = |s: Stats| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
+        let ms = |s: Stats| format!("{:.0} ms", s.median);
         text.push_str(&format!(
-            "  {:>9} {:>24} {:>11} {:>17} {:>10} {:>10} {:>10} {:>14} {:>18} {:>18} {:>9}\n",
+            "  {:>9} {:>7.0} {:>7.0} {:>17} {:>9.3} {:>7.3} {:>17} {:>11} {:>10.1} {:>10.2} {:>7} {:>7}\n",
             n,
-            spread(mbps),
-            num(native_mbps.median),
+            mbps.median,
+            native_mbps.median,
             spread(vs_native),
-            num(cpu.median),
-            num(native_cpu.median),
-            num(cpu_vs_native.median),
+            cpu.median,
+            native_cpu.median,
+            spread(cpu_vs_native),
             format!("{} (max {})", thr.median, thr.max),
-            spread(per_inst),
-            spread(per_idle),
-            num(setup.median),
+            per_inst.median,
+            per_idle.median,
+            ms(setup),
+            ms(exit),
         ));
         let pair = |s: Stats| json!([s.min, s.max]);
         json.insert(
@@ -814,6 +819,8 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
                 "native_async_rss_kib_per_instance": native_per_inst.median,
                 "native_async_rss_kib_per_idle_connection": native_per_idle.median,
                 "setup_ms": setup.median,
+                "exit_ms": exit.median,
+                "native_async_exit_ms": native(|r| r.exit_ms).median,
                 "spread": {
                     "aggregate_mbps": pair(mbps),
                     "native_async_mbps": pair(native_mbps),
@@ -824,16 +831,20 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
                     "rss_kib_per_instance": pair(per_inst),
                     "rss_kib_per_idle_connection": pair(per_idle),
                     "setup_ms": pair(setup),
+                    "exit_ms": pair(exit),
                 },
             }),
         );
     }
     text.push_str(
-        "  (native: the same instances as tokio tasks in a process of their own, run back to back \
-         with sockshim's, order alternating; vs native: sockshim ÷ native per repetition. \
-         threads: the host process's OS threads with every instance connected and idle; \
-         RSS/instance: resident memory added per instance with its connection; RSS/idle: added \
-         per further idle connection)\n",
+        "  (MB/s: the echo's aggregate throughput, until the peer saw every instance close its \
+         connection; native: the same instances as tokio tasks in a process of their own, run \
+         back to back with sockshim's, order alternating; vs native: sockshim ÷ native per \
+         repetition, median (min–max). threads: the host process's OS threads with every \
+         instance connected and idle; KiB/inst.: resident memory added per instance with its \
+         connection; KiB/idle: added per further idle connection; setup: until every instance \
+         is connected; exit: from the echo's end until every instance has exited and been \
+         dropped)\n",
     );
     Ok((text, Value::Object(json)))
 }
@@ -866,12 +877,13 @@ fn scale_run(cfg: &Config, n: u32, system: ScaleSystem) -> Result<ScaleRun> {
         kib_per_instance: (rss1 - rss0) / 1024.0 / f64::from(n),
         kib_per_idle: (rss2 - rss1) / 1024.0 / idle,
         setup_ms: f("setup_s")? * 1e3,
+        exit_ms: f("exit_s")? * 1e3,
     })
 }
 
 /// The process that runs the instances of one scale run.
 enum ScaleHost {
-    Sockshim(Wasm),
+    Sockshim(Box<Wasm>),
     /// Built as [`Wasm::new`] builds the host's runtime.
     NativeAsync(tokio::runtime::Runtime),
 }
@@ -890,7 +902,7 @@ impl ScaleHost {
                 // Fault in the code and the instantiation path before the
                 // baseline.
                 wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
-                ScaleHost::Sockshim(wasm)
+                ScaleHost::Sockshim(Box::new(wasm))
             }
             ScaleSystem::NativeAsync => ScaleHost::NativeAsync(
                 tokio::runtime::Builder::new_multi_thread()
@@ -966,14 +978,23 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
     let (rss_idle, threads_idle) = (rss_bytes(), threads());
     let (cpu0, t0) = (cpu_time(), Instant::now());
     peer.proc.send("go")?;
-    host.wait(tasks, bound(u64::from(n) * bytes, 0))?;
+    // The echo ends when the peer has seen every main connection close;
+    // the instances' exit (for sockshim, dropping each store: its memory,
+    // tables and idle sockets) is timed apart.
+    let bound = bound(u64::from(n) * bytes, 0);
+    let echoed = peer.proc.expect("done", bound);
     let echo_s = t0.elapsed().as_secs_f64();
     let echo_cpu_s = (cpu_time() - cpu0).as_secs_f64();
+    let t1 = Instant::now();
+    // A failed instance's error says more than the peer's silence.
+    host.wait(tasks, bound)?;
+    echoed?;
+    let exit_s = t1.elapsed().as_secs_f64();
     let result = json!({
         "rss_before": rss_before, "rss_ready": rss_ready, "rss_idle": rss_idle,
         "threads_before": threads_before, "threads_ready": threads_ready,
         "threads_idle": threads_idle, "threads_after": threads(),
-        "setup_s": setup_s, "echo_s": echo_s, "echo_cpu_s": echo_cpu_s,
+        "setup_s": setup_s, "echo_s": echo_s, "echo_cpu_s": echo_cpu_s, "exit_s": exit_s,
     });
     println!("result {result}");
     Ok(())
