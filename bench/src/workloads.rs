@@ -1004,6 +1004,33 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn run(mbps: f64, cpu_s_per_gib: f64) -> ScaleRun {
+        ScaleRun {
+            mbps,
+            cpu_s_per_gib,
+            threads_before: 0.0,
+            threads: 0.0,
+            kib_per_instance: 0.0,
+            kib_per_idle: 0.0,
+            setup_ms: 0.0,
+            exit_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn scale_ratios_pair_the_runs_of_one_repetition() {
+        // Repetition 1 ran fast for both, repetition 2 slow for both:
+        // sockshim is 0.5x native in each, though its fast run beats
+        // native's slow one.
+        let point = ScalePoint {
+            native: vec![run(400.0, 1.0), run(100.0, 4.0)],
+            sockshim: vec![run(200.0, 2.0), run(50.0, 8.0)],
+        };
+        let throughput = point.ratio(|r| r.mbps);
+        assert_eq!((throughput.min, throughput.max), (0.5, 0.5));
+        assert_eq!(point.ratio(|r| r.cpu_s_per_gib).median, 2.0);
+    }
+
     #[test]
     fn buffer_sizes_are_named_in_kib_when_whole() {
         assert_eq!(buffer_size(65536), "64 KiB");
