@@ -154,9 +154,7 @@ impl Wasm {
         let policy = Policy::deny_all()
             .allow_connect("127.0.0.1:*".parse()?)
             .allow_bind("127.0.0.1:*".parse()?);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
+        let runtime = host_runtime()?;
         Ok(Wasm {
             engine,
             concurrent_engine,
@@ -387,6 +385,14 @@ fn spawn_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("cannot start the epoch ticker");
+}
+
+/// The runtime the guests run on: tokio's multi-threaded scheduler, one
+/// worker per CPU. Native tasks compared with them run on one built here.
+pub fn host_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Waits at most `timeout` for `task` on `runtime`; aborts it past that.

@@ -673,8 +673,8 @@ enum ScaleSystem {
     /// sockshim guests on the host's runtime.
     Sockshim,
     /// The same instances as native tasks (`native_async::scale`) on a
-    /// runtime built as the host's is: what the kernel and the runtime cost
-    /// at that scale without wasm.
+    /// runtime built as the host's ([`crate::wasm::host_runtime`]): what the
+    /// kernel and the runtime cost at that scale without wasm.
     NativeAsync,
 }
 
@@ -884,7 +884,7 @@ fn scale_run(cfg: &Config, n: u32, system: ScaleSystem) -> Result<ScaleRun> {
 /// The process that runs the instances of one scale run.
 enum ScaleHost {
     Sockshim(Box<Wasm>),
-    /// Built as [`Wasm::new`] builds the host's runtime.
+    /// On [`crate::wasm::host_runtime`], as the guests run.
     NativeAsync(tokio::runtime::Runtime),
 }
 
@@ -904,11 +904,7 @@ impl ScaleHost {
                 wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
                 ScaleHost::Sockshim(Box::new(wasm))
             }
-            ScaleSystem::NativeAsync => ScaleHost::NativeAsync(
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?,
-            ),
+            ScaleSystem::NativeAsync => ScaleHost::NativeAsync(crate::wasm::host_runtime()?),
         })
     }
 
