@@ -668,7 +668,7 @@ struct ScaleRun {
 }
 
 /// Who runs the instances of a scale run.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy)]
 enum ScaleSystem {
     /// sockshim guests on the host's runtime.
     Sockshim,
@@ -679,6 +679,9 @@ enum ScaleSystem {
 }
 
 impl ScaleSystem {
+    const ALL: [ScaleSystem; 2] = [ScaleSystem::Sockshim, ScaleSystem::NativeAsync];
+
+    /// Its name on `scale-child`'s command line.
     fn arg(self) -> &'static str {
         match self {
             ScaleSystem::Sockshim => "sockshim",
@@ -881,17 +884,18 @@ fn scale_run(cfg: &Config, n: u32, system: ScaleSystem) -> Result<ScaleRun> {
     })
 }
 
-/// The process that runs the instances of one scale run.
+/// The process that runs the instances of one scale run, and those it
+/// started.
 enum ScaleHost {
-    Sockshim(Box<Wasm>),
+    Sockshim {
+        wasm: Box<Wasm>,
+        tasks: Vec<crate::wasm::Started>,
+    },
     /// On [`crate::wasm::host_runtime`], as the guests run.
-    NativeAsync(tokio::runtime::Runtime),
-}
-
-/// The instances [`ScaleHost::start`] started.
-enum ScaleTasks {
-    Sockshim(Vec<crate::wasm::Started>),
-    NativeAsync(Vec<tokio::task::JoinHandle<Result<()>>>),
+    NativeAsync {
+        runtime: tokio::runtime::Runtime,
+        tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    },
 }
 
 impl ScaleHost {
@@ -902,45 +906,47 @@ impl ScaleHost {
                 // Fault in the code and the instantiation path before the
                 // baseline.
                 wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
-                ScaleHost::Sockshim(Box::new(wasm))
+                ScaleHost::Sockshim {
+                    wasm: Box::new(wasm),
+                    tasks: Vec::new(),
+                }
             }
-            ScaleSystem::NativeAsync => ScaleHost::NativeAsync(crate::wasm::host_runtime()?),
+            ScaleSystem::NativeAsync => ScaleHost::NativeAsync {
+                runtime: crate::wasm::host_runtime()?,
+                tasks: Vec::new(),
+            },
         })
     }
 
     /// Starts `n` instances echoing `bytes` each through the peer at `addr`.
-    fn start(&self, n: u32, addr: &str, idle: usize, bytes: u64, msg: usize) -> ScaleTasks {
+    fn start(&mut self, n: u32, addr: &str, idle: usize, bytes: u64, msg: usize) {
         match self {
-            ScaleHost::Sockshim(wasm) => {
+            ScaleHost::Sockshim { wasm, tasks } => {
                 let guest_args = args(&[&"scale", &addr, &idle, &bytes, &msg]);
-                ScaleTasks::Sockshim(
-                    (0..n)
-                        .map(|_| wasm.start(Guest::Sockshim, &guest_args, None))
-                        .collect(),
-                )
+                tasks.extend((0..n).map(|_| wasm.start(Guest::Sockshim, &guest_args, None)));
             }
-            ScaleHost::NativeAsync(runtime) => ScaleTasks::NativeAsync(
-                (0..n)
-                    .map(|_| runtime.spawn(native_async::scale(addr.into(), idle, bytes, msg)))
-                    .collect(),
-            ),
+            ScaleHost::NativeAsync { runtime, tasks } => {
+                tasks
+                    .extend((0..n).map(|_| {
+                        runtime.spawn(native_async::scale(addr.into(), idle, bytes, msg))
+                    }));
+            }
         }
     }
 
-    /// Waits at most `timeout` for each of `tasks`.
-    fn wait(&self, tasks: ScaleTasks, timeout: Duration) -> Result<()> {
-        match (self, tasks) {
-            (ScaleHost::Sockshim(wasm), ScaleTasks::Sockshim(tasks)) => {
+    /// Waits at most `timeout` for each instance started.
+    fn wait(self, timeout: Duration) -> Result<()> {
+        match self {
+            ScaleHost::Sockshim { wasm, tasks } => {
                 for task in tasks {
                     wasm.wait(task, timeout)?;
                 }
             }
-            (ScaleHost::NativeAsync(runtime), ScaleTasks::NativeAsync(tasks)) => {
+            ScaleHost::NativeAsync { runtime, tasks } => {
                 for task in tasks {
-                    crate::wasm::wait_for(runtime, task, timeout)?;
+                    crate::wasm::wait_for(&runtime, task, timeout)?;
                 }
             }
-            _ => return Err("scale-child: tasks waited for on another host".into()),
         }
         Ok(())
     }
@@ -953,18 +959,17 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
     let [system, n, idle, bytes, msg, pooling] = argv else {
         return Err(format!("scale-child: bad arguments {argv:?}").into());
     };
-    let system = match system.as_str() {
-        "sockshim" => ScaleSystem::Sockshim,
-        "native_async" => ScaleSystem::NativeAsync,
-        _ => return Err(format!("scale-child: no system {system:?}").into()),
-    };
+    let system = ScaleSystem::ALL
+        .into_iter()
+        .find(|s| s.arg() == system)
+        .ok_or_else(|| format!("scale-child: no system {system:?}"))?;
     let n: u32 = n.parse()?;
     let (idle_n, bytes, msg): (usize, u64, usize) = (idle.parse()?, bytes.parse()?, msg.parse()?);
-    let host = ScaleHost::new(system, n, pooling.parse()?)?;
+    let mut host = ScaleHost::new(system, n, pooling.parse()?)?;
     let mut peer = Peer::start("scale", &args(&[&n, idle]))?;
     let (rss_before, threads_before) = (rss_bytes(), threads());
     let start = Instant::now();
-    let tasks = host.start(n, &peer.addr(), idle_n, bytes, msg);
+    host.start(n, &peer.addr(), idle_n, bytes, msg);
     let setup_bound = Duration::from_secs(120);
     peer.proc.expect("ready1", setup_bound)?;
     let setup_s = start.elapsed().as_secs_f64();
@@ -983,7 +988,7 @@ pub fn scale_child(argv: &[String]) -> Result<()> {
     let echo_cpu_s = (cpu_time() - cpu0).as_secs_f64();
     let t1 = Instant::now();
     // A failed instance's error says more than the peer's silence.
-    host.wait(tasks, bound)?;
+    host.wait(bound)?;
     echoed?;
     let exit_s = t1.elapsed().as_secs_f64();
     let result = json!({
