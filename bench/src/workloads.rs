@@ -667,63 +667,64 @@ struct ScaleRun {
     exit_ms: f64,
 }
 
-/// Who runs the instances of a scale run.
-#[derive(Clone, Copy)]
-enum ScaleSystem {
-    /// sockshim guests on the host's runtime.
-    Sockshim,
-    /// The same instances as native tasks (`native_async::scale`) on a
-    /// runtime built as the host's ([`crate::wasm::host_runtime`]): what the
-    /// kernel and the runtime cost at that scale without wasm.
-    NativeAsync,
-}
+/// Who runs the instances of the scale workload, in this order: the same
+/// instances as native tasks (`native_async::scale`) on a runtime built as
+/// the host's ([`crate::wasm::host_runtime`]), what the kernel and the
+/// runtime cost at that scale without wasm; then the three kinds of guest,
+/// each on the host's runtime and waiting on its reactor.
+const SCALE_SYSTEMS: [Sys; 4] = [
+    Sys::NativeAsync,
+    Sys::Guest(Guest::P2),
+    Sys::Guest(Guest::P3),
+    Sys::Guest(Guest::Sockshim),
+];
 
-impl ScaleSystem {
-    const ALL: [ScaleSystem; 2] = [ScaleSystem::Sockshim, ScaleSystem::NativeAsync];
+/// sockshim's place in [`SCALE_SYSTEMS`]: the subject of the ratios.
+const SCALE_SUBJECT: usize = 3;
 
-    /// Its name on `scale-child`'s command line.
-    fn arg(self) -> &'static str {
-        match self {
-            ScaleSystem::Sockshim => "sockshim",
-            ScaleSystem::NativeAsync => "native_async",
-        }
-    }
-}
-
-/// One N of the scale workload: each repetition runs the native tasks and
-/// the sockshim instances back to back, in alternating order, and the
-/// ratios are taken per repetition.
+/// One N of the scale workload: `runs[i]` holds the repetitions of
+/// `SCALE_SYSTEMS[i]` (none if `--system` left it out). Each repetition
+/// runs the systems back to back in rotating order, and the ratios are
+/// taken per repetition.
 struct ScalePoint {
-    native: Vec<ScaleRun>,
-    sockshim: Vec<ScaleRun>,
+    runs: Vec<Vec<ScaleRun>>,
 }
 
 impl ScalePoint {
-    fn stats(runs: &[ScaleRun], f: fn(&ScaleRun) -> f64) -> Stats {
-        Stats::of(&runs.iter().map(f).collect::<Vec<_>>())
+    fn stats(&self, system: usize, f: fn(&ScaleRun) -> f64) -> Stats {
+        Stats::of(&self.runs[system].iter().map(f).collect::<Vec<_>>())
     }
 
-    /// sockshim ÷ native of `f`, per repetition.
-    fn ratio(&self, f: fn(&ScaleRun) -> f64) -> Stats {
-        let ratios: Vec<f64> = self
-            .sockshim
+    /// sockshim ÷ `other` of `f`, per repetition.
+    fn ratio(&self, other: usize, f: fn(&ScaleRun) -> f64) -> Stats {
+        let ratios: Vec<f64> = self.runs[SCALE_SUBJECT]
             .iter()
-            .zip(&self.native)
-            .map(|(s, n)| f(s) / f(n))
+            .zip(&self.runs[other])
+            .map(|(s, o)| f(s) / f(o))
             .collect();
         Stats::of(&ratios)
     }
 }
 
-/// Workload 5: many sockshim instances in one host process, beside the same
-/// number of native tasks in one process. Each point is measured in a fresh
-/// process (`scale-child`), so memory and thread counts are not those left
-/// behind by earlier workloads.
+/// Workload 5: N instances in one host process, for each kind of guest,
+/// beside the same number of native tasks in one process. Each point is
+/// measured in a fresh process (`scale-child`), so memory and thread counts
+/// are not those left behind by earlier workloads.
 pub fn scale(cfg: &Config) -> Result<(String, Value)> {
+    let selected: Vec<usize> = (0..SCALE_SYSTEMS.len())
+        .filter(|&i| {
+            let key = system(SCALE_SYSTEMS[i]).key;
+            cfg.systems.is_empty() || cfg.systems.iter().any(|k| k == key)
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err("scale: --system selects none of its systems".into());
+    }
     let mut text = format!(
-        "scale: N sockshim instances in one host process (and N native tokio tasks in another), \
-         each echoing through a native peer on one connection and holding {} idle ones; {} \
-         echoed in all per run, {} KiB messages; {} repetitions; {} allocator\n",
+        "scale: N instances in one process per system (sockshim, wasi:sockets 0.2 and 0.3 \
+         guests on the host's runtime; native tokio tasks), each echoing through a native peer \
+         on one connection and holding {} idle ones; {} echoed in all per run, {} KiB \
+         messages; {} repetitions; {} allocator\n",
         cfg.scale_idle,
         mib(cfg.scale_bytes),
         cfg.scale_msg / 1024,
@@ -731,14 +732,11 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         if cfg.pooling { "pooling" } else { "on-demand" },
     );
     text.push_str(&format!(
-        "  {:>9} {:>7} {:>7} {:>17} {:>9} {:>7} {:>17} {:>11} {:>10} {:>10} {:>7} {:>7}\n",
+        "  {:>9}  {:<34} {:>7} {:>9} {:>11} {:>10} {:>9} {:>7} {:>7}\n",
         "instances",
+        "system",
         "MB/s",
-        "native",
-        "vs native",
         "CPU s/GiB",
-        "native",
-        "CPU vs native",
         "threads",
         "KiB/inst.",
         "KiB/idle",
@@ -752,111 +750,113 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         json!(cfg.scale_idle),
     );
     json.insert("bytes_echoed_per_run".into(), json!(cfg.scale_bytes));
+    let pair = |s: Stats| json!([s.min, s.max]);
     for &n in &cfg.scale {
         let mut point = ScalePoint {
-            native: Vec::new(),
-            sockshim: Vec::new(),
+            runs: SCALE_SYSTEMS.iter().map(|_| Vec::new()).collect(),
         };
         for r in 0..cfg.reps {
             progress(&format!("scale {n}: repetition {}/{}", r + 1, cfg.reps));
-            let mut order = [ScaleSystem::NativeAsync, ScaleSystem::Sockshim];
-            if r % 2 == 1 {
-                order.reverse();
+            let mut order = selected.clone();
+            order.rotate_left(r % selected.len());
+            for i in order {
+                point.runs[i].push(scale_run(cfg, n, SCALE_SYSTEMS[i])?);
             }
-            for system in order {
-                let run = scale_run(cfg, n, system)?;
-                match system {
-                    ScaleSystem::NativeAsync => point.native.push(run),
-                    ScaleSystem::Sockshim => point.sockshim.push(run),
+        }
+        let (mut figures, mut spread) = (Map::new(), Map::new());
+        for (row, &i) in selected.iter().enumerate() {
+            let key = system(SCALE_SYSTEMS[i]).key;
+            // sockshim's figures keep the unprefixed keys they always had.
+            let name = |figure: &str| match i == SCALE_SUBJECT {
+                true => figure.to_string(),
+                false => format!("{key}_{figure}"),
+            };
+            let stats = |f: fn(&ScaleRun) -> f64| point.stats(i, f);
+            let thr = stats(|r| r.threads);
+            let (setup, exit) = (stats(|r| r.setup_ms), stats(|r| r.exit_ms));
+            let figure_stats = [
+                (
+                    match i == SCALE_SUBJECT {
+                        true => "aggregate_mbps".to_string(),
+                        false => name("mbps"),
+                    },
+                    stats(|r| r.mbps),
+                ),
+                (name("cpu_s_per_gib"), stats(|r| r.cpu_s_per_gib)),
+                (name("threads"), thr),
+                (name("threads_before"), stats(|r| r.threads_before)),
+                (name("rss_kib_per_instance"), stats(|r| r.kib_per_instance)),
+                (
+                    name("rss_kib_per_idle_connection"),
+                    stats(|r| r.kib_per_idle),
+                ),
+                (name("setup_ms"), setup),
+                (name("exit_ms"), exit),
+            ];
+            let median = |k: usize| figure_stats[k].1.median;
+            text.push_str(&format!(
+                "  {:>9}  {:<34} {:>7.0} {:>9.3} {:>11} {:>10.1} {:>9.2} {:>7} {:>7}\n",
+                if row == 0 {
+                    n.to_string()
+                } else {
+                    String::new()
+                },
+                system(SCALE_SYSTEMS[i]).label,
+                median(0),
+                median(1),
+                format!("{} (max {})", thr.median, thr.max),
+                median(4),
+                median(5),
+                format!("{:.0} ms", setup.median),
+                format!("{:.0} ms", exit.median),
+            ));
+            for (k, s) in figure_stats {
+                figures.insert(k.clone(), json!(s.median));
+                spread.insert(k, pair(s));
+            }
+        }
+        if selected.contains(&SCALE_SUBJECT) {
+            for &i in selected.iter().filter(|&&i| i != SCALE_SUBJECT) {
+                let other = system(SCALE_SYSTEMS[i]);
+                let throughput = point.ratio(i, |r| r.mbps);
+                let cpu = point.ratio(i, |r| r.cpu_s_per_gib);
+                let spread_of = |s: Stats| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
+                text.push_str(&format!(
+                    "  {:>9}  sockshim ÷ {}: throughput {}, CPU {}\n",
+                    "",
+                    other.label,
+                    spread_of(throughput),
+                    spread_of(cpu),
+                ));
+                for (k, s) in [
+                    (format!("vs_{}", other.key), throughput),
+                    (format!("cpu_vs_{}", other.key), cpu),
+                ] {
+                    figures.insert(k.clone(), json!(s.median));
+                    spread.insert(k, pair(s));
                 }
             }
         }
-        let stats = |f: fn(&ScaleRun) -> f64| ScalePoint::stats(&point.sockshim, f);
-        let native = |f: fn(&ScaleRun) -> f64| ScalePoint::stats(&point.native, f);
-        let mbps = stats(|r| r.mbps);
-        let cpu = stats(|r| r.cpu_s_per_gib);
-        let thr = stats(|r| r.threads);
-        let thr0 = stats(|r| r.threads_before);
-        let per_inst = stats(|r| r.kib_per_instance);
-        let per_idle = stats(|r| r.kib_per_idle);
-        let setup = stats(|r| r.setup_ms);
-        let exit = stats(|r| r.exit_ms);
-        let (native_mbps, native_cpu) = (native(|r| r.mbps), native(|r| r.cpu_s_per_gib));
-        let (native_per_inst, native_per_idle) =
-            (native(|r| r.kib_per_instance), native(|r| r.kib_per_idle));
-        let native_threads = native(|r| r.threads);
-        let vs_native = point.ratio(|r| r.mbps);
-        let cpu_vs_native = point.ratio(|r| r.cpu_s_per_gib);
-        let spread = |s: Stats| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
-        let ms = |s: Stats| format!("{:.0} ms", s.median);
-        text.push_str(&format!(
-            "  {:>9} {:>7.0} {:>7.0} {:>17} {:>9.3} {:>7.3} {:>17} {:>11} {:>10.1} {:>10.2} {:>7} {:>7}\n",
-            n,
-            mbps.median,
-            native_mbps.median,
-            spread(vs_native),
-            cpu.median,
-            native_cpu.median,
-            spread(cpu_vs_native),
-            format!("{} (max {})", thr.median, thr.max),
-            per_inst.median,
-            per_idle.median,
-            ms(setup),
-            ms(exit),
-        ));
-        let pair = |s: Stats| json!([s.min, s.max]);
-        json.insert(
-            format!("instances_{n}"),
-            json!({
-                "aggregate_mbps": mbps.median,
-                "native_async_mbps": native_mbps.median,
-                "vs_native_async": vs_native.median,
-                "cpu_s_per_gib": cpu.median,
-                "native_async_cpu_s_per_gib": native_cpu.median,
-                "cpu_vs_native_async": cpu_vs_native.median,
-                "threads": thr.median,
-                "threads_before": thr0.median,
-                "native_async_threads": native_threads.median,
-                "rss_kib_per_instance": per_inst.median,
-                "rss_kib_per_idle_connection": per_idle.median,
-                "native_async_rss_kib_per_instance": native_per_inst.median,
-                "native_async_rss_kib_per_idle_connection": native_per_idle.median,
-                "setup_ms": setup.median,
-                "exit_ms": exit.median,
-                "native_async_exit_ms": native(|r| r.exit_ms).median,
-                "spread": {
-                    "aggregate_mbps": pair(mbps),
-                    "native_async_mbps": pair(native_mbps),
-                    "vs_native_async": pair(vs_native),
-                    "cpu_s_per_gib": pair(cpu),
-                    "cpu_vs_native_async": pair(cpu_vs_native),
-                    "threads": pair(thr),
-                    "rss_kib_per_instance": pair(per_inst),
-                    "rss_kib_per_idle_connection": pair(per_idle),
-                    "setup_ms": pair(setup),
-                    "exit_ms": pair(exit),
-                },
-            }),
-        );
+        figures.insert("spread".into(), Value::Object(spread));
+        json.insert(format!("instances_{n}"), Value::Object(figures));
     }
     text.push_str(
         "  (MB/s: the echo's aggregate throughput, until the peer saw every instance close its \
-         connection; native: the same instances as tokio tasks in a process of their own, run \
-         back to back with sockshim's, order alternating; vs native: sockshim ÷ native per \
-         repetition, median (min–max). threads: the host process's OS threads with every \
-         instance connected and idle; KiB/inst.: resident memory added per instance with its \
-         connection; KiB/idle: added per further idle connection; setup: until every instance \
-         is connected; exit: from the echo's end until every instance has exited and been \
-         dropped)\n",
+         connection; each system in a process of its own, run back to back in rotating order; \
+         sockshim ÷ …: per repetition, median (min–max). threads: the process's OS threads with \
+         every instance connected and idle; KiB/inst.: resident memory added per instance with \
+         its connection; KiB/idle: added per further idle connection; setup: until every \
+         instance is connected; exit: from the echo's end until every instance has exited and \
+         been dropped)\n",
     );
     Ok((text, Value::Object(json)))
 }
 
-fn scale_run(cfg: &Config, n: u32, system: ScaleSystem) -> Result<ScaleRun> {
+fn scale_run(cfg: &Config, n: u32, sys: Sys) -> Result<ScaleRun> {
     let per_instance = (cfg.scale_bytes / u64::from(n)).max(cfg.scale_msg as u64);
     let proc = Proc::spawn(&args(&[
         &"scale-child",
-        &system.arg(),
+        &system(sys).key,
         &n,
         &cfg.scale_idle,
         &per_instance,
@@ -887,8 +887,9 @@ fn scale_run(cfg: &Config, n: u32, system: ScaleSystem) -> Result<ScaleRun> {
 /// The process that runs the instances of one scale run, and those it
 /// started.
 enum ScaleHost {
-    Sockshim {
+    Guests {
         wasm: Box<Wasm>,
+        guest: Guest,
         tasks: Vec<crate::wasm::Started>,
     },
     /// On [`crate::wasm::host_runtime`], as the guests run.
@@ -899,31 +900,33 @@ enum ScaleHost {
 }
 
 impl ScaleHost {
-    fn new(system: ScaleSystem, n: u32, pooling: bool) -> Result<ScaleHost> {
-        Ok(match system {
-            ScaleSystem::Sockshim => {
+    fn new(sys: Sys, n: u32, pooling: bool) -> Result<ScaleHost> {
+        Ok(match sys {
+            Sys::Guest(guest) => {
                 let wasm = Wasm::new(pooling, n)?;
                 // Fault in the code and the instantiation path before the
                 // baseline.
-                wasm.run(Guest::Sockshim, &args(&[&"noop"]), None, bound(0, 0))?;
-                ScaleHost::Sockshim {
+                wasm.run(guest, &args(&[&"noop"]), None, bound(0, 0))?;
+                ScaleHost::Guests {
                     wasm: Box::new(wasm),
+                    guest,
                     tasks: Vec::new(),
                 }
             }
-            ScaleSystem::NativeAsync => ScaleHost::NativeAsync {
+            Sys::NativeAsync => ScaleHost::NativeAsync {
                 runtime: crate::wasm::host_runtime()?,
                 tasks: Vec::new(),
             },
+            Sys::Native => return Err("scale: native std::net has no scale run".into()),
         })
     }
 
     /// Starts `n` instances echoing `bytes` each through the peer at `addr`.
     fn start(&mut self, n: u32, addr: &str, idle: usize, bytes: u64, msg: usize) {
         match self {
-            ScaleHost::Sockshim { wasm, tasks } => {
+            ScaleHost::Guests { wasm, guest, tasks } => {
                 let guest_args = args(&[&"scale", &addr, &idle, &bytes, &msg]);
-                tasks.extend((0..n).map(|_| wasm.start(Guest::Sockshim, &guest_args, None)));
+                tasks.extend((0..n).map(|_| wasm.start(*guest, &guest_args, None)));
             }
             ScaleHost::NativeAsync { runtime, tasks } => {
                 tasks
@@ -937,7 +940,7 @@ impl ScaleHost {
     /// Waits at most `timeout` for each instance started.
     fn wait(self, timeout: Duration) -> Result<()> {
         match self {
-            ScaleHost::Sockshim { wasm, tasks } => {
+            ScaleHost::Guests { wasm, tasks, .. } => {
                 for task in tasks {
                     wasm.wait(task, timeout)?;
                 }
@@ -953,19 +956,19 @@ impl ScaleHost {
 }
 
 /// `sockshim-bench scale-child SYSTEM N IDLE BYTES MSG POOLING`: one scale
-/// run in this process, SYSTEM `sockshim` or `native_async`; prints
-/// `result {json}`.
+/// run in this process, SYSTEM the JSON key of one of [`SCALE_SYSTEMS`];
+/// prints `result {json}`.
 pub fn scale_child(argv: &[String]) -> Result<()> {
     let [system, n, idle, bytes, msg, pooling] = argv else {
         return Err(format!("scale-child: bad arguments {argv:?}").into());
     };
-    let system = ScaleSystem::ALL
+    let sys = SCALE_SYSTEMS
         .into_iter()
-        .find(|s| s.arg() == system)
+        .find(|&s| self::system(s).key == system)
         .ok_or_else(|| format!("scale-child: no system {system:?}"))?;
     let n: u32 = n.parse()?;
     let (idle_n, bytes, msg): (usize, u64, usize) = (idle.parse()?, bytes.parse()?, msg.parse()?);
-    let mut host = ScaleHost::new(system, n, pooling.parse()?)?;
+    let mut host = ScaleHost::new(sys, n, pooling.parse()?)?;
     let mut peer = Peer::start("scale", &args(&[&n, idle]))?;
     let (rss_before, threads_before) = (rss_bytes(), threads());
     let start = Instant::now();
@@ -1020,16 +1023,21 @@ mod tests {
 
     #[test]
     fn scale_ratios_pair_the_runs_of_one_repetition() {
-        // Repetition 1 ran fast for both, repetition 2 slow for both:
+        // Repetition 1 ran fast for every system, repetition 2 slow:
         // sockshim is 0.5x native in each, though its fast run beats
         // native's slow one.
-        let point = ScalePoint {
-            native: vec![run(400.0, 1.0), run(100.0, 4.0)],
-            sockshim: vec![run(200.0, 2.0), run(50.0, 8.0)],
-        };
-        let throughput = point.ratio(|r| r.mbps);
+        let mut runs: Vec<Vec<ScaleRun>> = SCALE_SYSTEMS.iter().map(|_| Vec::new()).collect();
+        runs[0] = vec![run(400.0, 1.0), run(100.0, 4.0)];
+        runs[SCALE_SUBJECT] = vec![run(200.0, 2.0), run(50.0, 8.0)];
+        let point = ScalePoint { runs };
+        let throughput = point.ratio(0, |r| r.mbps);
         assert_eq!((throughput.min, throughput.max), (0.5, 0.5));
-        assert_eq!(point.ratio(|r| r.cpu_s_per_gib).median, 2.0);
+        assert_eq!(point.ratio(0, |r| r.cpu_s_per_gib).median, 2.0);
+    }
+
+    #[test]
+    fn the_scale_subject_is_sockshim() {
+        assert_eq!(system(SCALE_SYSTEMS[SCALE_SUBJECT]).key, "sockshim");
     }
 
     #[test]

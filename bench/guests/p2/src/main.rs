@@ -18,6 +18,10 @@
 //!   byte, close.
 //! - `filesend ADDR PATH BUF`: read the file at PATH (a preopened directory)
 //!   in reads of BUF bytes, send each, then as `send`.
+//! - `scale ADDR IDLE BYTES MSG`: one instance of the scale workload. Connect
+//!   and say `M`; wait for `i`; open IDLE more connections, each saying `I`
+//!   and waiting for `k`; wait for `g`; then echo BYTES through the peer in
+//!   messages of MSG bytes; close everything.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         ["pingpong", addr, iters] => pingpong(addr, num(iters)),
         ["connrate", addr, count] => connrate(addr, num(count)),
         ["filesend", addr, path, buf] => filesend(addr, path, num(buf)),
+        ["scale", addr, idle, bytes, msg] => scale(addr, num(idle), num(bytes), num(msg)),
         _ => Err(io::Error::other(format!("bad arguments: {args:?}"))),
     };
     match result {
@@ -149,4 +154,40 @@ fn filesend(addr: &str, path: &str, bufsize: usize) -> io::Result<()> {
         sent += n as u64;
     }
     finish_send(&mut sock, sent)
+}
+
+fn expect_byte(sock: &mut TcpStream, expected: u8) -> io::Result<()> {
+    let mut byte = [0u8];
+    sock.read_exact(&mut byte)?;
+    match byte[0] == expected {
+        true => Ok(()),
+        false => Err(io::Error::other(format!(
+            "expected {:?}, got {:?}",
+            expected as char, byte[0] as char
+        ))),
+    }
+}
+
+fn scale(addr: &str, idle: usize, bytes: u64, msg: usize) -> io::Result<()> {
+    let mut main = connect(addr)?;
+    main.write_all(b"M")?;
+    expect_byte(&mut main, b'i')?;
+    let mut idle_conns = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        let mut sock = connect(addr)?;
+        sock.write_all(b"I")?;
+        expect_byte(&mut sock, b'k')?;
+        idle_conns.push(sock);
+    }
+    expect_byte(&mut main, b'g')?;
+    let out = vec![0x5au8; msg];
+    let mut back = vec![0u8; msg];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(msg as u64) as usize;
+        main.write_all(&out[..n])?;
+        main.read_exact(&mut back[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }

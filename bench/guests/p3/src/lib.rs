@@ -6,7 +6,7 @@
 //!
 //! The commands and their protocol with the native peer are those of the
 //! wasi:sockets 0.2 guest (bench/guests/p2/src/main.rs): `noop`, `send`,
-//! `recv`, `serve`, `pingpong`, `connrate`. Each reuses one buffer: a bulk
+//! `recv`, `serve`, `pingpong`, `connrate`, `scale`. Each reuses one buffer: a bulk
 //! send hands the same 64 KiB allocation to every stream write, a receive
 //! reads into the same capacity.
 
@@ -30,6 +30,9 @@ impl wasip3::exports::cli::run::Guest for Bench {
             ["serve", port, bytes, buf] => serve(num(port)?, num(bytes)?, num(buf)?).await,
             ["pingpong", addr, iters] => pingpong(addr, num(iters)?).await,
             ["connrate", addr, count] => connrate(addr, num(count)?).await,
+            ["scale", addr, idle, bytes, msg] => {
+                scale(addr, num(idle)?, num(bytes)?, num(msg)?).await
+            }
             _ => Err(format!("bad arguments: {args:?}")),
         };
         result.map_err(|e| eprintln!("bench-p3 {args:?}: {e}"))
@@ -162,6 +165,30 @@ impl Exchange {
         }
     }
 
+    /// Sends all of `data`; returns its allocation, emptied.
+    async fn send(&mut self, data: Vec<u8>) -> Result<Vec<u8>> {
+        let data = self.tx.write_all(data).await;
+        match data.is_empty() {
+            true => Ok(data),
+            false => Err("the host dropped the send stream".into()),
+        }
+    }
+
+    /// Receives into `back` until it holds `expected` bytes. Each read is
+    /// offered all of `back`'s spare capacity: the peer sends nothing
+    /// unasked.
+    async fn receive(&mut self, mut back: Vec<u8>, expected: usize) -> Result<Vec<u8>> {
+        back.clear();
+        while back.len() < expected {
+            let (status, more) = self.rx.read(back).await;
+            back = more;
+            if let (StreamResult::Dropped, true) = (status, back.len() < expected) {
+                return Err(format!("the peer closed after {} bytes", back.len()));
+            }
+        }
+        Ok(back)
+    }
+
     /// Sends one byte and waits for one byte back.
     async fn once(&mut self) -> Result<()> {
         let mut out = std::mem::take(&mut self.out);
@@ -205,6 +232,49 @@ async fn connrate(addr: &str, count: u64) -> Result<()> {
         exchange.once().await?;
         drop(exchange);
         drop(sock);
+    }
+    Ok(())
+}
+
+/// Receives one byte on `exchange` and checks it is `expected`.
+async fn expect_byte(exchange: &mut Exchange, expected: u8) -> Result<()> {
+    let back = exchange.receive(Vec::with_capacity(1), 1).await?;
+    match back.as_slice() {
+        [got] if *got == expected => Ok(()),
+        got => Err(format!("expected {:?}, got {got:?}", expected as char)),
+    }
+}
+
+/// One instance of the scale workload, as the sockshim guest's `scale` does
+/// it: connect and say `M`; wait for `i`; open `idle` more connections, each
+/// saying `I` and waiting for `k`; wait for `g`; then echo `bytes` through
+/// the peer in messages of `msg` bytes.
+async fn scale(addr: &str, idle: usize, bytes: u64, msg: usize) -> Result<()> {
+    let main = connect(addr).await?;
+    let mut exchange = Exchange::new(&main);
+    exchange.send(b"M".to_vec()).await?;
+    expect_byte(&mut exchange, b'i').await?;
+    let mut idle_conns = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        let sock = connect(addr).await?;
+        let mut idle_exchange = Exchange::new(&sock);
+        idle_exchange.send(b"I".to_vec()).await?;
+        expect_byte(&mut idle_exchange, b'k').await?;
+        idle_conns.push((idle_exchange, sock));
+    }
+    expect_byte(&mut exchange, b'g').await?;
+    let mut out = vec![0x5au8; msg];
+    let mut back = Vec::with_capacity(msg);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(msg as u64) as usize;
+        // SAFETY: the allocation holds `msg` bytes, all initialised by
+        // `vec!` above; a stream write only reads them, and `send` hands
+        // the same allocation back, emptied.
+        unsafe { out.set_len(n) };
+        out = exchange.send(out).await?;
+        back = exchange.receive(back, n).await?;
+        left -= n as u64;
     }
     Ok(())
 }
