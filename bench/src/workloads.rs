@@ -772,28 +772,10 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
                 false => format!("{key}_{figure}"),
             };
             let stats = |f: fn(&ScaleRun) -> f64| point.stats(i, f);
-            let thr = stats(|r| r.threads);
+            let (mbps, cpu) = (stats(|r| r.mbps), stats(|r| r.cpu_s_per_gib));
+            let (threads, threads_before) = (stats(|r| r.threads), stats(|r| r.threads_before));
+            let (per_inst, per_idle) = (stats(|r| r.kib_per_instance), stats(|r| r.kib_per_idle));
             let (setup, exit) = (stats(|r| r.setup_ms), stats(|r| r.exit_ms));
-            let figure_stats = [
-                (
-                    match i == SCALE_SUBJECT {
-                        true => "aggregate_mbps".to_string(),
-                        false => name("mbps"),
-                    },
-                    stats(|r| r.mbps),
-                ),
-                (name("cpu_s_per_gib"), stats(|r| r.cpu_s_per_gib)),
-                (name("threads"), thr),
-                (name("threads_before"), stats(|r| r.threads_before)),
-                (name("rss_kib_per_instance"), stats(|r| r.kib_per_instance)),
-                (
-                    name("rss_kib_per_idle_connection"),
-                    stats(|r| r.kib_per_idle),
-                ),
-                (name("setup_ms"), setup),
-                (name("exit_ms"), exit),
-            ];
-            let median = |k: usize| figure_stats[k].1.median;
             text.push_str(&format!(
                 "  {:>9}  {:<34} {:>7.0} {:>9.3} {:>11} {:>10.1} {:>9.2} {:>7} {:>7}\n",
                 if row == 0 {
@@ -802,14 +784,28 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
                     String::new()
                 },
                 system(SCALE_SYSTEMS[i]).label,
-                median(0),
-                median(1),
-                format!("{} (max {})", thr.median, thr.max),
-                median(4),
-                median(5),
+                mbps.median,
+                cpu.median,
+                format!("{} (max {})", threads.median, threads.max),
+                per_inst.median,
+                per_idle.median,
                 format!("{:.0} ms", setup.median),
                 format!("{:.0} ms", exit.median),
             ));
+            let mbps_key = match i == SCALE_SUBJECT {
+                true => "aggregate_mbps".to_string(),
+                false => name("mbps"),
+            };
+            let figure_stats = [
+                (mbps_key, mbps),
+                (name("cpu_s_per_gib"), cpu),
+                (name("threads"), threads),
+                (name("threads_before"), threads_before),
+                (name("rss_kib_per_instance"), per_inst),
+                (name("rss_kib_per_idle_connection"), per_idle),
+                (name("setup_ms"), setup),
+                (name("exit_ms"), exit),
+            ];
             for (k, s) in figure_stats {
                 figures.insert(k.clone(), json!(s.median));
                 spread.insert(k, pair(s));
