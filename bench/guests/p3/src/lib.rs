@@ -193,24 +193,10 @@ impl Exchange {
     async fn once(&mut self) -> Result<()> {
         let mut out = std::mem::take(&mut self.out);
         out.push(1);
-        out = self.tx.write_all(out).await;
-        if !out.is_empty() {
-            return Err("the host dropped the send stream".into());
-        }
-        self.out = out;
-        loop {
-            let mut back = std::mem::take(&mut self.back);
-            back.clear();
-            let (status, back) = self.rx.read(back).await;
-            let got = back.len();
-            self.back = back;
-            if got == 1 {
-                return Ok(());
-            }
-            if let StreamResult::Dropped = status {
-                return Err("the peer closed".into());
-            }
-        }
+        self.out = self.send(out).await?;
+        let back = std::mem::take(&mut self.back);
+        self.back = self.receive(back, 1).await?;
+        Ok(())
     }
 }
 
