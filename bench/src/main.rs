@@ -221,6 +221,11 @@ impl Config {
     fn runs(&self, workload: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|w| w == workload)
     }
+
+    /// Whether `--system` lets the system with JSON key `key` run.
+    pub fn selects(&self, key: &str) -> bool {
+        self.systems.is_empty() || self.systems.iter().any(|k| k == key)
+    }
 }
 
 /// `text` as the number an option takes, or an error naming the option.

@@ -71,8 +71,7 @@ fn paired(
     mut run: impl FnMut(usize, bool) -> Result<Option<Sample>>,
 ) -> Result<Vec<Vec<Option<Sample>>>> {
     let n = names.len();
-    let selected =
-        |i: usize| cfg.systems.is_empty() || cfg.systems.iter().any(|k| k == names[i].key);
+    let selected = |i: usize| cfg.selects(names[i].key);
     progress(&format!("{what}: warm-up"));
     for i in (0..n).filter(|&i| selected(i)) {
         run(i, true)?;
@@ -712,10 +711,7 @@ impl ScalePoint {
 /// are not those left behind by earlier workloads.
 pub fn scale(cfg: &Config) -> Result<(String, Value)> {
     let selected: Vec<usize> = (0..SCALE_SYSTEMS.len())
-        .filter(|&i| {
-            let key = system(SCALE_SYSTEMS[i]).key;
-            cfg.systems.is_empty() || cfg.systems.iter().any(|k| k == key)
-        })
+        .filter(|&i| cfg.selects(system(SCALE_SYSTEMS[i]).key))
         .collect();
     if selected.is_empty() {
         return Err("scale: --system selects none of its systems".into());
@@ -765,7 +761,7 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
         }
         let (mut figures, mut spread) = (Map::new(), Map::new());
         for (row, &i) in selected.iter().enumerate() {
-            let key = system(SCALE_SYSTEMS[i]).key;
+            let System { label, key } = system(SCALE_SYSTEMS[i]);
             // sockshim's figures keep the unprefixed keys they always had.
             let name = |figure: &str| match i == SCALE_SUBJECT {
                 true => figure.to_string(),
@@ -783,7 +779,7 @@ pub fn scale(cfg: &Config) -> Result<(String, Value)> {
                 } else {
                     String::new()
                 },
-                system(SCALE_SYSTEMS[i]).label,
+                label,
                 mbps.median,
                 cpu.median,
                 format!("{} (max {})", threads.median, threads.max),

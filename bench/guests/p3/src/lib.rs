@@ -6,9 +6,9 @@
 //!
 //! The commands and their protocol with the native peer are those of the
 //! wasi:sockets 0.2 guest (bench/guests/p2/src/main.rs): `noop`, `send`,
-//! `recv`, `serve`, `pingpong`, `connrate`, `scale`. Each reuses one buffer: a bulk
-//! send hands the same 64 KiB allocation to every stream write, a receive
-//! reads into the same capacity.
+//! `recv`, `serve`, `pingpong`, `connrate`, `scale`. Each reuses one
+//! buffer: a bulk send hands the same 64 KiB allocation to every stream
+//! write, a receive reads into the same capacity.
 
 use wasip3::sockets::types::{
     ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, TcpSocket,
