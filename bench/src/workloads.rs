@@ -187,11 +187,16 @@ pub fn bulk(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
             })?,
         }))
     })?;
-    tables.push(table(
-        "bulk_guest_to_native",
-        "guest → native sink",
-        samples,
-    ));
+    let mut t = table("bulk_guest_to_native", "guest → native sink", samples);
+    if cfg.one_cpu {
+        t.notes.push(
+            "(on one CPU the kernel charges the loopback's receive work to whichever process \
+             runs, the sender or its sink, so the senders' CPU moves from run to run: read it \
+             with the CPU with peer, or run with --split-cpus, where it is always the sender's)"
+                .into(),
+        );
+    }
+    tables.push(t);
     drop(sink);
 
     // Native source → guest client.
