@@ -49,6 +49,8 @@ def category(symbol, dso):
         return "kernel"
     if symbol in ALLOCATOR or "raw_vec" in symbol:
         return "allocator"
+    # sockshim-host's functions, and code generic over its types (their drop
+    # glue); not wasmtime's generic code instantiated with sockshim's closures.
     if "sockshim_host" in symbol and "wasmtime::" not in symbol.split("sockshim_host")[0]:
         return "sockshim host"
     if "wasmtime" in symbol or "component-trampolines" in symbol or "array_to_wasm" in symbol:
