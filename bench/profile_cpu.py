@@ -1,23 +1,36 @@
 #!/usr/bin/env python3
-"""Where the sockshim guest's bulk send spends the CPU native code does not.
+"""Where a workload's sockshim guest spends the CPU native code does not.
 
-Runs `sockshim-bench --only bulk --one-cpu --system SYSTEM` under
+Runs `sockshim-bench --only GROUP --one-cpu --system SYSTEM` under
 `perf record` for native Rust std::net and for the sockshim guest, in
 alternation, keeps the samples of the benchmark process (not its peers)
-during the first workload, guest -> native sink (until the sink exits),
-sorts them by whose code they are in, and prints the counts side by side
-with sockshim's extra as a share of native's total:
+while the chosen workload's peer process lives, sorts them by whose code
+they are in, and prints the counts side by side with sockshim's extra as a
+share of native's total:
 
-    python3 bench/profile_bulk_send.py [--runs N] [--reps N] [--waits thread|reactor]
+    python3 bench/profile_cpu.py [--workload send|receive|server|pingpong]
+                                 [--runs N] [--reps N] [--waits thread|reactor]
+
+The workloads: `send` is the bulk guest -> native sink (the default),
+`receive` native source -> guest (the guest connects), `server` native
+client -> guest server, `pingpong` the 1-byte round trips. The benchmark
+starts one peer process per workload, which serves its warm-up and every
+repetition; the samples from its start to its exit are the workload's.
 
 It needs perf(1) with the cpu-clock event, and builds the benchmark first
 (`cargo build --release -p sockshim-bench`). The categories are by symbol
-and shared object: "wasmtime" is wasmtime's runtime and the component
-trampolines it compiles, "allocator" is malloc and free (in the sockshim
-guest's send, the borrow scope's vector that wasmtime allocates and frees
-on every call), "sockshim host" is sockshim-host's own functions; with
-link-time optimisation part of sockshim's host functions is inlined into
-wasmtime's `StaticHostFn::run`, so "wasmtime" holds a little of it.
+and shared object:
+- "kernel: waits" is the scheduler, epoll, futexes and timers: the kernel's
+  part in waiting and waking up; "kernel: the rest" is the socket and TCP
+  work;
+- "wasmtime" is wasmtime's runtime and the component trampolines it
+  compiles; with link-time optimisation part of sockshim's host functions
+  is inlined into wasmtime's `StaticHostFn::run`, so it holds a little of
+  sockshim's code;
+- "allocator" is malloc and free (in the sockshim guest's calls, the borrow
+  scope's vector that wasmtime allocates and frees on every call);
+- "sockshim host" is sockshim-host's own functions; "tokio" the runtime's
+  scheduler and reactor; "guest wasm" the plugin's compiled code.
 """
 
 import argparse
@@ -31,22 +44,35 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "release", "sockshim-bench")
 CATEGORIES = [
-    "kernel",
+    "kernel: waits",
+    "kernel: the rest",
     "wasmtime",
     "allocator",
     "sockshim host",
+    "tokio",
     "guest wasm",
     "libc (system call wrappers)",
     "other",
 ]
 ALLOCATOR = {"malloc", "_int_malloc", "_int_free", "cfree@GLIBC_2.2.5", "malloc_consolidate"}
+KERNEL_WAITS = re.compile(
+    r"schedule|finish_task_switch|__switch_to|switch_mm|pick_next|enqueue_|dequeue_|"
+    r"update_curr|try_to_wake_up|ttwu|futex|epoll|^ep_|hrtimer|wait_woken|woken_wake")
+# Each workload: the group `--only` runs it in, and which of the processes
+# the benchmark starts in that group is its peer (0 for the first).
+WORKLOADS = {
+    "send": ("bulk", 0, "bulk guest -> native sink"),
+    "receive": ("bulk", 1, "bulk native source -> guest (the guest connects)"),
+    "server": ("bulk", 3, "bulk native client -> guest server"),
+    "pingpong": ("pingpong", 0, "1-byte ping-pong"),
+}
 SAMPLE = re.compile(r"\s*(\d+)/(\d+)\s+([\d.]+):\s+\S+\s+(.*)\((.*)\)\s*$")
 FORK = re.compile(r"PERF_RECORD_FORK\((\d+):(\d+)\):\((\d+):(\d+)\)")
 
 
 def category(symbol, dso):
     if "kernel" in dso:
-        return "kernel"
+        return "kernel: waits" if KERNEL_WAITS.search(symbol) else "kernel: the rest"
     if symbol in ALLOCATOR or "raw_vec" in symbol:
         return "allocator"
     # sockshim-host's functions, and code generic over its types (their drop
@@ -55,6 +81,8 @@ def category(symbol, dso):
         return "sockshim host"
     if "wasmtime" in symbol or "component-trampolines" in symbol or "array_to_wasm" in symbol:
         return "wasmtime"
+    if "tokio::" in symbol:
+        return "tokio"
     if symbol.startswith("wasm["):
         return "guest wasm"
     if dso.endswith("libc.so.6"):
@@ -62,11 +90,16 @@ def category(symbol, dso):
     return "other"
 
 
-def profile(system, reps, waits, data):
-    """Samples of the benchmark process during the bulk send, by category."""
+def event_time(line):
+    return float(line.split()[1].rstrip(":"))
+
+
+def profile(workload, system, reps, waits, data):
+    """Samples of the benchmark process while the workload's peer lives."""
+    group, index, _ = WORKLOADS[workload]
     subprocess.run(
         ["perf", "record", "-q", "-F", "20000", "-o", data, "--", BENCH,
-         "--only", "bulk", "--one-cpu", "--system", system, "--reps", str(reps),
+         "--only", group, "--one-cpu", "--system", system, "--reps", str(reps),
          "--sockshim-waits", waits],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -75,34 +108,39 @@ def profile(system, reps, waits, data):
          "-F", "pid,tid,time,ip,sym,dso"],
         check=True, capture_output=True, text=True,
     ).stdout.splitlines()
-    # The benchmark is the first process to start a thread; its first child
-    # process is the sink, whose exit ends the send workload.
-    bench = sink = end = None
+    # The benchmark is the first process to start a thread; the processes it
+    # starts (a new pid whose first thread is itself) are its peers.
+    bench = peer = start = end = None
+    peers = 0
     for line in script:
         fork = FORK.search(line)
         if fork:
             child, child_tid, parent = fork.group(1), fork.group(2), fork.group(3)
             bench = bench or parent
-            if sink is None and child == child_tid and child != bench:
-                sink = child
-        elif sink and f"PERF_RECORD_EXIT({sink}:{sink})" in line:
-            end = float(line.split()[1].rstrip(":"))
+            if peer is None and child == child_tid and child != bench and parent == bench:
+                if peers == index:
+                    peer, start = child, event_time(line)
+                peers += 1
+        elif peer and f"PERF_RECORD_EXIT({peer}:{peer})" in line:
+            end = event_time(line)
             break
     if end is None:
-        sys.exit(f"{system}: no sink process ended in the profile ({data})")
+        sys.exit(f"{system}: the {workload} workload's peer did not end in the profile ({data})")
     counts = collections.Counter()
     for line in script:
         sample = SAMPLE.match(line)
         if not sample or "PERF_RECORD" in line:
             continue
         pid, _tid, time, symbol, dso = sample.groups()
-        if pid == bench and float(time) <= end:
+        if pid == bench and start <= float(time) <= end:
             counts[category(symbol.strip(), dso)] += 1
     return counts
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", default="send", choices=list(WORKLOADS),
+                        help="which workload to profile (default send)")
     parser.add_argument("--runs", type=int, default=3, help="profiles of each system (default 3)")
     parser.add_argument("--reps", type=int, default=5, help="the benchmark's --reps (default 5)")
     parser.add_argument("--waits", default="thread", choices=["thread", "reactor"],
@@ -116,9 +154,9 @@ def main():
             for system in runs:
                 print(f"· run {run + 1}/{args.runs}: {system}", file=sys.stderr)
                 data = os.path.join(tmp, f"{system}-{run}.data")
-                runs[system].append(profile(system, args.reps, args.waits, data))
+                runs[system].append(profile(args.workload, system, args.reps, args.waits, data))
                 os.remove(data)
-    print(f"bulk guest -> native sink, one CPU, sockets waiting on the {args.waits}, "
+    print(f"{WORKLOADS[args.workload][2]}, one CPU, sockets waiting on the {args.waits}, "
           f"{args.runs} profiles of {args.reps} repetitions (+ warm-up) per system; "
           "samples at 20 kHz in the benchmark process")
     totals = {system: [sum(counts.values()) for counts in runs[system]] for system in runs}
@@ -133,20 +171,20 @@ def main():
             for i in range(args.runs))
 
     head = "samples (mean of the runs)"
-    width = len(head) + 2
+    width = len(head) + 6
     print(f"{head:{width}}{'native':>10}{'sockshim':>10}   sockshim's extra ÷ native's total, per run")
     for name in CATEGORIES + ["total"]:
         categories = CATEGORIES if name == "total" else [name]
         means = [sum(samples(system, categories, i) for i in range(args.runs)) // args.runs
                  for system in runs]
         print(f"{name:{width}}{means[0]:>10}{means[1]:>10}   {shares(categories)}")
-    print("sockshim ÷ native, CPU in the send (per run): "
+    print("sockshim ÷ native, CPU in the workload (per run): "
           + "  ".join(f"{totals['sockshim'][i] / totals['native'][i]:.3f}"
                       for i in range(args.runs)))
-    print(f"sockshim's extra outside the kernel, ÷ native's total: {shares(CATEGORIES[1:])}")
-    print(f"  of which wasmtime and the allocator:               {shares(CATEGORIES[1:3])}")
-    print("(the kernel's share moves between the benchmark and its peer from run to run:")
-    print(" on one CPU the loopback's receive work is charged to whichever process runs)")
+    print(f"sockshim's extra outside the kernel, ÷ native's total: {shares(CATEGORIES[2:])}")
+    print(f"  of which wasmtime and the allocator:               {shares(CATEGORIES[2:4])}")
+    print("(on one CPU the loopback's receive work is charged to whichever process runs,")
+    print(" so the kernel's share moves between the benchmark and its peer from run to run)")
 
 
 if __name__ == "__main__":
