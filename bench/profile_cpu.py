@@ -117,7 +117,7 @@ def profile(workload, system, reps, waits, data):
         if fork:
             child, child_tid, parent = fork.group(1), fork.group(2), fork.group(3)
             bench = bench or parent
-            if peer is None and child == child_tid and child != bench and parent == bench:
+            if peer is None and child == child_tid and parent == bench:
                 if peers == index:
                     peer, start = child, event_time(line)
                 peers += 1
@@ -181,8 +181,10 @@ def main():
     print("sockshim ÷ native, CPU in the workload (per run): "
           + "  ".join(f"{totals['sockshim'][i] / totals['native'][i]:.3f}"
                       for i in range(args.runs)))
-    print(f"sockshim's extra outside the kernel, ÷ native's total: {shares(CATEGORIES[2:])}")
-    print(f"  of which wasmtime and the allocator:               {shares(CATEGORIES[2:4])}")
+    outside_kernel = [c for c in CATEGORIES if not c.startswith("kernel")]
+    print(f"sockshim's extra outside the kernel, ÷ native's total: {shares(outside_kernel)}")
+    print(f"  of which wasmtime and the allocator:               "
+          f"{shares(['wasmtime', 'allocator'])}")
     print("(on one CPU the loopback's receive work is charged to whichever process runs,")
     print(" so the kernel's share moves between the benchmark and its peer from run to run)")
 
