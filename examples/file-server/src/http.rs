@@ -501,39 +501,59 @@ pub fn response_head(
     head
 }
 
-/// A reader that calls `before` ahead of every fill of its buffer, which
-/// is where the underlying stream may be read. The server uses it to keep
-/// one deadline for a whole request head: `before` sets the socket's
-/// timeout to what is left of it, or fails once it is past.
-pub struct BeforeFill<R, F> {
-    inner: R,
-    before: F,
+/// Watches the bytes of a request head arrive piece by piece and says when
+/// [`read_head`] has enough of them for its answer: a whole head, or a line
+/// or a count past the limits (a rejection). A server that reads without
+/// blocking calls it after each receive, so that it parses a head once,
+/// not after every piece; each byte is looked at once.
+///
+/// It follows [`read_head`]'s reading of lines (LF or CRLF, at most
+/// [`MAX_LINE`] bytes, at most [`MAX_LEADING_EMPTY_LINES`] empty lines
+/// first, at most [`MAX_HEADERS`] fields); anything else `read_head` finds
+/// wrong shows when the head is complete.
+#[derive(Debug, Default)]
+pub struct HeadScanner {
+    /// How many bytes of the buffer have been looked at.
+    scanned: usize,
+    /// Where the line being scanned starts.
+    line_start: usize,
+    /// Empty lines before the request line.
+    leading_empty: usize,
+    /// Non-empty lines: the request line and the header fields.
+    lines: usize,
 }
 
-impl<R: BufRead, F: FnMut() -> io::Result<()>> BeforeFill<R, F> {
-    pub fn new(inner: R, before: F) -> Self {
-        BeforeFill { inner, before }
-    }
-}
-
-impl<R: BufRead, F: FnMut() -> io::Result<()>> Read for BeforeFill<R, F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl<R: BufRead, F: FnMut() -> io::Result<()>> BufRead for BeforeFill<R, F> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        (self.before)()?;
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, amount: usize) {
-        self.inner.consume(amount);
+impl HeadScanner {
+    /// Looks at the bytes of `buf` that earlier calls have not seen (`buf`
+    /// holds the head from its first byte and only grows between calls)
+    /// and returns whether [`read_head`] over `buf` needs no more bytes.
+    /// Start a new scanner for the next head.
+    pub fn is_decided(&mut self, buf: &[u8]) -> bool {
+        while let Some(i) = buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            let end = self.scanned + i + 1;
+            self.scanned = end;
+            let line = &buf[self.line_start..end];
+            self.line_start = end;
+            if line.len() > MAX_LINE {
+                return true;
+            }
+            if line == b"\n" || line == b"\r\n" {
+                if self.lines > 0 {
+                    return true;
+                }
+                self.leading_empty += 1;
+                if self.leading_empty > MAX_LEADING_EMPTY_LINES {
+                    return true;
+                }
+            } else {
+                self.lines += 1;
+                if self.lines > 1 + MAX_HEADERS {
+                    return true;
+                }
+            }
+        }
+        self.scanned = buf.len();
+        buf.len() - self.line_start >= MAX_LINE
     }
 }
 
@@ -825,23 +845,61 @@ mod tests {
         assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
     }
 
-    #[test]
-    fn before_fill_runs_ahead_of_every_read_and_can_stop_it() {
-        let mut calls = 0;
-        let mut reader = BeforeFill::new(Cursor::new(b"GET / HTTP/1.0\r\n\r\n".to_vec()), || {
-            calls += 1;
-            Ok(())
-        });
-        assert!(read_head(&mut reader).unwrap().is_some());
-        drop(reader);
-        assert!(calls > 0);
-
-        let mut reader = BeforeFill::new(Cursor::new(b"GET / HTTP/1.0\r\n\r\n".to_vec()), || {
-            Err(io::Error::new(ErrorKind::TimedOut, "timed out"))
-        });
-        match read_head(&mut reader) {
-            Err(HeadError::Io(err)) => assert_eq!(err.kind(), ErrorKind::TimedOut),
-            other => panic!("{other:?}"),
+    /// Feeds `text` to a scanner in pieces of `piece` bytes; returns the
+    /// length at which it first said the head was decided.
+    fn decided_at(text: &[u8], piece: usize) -> Option<usize> {
+        let mut scanner = HeadScanner::default();
+        let mut end = 0;
+        while end < text.len() {
+            end = (end + piece).min(text.len());
+            if scanner.is_decided(&text[..end]) {
+                return Some(end);
+            }
         }
+        None
+    }
+
+    #[test]
+    fn the_scanner_decides_when_read_head_can() {
+        let request = b"\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b";
+        let head_len = request.len() - b"GET /b".len();
+        for piece in [1, 2, 7, 100] {
+            let at = decided_at(request, piece).unwrap();
+            assert!(at >= head_len, "piece {piece}: {at}");
+            assert!(at < head_len + piece, "piece {piece}: {at}");
+        }
+        let mut cursor = Cursor::new(&request[..]);
+        assert!(read_head(&mut cursor).unwrap().is_some());
+        assert_eq!(cursor.position() as usize, head_len);
+        assert_eq!(decided_at(b"GET / HTTP/1.0\n\n", 1), Some(16));
+
+        // Incomplete heads are not decided.
+        for text in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n",
+            b"GET / HT",
+        ] {
+            assert_eq!(decided_at(text, 1), None, "{}", text.escape_ascii());
+        }
+
+        // Past a limit it is decided, and read_head rejects.
+        let limits = [
+            "A".repeat(MAX_LINE),
+            format!("GET / HTTP/1.1\r\nX: {}\r\n", "v".repeat(MAX_LINE)),
+            "\r\n".repeat(MAX_LEADING_EMPTY_LINES + 1),
+            format!("GET / HTTP/1.1\r\n{}", "X-A: b\r\n".repeat(MAX_HEADERS + 1)),
+        ];
+        for text in limits {
+            let at = decided_at(text.as_bytes(), 3).unwrap_or_else(|| panic!("{text:?}"));
+            match read_head(&mut Cursor::new(&text.as_bytes()[..at])) {
+                Err(HeadError::Reject(_)) => {}
+                other => panic!("{:?}: {other:?}", text.get(..40)),
+            }
+        }
+        // Just within the limits it waits for the rest.
+        let text = format!("GET / HTTP/1.1\r\n{}", "X-A: b\r\n".repeat(MAX_HEADERS));
+        assert_eq!(decided_at(text.as_bytes(), 5), None);
+        assert_eq!(decided_at("A".repeat(MAX_LINE - 1).as_bytes(), 1), None);
     }
 }
