@@ -1,5 +1,5 @@
-//! `file-server [--timeout SECS] [--max-requests N] ADDR [ROOT]`: a small HTTP/1.1 static
-//! file server, a sockshim example plugin.
+//! `file-server [--timeout SECS] [--head-timeout SECS] [--max-requests N] ADDR [ROOT]`:
+//! a small HTTP/1.1 static file server, a sockshim example plugin.
 //!
 //! Serves the files under ROOT (default `/`), a directory the plugin reaches
 //! through its preopened directories:
@@ -9,11 +9,7 @@
 //! ```
 //!
 //! Listens on ADDR (port 0 picks a free port) and prints
-//! `listening on IP:PORT` with the address actually bound. Each request head
-//! is read through a buffered reader from [`Socket::makefile`], and each
-//! file body goes to the client with [`Socket::sendfile`]: the host copies
-//! it from the file to the socket with sendfile(2), so the body never passes
-//! through the plugin's memory.
+//! `listening on IP:PORT` with the address actually bound.
 //!
 //! - `GET` answers `200` with `Content-Length` and a `Content-Type` by
 //!   extension; `HEAD` the same head without the body.
@@ -23,43 +19,65 @@
 //! - `405` (with `Allow: GET, HEAD`) for other methods, `400` for a malformed
 //!   request, `414`/`431` for an over-long request line or header lines
 //!   beyond the limits in [`http`].
-//! - HTTP/1.1 connections stay open for further requests unless the client
-//!   sends `Connection: close`; HTTP/1.0 ones close unless it sends
-//!   `Connection: keep-alive`.
+//! - HTTP/1.1 connections stay open for further requests (pipelined ones
+//!   too) unless the client sends `Connection: close`; HTTP/1.0 ones close
+//!   unless it sends `Connection: keep-alive`.
 //!
-//! A plugin has one thread and the sockshim contract has no readiness
-//! polling (no `select`), so connections are served one at a time. To keep
-//! one client from holding the server, a request head must arrive whole
-//! within the timeout (`--timeout`, [`DEFAULT_TIMEOUT`] by default) of the
-//! previous response (or of the accept), and while a response is sent each
-//! wait for the client to take more data is bounded by the same timeout.
-//! One line per request goes to stderr. With `--max-requests N` the server exits after its Nth answer
-//! (the last one says `Connection: close`), so that `sockshim run --stats`,
-//! which reports when the plugin ends, can be read.
+//! Many connections are served at once, from the plugin's one thread, by
+//! an event loop over a [`DefaultSelector`] (Python's `selectors`). Every
+//! socket is non-blocking and each connection is a small state machine
+//! ([`State`]): reading a request head (bytes are gathered until
+//! [`http::HeadScanner`] says the head is complete, then parsed once),
+//! sending the response head, sending the body with
+//! [`Socket::sendfile_once`] — one zero-copy sendfile(2) of what the socket
+//! takes now, resumed when it is writable again, so the body never passes
+//! through the plugin's memory — and, before a close, lingering. A
+//! connection is watched for reading or for writing, never both, and a
+//! large body goes out at most [`BODY_TURN`] bytes per turn so that other
+//! connections are served in between.
+//!
+//! Slow clients are bounded per connection, while the others are served:
+//! a request head must be complete within `--head-timeout`
+//! ([`DEFAULT_HEAD_TIMEOUT`]) of its first byte, so a client that trickles
+//! its head in is dropped; a connection waits at most `--timeout`
+//! ([`DEFAULT_TIMEOUT`]) for a whole request after the previous response
+//! (or the accept), and at most as long for the client to take more of a
+//! response.
+//!
+//! One line per request goes to stderr, through a buffer written out each
+//! time the loop is about to wait, not once per line. With
+//! `--max-requests N` the server stops reading requests after the Nth
+//! (whose answer says `Connection: close`), finishes the responses under
+//! way and exits, so that `sockshim run --stats`, which reports when the
+//! plugin ends, can be read.
 
 mod http;
 
-use std::io::{self, BufRead, ErrorKind, Write};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, BufWriter, Cursor, ErrorKind, Stderr, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use sockshim::fs::File;
-use sockshim::{SockOpt, Socket};
+use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE};
+use sockshim::{Events, SockOpt, Socket};
 
-use http::{HeadError, Method, RequestHead, Status, Version};
+use http::{HeadError, HeadScanner, Method, RequestHead, Status, Version};
 
-/// The default of `--timeout`: how long a request head may take to arrive,
-/// counted from the end of the previous response (or from the accept),
-/// which is both the keep-alive idle time and a bound on a client that
-/// trickles its head in; and the socket timeout while a response is sent,
-/// which bounds each wait for the client to take more data (sendfile's
-/// timeout bounds each wait, not the whole transfer).
+/// The default of `--timeout`: how long a connection may wait for a whole
+/// request head, counted from the end of the previous response (or from
+/// the accept) — the keep-alive idle time — and how long it may wait for
+/// the client to take more of a response.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The longest `--timeout`, one day: deadlines computed from it cannot
-/// overflow.
+/// The default of `--head-timeout`: how long a request head may take to
+/// arrive whole once its first byte has, which bounds a client that
+/// trickles its head in.
+const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest `--timeout` and `--head-timeout`, one day: deadlines
+/// computed from them cannot overflow.
 const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// When the server closes a connection, how long it reads (and discards) what
@@ -70,7 +88,24 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most bytes discarded that way.
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
-const USAGE: &str = "usage: file-server [--timeout SECS] [--max-requests N] ADDR [ROOT]   (for example 127.0.0.1:8000 /)";
+/// The most one `recv` of a request head asks for.
+const RECV_SIZE: usize = 16 * 1024;
+
+/// The most body bytes one connection sends per turn of the event loop
+/// (nginx's `sendfile_max_chunk`), so that a fast reader of a large file
+/// does not keep the others waiting.
+const BODY_TURN: u64 = 2 << 20;
+
+/// How long to stop accepting after `accept` fails with something other
+/// than "nothing to accept" (for example the plugin's socket limit), so
+/// that a lasting error does not make the loop spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The selector's key data for the listener; connections have their own
+/// numbers, counted from zero.
+const LISTENER: u64 = u64::MAX;
+
+const USAGE: &str = "usage: file-server [--timeout SECS] [--head-timeout SECS] [--max-requests N] ADDR [ROOT]   (for example 127.0.0.1:8000 /)";
 
 /// The command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,12 +117,26 @@ struct Args {
     max_requests: Option<u64>,
     /// See [`DEFAULT_TIMEOUT`].
     timeout: Duration,
+    /// See [`DEFAULT_HEAD_TIMEOUT`].
+    head_timeout: Duration,
+}
+
+/// Parses a number of seconds for `flag`, from 1 to [`MAX_TIMEOUT_SECS`].
+fn parse_secs(flag: &str, secs: Option<&String>) -> Result<Duration, String> {
+    let secs = secs.ok_or_else(|| format!("{flag} needs a number of seconds"))?;
+    match secs.parse::<u64>() {
+        Ok(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "{flag}: `{secs}` is not a number of seconds from 1 to {MAX_TIMEOUT_SECS}"
+        )),
+    }
 }
 
 /// Parses the arguments after the program name.
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut max_requests = None;
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut head_timeout = DEFAULT_HEAD_TIMEOUT;
     let mut positional = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -98,17 +147,9 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 _ => return Err(format!("--max-requests: `{n}` is not a positive number")),
             }
         } else if arg == "--timeout" {
-            let secs = args.next().ok_or("--timeout needs a number of seconds")?;
-            match secs.parse::<u64>() {
-                Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => {
-                    timeout = Duration::from_secs(secs);
-                }
-                _ => {
-                    return Err(format!(
-                        "--timeout: `{secs}` is not a number of seconds from 1 to {MAX_TIMEOUT_SECS}"
-                    ));
-                }
-            }
+            timeout = parse_secs(arg, args.next())?;
+        } else if arg == "--head-timeout" {
+            head_timeout = parse_secs(arg, args.next())?;
         } else if arg.starts_with('-') {
             return Err(format!("unknown option `{arg}`"));
         } else {
@@ -124,24 +165,20 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         root: root.unwrap_or_else(|| "/".to_owned()),
         max_requests,
         timeout,
+        head_timeout,
     })
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Args {
-        addr,
-        root,
-        max_requests,
-        timeout,
-    } = match parse_args(&args) {
+    let args = match parse_args(&args) {
         Ok(args) => args,
         Err(err) => {
             eprintln!("file-server: {err}\n{USAGE}");
             return ExitCode::FAILURE;
         }
     };
-    let (addr, root) = (addr.as_str(), root.as_str());
+    let (addr, root) = (args.addr.as_str(), args.root.as_str());
     match std::fs::metadata(root) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
@@ -153,7 +190,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let root = root.trim_end_matches('/');
     let server = match sockshim::create_server(addr) {
         Ok(server) => server,
         Err(err) => {
@@ -173,161 +209,661 @@ fn main() -> ExitCode {
         eprintln!("file-server: write to stdout: {err}");
         return ExitCode::FAILURE;
     }
-    let mut requests_left = max_requests;
-    while requests_left != Some(0) {
-        match server.accept() {
-            Ok((conn, peer)) => {
-                if let Err(err) = serve_connection(&conn, peer, root, timeout, &mut requests_left) {
-                    eprintln!("file-server: {peer}: {err}");
-                }
-            }
+    let mut server = Server {
+        listener: server,
+        root: root.trim_end_matches('/').to_owned(),
+        timeout: args.timeout,
+        head_timeout: args.head_timeout,
+        requests_left: args.max_requests,
+        selector: match DefaultSelector::new() {
+            Ok(selector) => selector,
             Err(err) => {
-                eprintln!("file-server: accept: {err}");
-                // Do not spin if the error persists (e.g. a socket limit).
-                thread::sleep(Duration::from_millis(100));
+                eprintln!("file-server: selector: {err}");
+                return ExitCode::FAILURE;
             }
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// Serves the requests of one connection until either side closes it, or
-/// `requests_left` (when set) falls to zero.
-fn serve_connection(
-    conn: &Socket,
-    peer: SocketAddr,
-    root: &str,
-    timeout: Duration,
-    requests_left: &mut Option<u64>,
-) -> io::Result<()> {
-    // Bodies go out with sendfile right after their head; without
-    // TCP_NODELAY a short body would wait for the head's ACK (Nagle).
-    // Only latency depends on it, so a failure is ignored.
-    let _ = conn.setsockopt(SockOpt::TcpNoDelay(true));
-    let mut reader = conn.makefile("rb")?;
-    loop {
-        let deadline = Instant::now() + timeout;
-        let head = http::read_head(&mut http::BeforeFill::new(&mut reader, || {
-            time_left(conn, deadline)
-        }));
-        let head = match head {
-            Ok(Some(head)) => Ok(head),
-            // The client closed the connection between requests.
-            Ok(None) => return Ok(()),
-            // A silent client, or one that trickles its head in: the
-            // timeout ran out in a wait (the socket's) or between waits
-            // (`time_left`).
-            Err(HeadError::Io(err)) if err.kind() == ErrorKind::TimedOut => {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    format!("no complete request within {} s", timeout.as_secs()),
-                ));
-            }
-            Err(HeadError::Io(err)) => return Err(err),
-            Err(HeadError::Reject(status)) => Err(status),
-        };
-        conn.settimeout(Some(timeout))?;
-        if let Some(left) = requests_left {
-            *left = left.saturating_sub(1);
-        }
-        let last = *requests_left == Some(0);
-        let head = match head {
-            Ok(head) => head,
-            Err(status) => {
-                let sent = send_error(conn, status, Version::Http11, false, false, &[]);
-                eprintln!("{peer} (rejected request) {}", status.code());
-                sent?;
-                linger(conn, &mut reader);
-                return Ok(());
-            }
-        };
-        let keep_alive = head.keep_alive() && !last;
-        let result = respond(conn, &head, root, keep_alive);
-        let request = head.raw_line.escape_ascii();
-        match &result {
-            Ok(outcome) => eprintln!(
-                "{peer} \"{request}\" {} {}",
-                outcome.status.code(),
-                outcome.body_bytes
-            ),
-            Err(err) => eprintln!("{peer} \"{request}\" failed: {err}"),
-        }
-        if !result?.keep_alive {
-            linger(conn, &mut reader);
-            return Ok(());
+        },
+        conns: HashMap::new(),
+        deadlines: BTreeSet::new(),
+        next_id: 0,
+        accepting: false,
+        accept_paused_until: None,
+        log: BufWriter::with_capacity(16 * 1024, io::stderr()),
+        scratch: vec![0; RECV_SIZE],
+    };
+    let result = server.run();
+    let _ = server.log.flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("file-server: {err}");
+            ExitCode::FAILURE
         }
     }
 }
 
-/// Sets the socket's timeout to what is left until `deadline`, or fails
-/// with [`ErrorKind::TimedOut`] once it is past.
-fn time_left(conn: &Socket, deadline: Instant) -> io::Result<()> {
-    match deadline.checked_duration_since(Instant::now()) {
-        Some(left) if !left.is_zero() => conn.settimeout(Some(left)),
-        _ => Err(io::Error::new(ErrorKind::TimedOut, "timed out")),
-    }
+/// Where a connection is in its life.
+enum State {
+    /// Gathering a request head in [`Conn::input`].
+    ReadingHead {
+        /// When the wait for this request began: the accept, or the end of
+        /// the previous response.
+        since: Instant,
+        /// When its first byte arrived.
+        first_byte: Option<Instant>,
+        scanner: HeadScanner,
+    },
+    /// Sending a response: its head, then its body.
+    Sending(Response),
+    /// The sending side is shut; reading and discarding what the client
+    /// still sends until it closes too, or until the deadline.
+    Lingering { discarded: usize },
 }
 
-/// What a response was.
-struct Outcome {
+/// A response under way.
+struct Response {
+    /// The request line as received, for the log; `None` for a request
+    /// rejected before it was understood.
+    request: Option<Vec<u8>>,
     status: Status,
-    /// Body bytes sent.
-    body_bytes: u64,
-    /// Whether the connection can carry another request.
+    head: Vec<u8>,
+    /// Bytes of `head` sent so far.
+    head_sent: usize,
+    /// The body: the file and its length (none for `HEAD` and errors,
+    /// whose short body is part of `head`).
+    body: Option<(File, String, u64)>,
+    /// Bytes of the body sent so far.
+    body_sent: u64,
+    /// Body bytes to log: the file's part sent, or the error text's length.
+    logged_bytes: u64,
+    /// Whether the connection carries another request afterwards.
     keep_alive: bool,
 }
 
-/// Answers one request.
-fn respond(conn: &Socket, head: &RequestHead, root: &str, keep_alive: bool) -> io::Result<Outcome> {
-    let version = head.line.version;
-    let is_head = head.line.method == Method::Head;
-    if head.line.method == Method::Other {
-        let status = Status::MethodNotAllowed;
-        return send_error(
-            conn,
-            status,
-            version,
-            is_head,
-            keep_alive,
-            &[("Allow", "GET, HEAD")],
-        );
+/// One client connection.
+struct Conn {
+    sock: Socket,
+    peer: SocketAddr,
+    /// Received bytes not parsed yet: the head being read, and any
+    /// pipelined requests after it.
+    input: Vec<u8>,
+    state: State,
+    /// What the selector watches the connection for.
+    interest: Events,
+    /// When the current wait ends.
+    deadline: Instant,
+    /// The deadline this connection has in [`Server::deadlines`].
+    armed: Instant,
+}
+
+/// What to do with a connection after handling it.
+enum Next {
+    /// Watch it for these events.
+    Wait(Events),
+    /// Close it; with a line for the log, the reason.
+    Close(Option<String>),
+}
+
+/// The server: the listener, the connections, their deadlines.
+struct Server {
+    listener: Socket,
+    root: String,
+    timeout: Duration,
+    head_timeout: Duration,
+    /// Requests still to answer under `--max-requests`.
+    requests_left: Option<u64>,
+    selector: DefaultSelector<u64>,
+    conns: HashMap<u64, Conn>,
+    /// Every connection's deadline with its number, earliest first.
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_id: u64,
+    /// Whether the listener is registered.
+    accepting: bool,
+    accept_paused_until: Option<Instant>,
+    /// The request log, written out before each wait.
+    log: BufWriter<Stderr>,
+    /// A buffer for receiving what is discarded.
+    scratch: Vec<u8>,
+}
+
+impl Server {
+    /// The event loop; returns once `--max-requests` answers are sent.
+    fn run(&mut self) -> io::Result<()> {
+        self.listener.setblocking(false)?;
+        self.selector
+            .register(&self.listener, EVENT_READ, LISTENER)?;
+        self.accepting = true;
+        loop {
+            if self.requests_left == Some(0) {
+                if self.accepting {
+                    self.selector.unregister(&self.listener)?;
+                    self.accepting = false;
+                }
+                let busy = self
+                    .conns
+                    .values()
+                    .any(|conn| !matches!(conn.state, State::ReadingHead { .. }));
+                if !busy {
+                    return Ok(());
+                }
+            }
+            let now = Instant::now();
+            let wake = self
+                .deadlines
+                .first()
+                .map(|&(deadline, _)| deadline)
+                .into_iter()
+                .chain(self.accept_paused_until)
+                .min();
+            let timeout = wake.map(|wake| wake.saturating_duration_since(now));
+            if timeout != Some(Duration::ZERO) {
+                // Nothing to do if stderr is gone.
+                let _ = self.log.flush();
+            }
+            let ready = self.selector.select(timeout)?;
+            for (key, events) in ready {
+                if key.data == LISTENER {
+                    self.accept_all();
+                } else {
+                    self.handle(key.data, events)?;
+                }
+            }
+            let now = Instant::now();
+            if let Some(until) = self.accept_paused_until
+                && now >= until
+            {
+                self.accept_paused_until = None;
+                if self.requests_left != Some(0) {
+                    self.selector
+                        .register(&self.listener, EVENT_READ, LISTENER)?;
+                    self.accepting = true;
+                }
+            }
+            while let Some(&(deadline, id)) = self.deadlines.first() {
+                if deadline > now {
+                    break;
+                }
+                self.deadlines.pop_first();
+                self.expire(id)?;
+            }
+        }
     }
-    let segments = match http::sanitize_path(&head.line.target) {
-        Ok(segments) => segments,
-        Err(status) => return send_error(conn, status, version, is_head, keep_alive, &[]),
-    };
-    let (file, len, path) = match open_for_serving(root, &segments) {
-        Ok(found) => found,
-        Err(status) => return send_error(conn, status, version, is_head, keep_alive, &[]),
-    };
-    let response = http::response_head(
-        Status::Ok,
-        len,
-        http::content_type(&path),
+
+    /// Accepts every connection waiting in the backlog and registers it.
+    fn accept_all(&mut self) {
+        loop {
+            let (sock, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if is_transient(&err) => return,
+                // The client gave up before it was accepted; the next one
+                // may be waiting.
+                Err(err) if err.kind() == ErrorKind::ConnectionAborted => continue,
+                Err(err) => {
+                    let _ = writeln!(self.log, "file-server: accept: {err}");
+                    if self.selector.unregister(&self.listener).is_ok() {
+                        self.accepting = false;
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    }
+                    return;
+                }
+            };
+            if let Err(err) = self.add(sock) {
+                let _ = writeln!(self.log, "file-server: {peer}: {err}");
+            }
+        }
+    }
+
+    /// Starts serving an accepted connection.
+    fn add(&mut self, sock: Socket) -> io::Result<()> {
+        let peer = sock.getpeername()?;
+        sock.setblocking(false)?;
+        // Bodies go out with sendfile right after their head; without
+        // TCP_NODELAY a short body would wait for the head's ACK (Nagle).
+        // Only latency depends on it, so a failure is ignored.
+        let _ = sock.setsockopt(SockOpt::TcpNoDelay(true));
+        let id = self.next_id;
+        self.next_id += 1;
+        self.selector.register(&sock, EVENT_READ, id)?;
+        let now = Instant::now();
+        let deadline = now + self.timeout;
+        self.deadlines.insert((deadline, id));
+        self.conns.insert(
+            id,
+            Conn {
+                sock,
+                peer,
+                input: Vec::new(),
+                state: State::ReadingHead {
+                    since: now,
+                    first_byte: None,
+                    scanner: HeadScanner::default(),
+                },
+                interest: EVENT_READ,
+                deadline,
+                armed: deadline,
+            },
+        );
+        Ok(())
+    }
+
+    /// Serves one connection's readiness.
+    fn handle(&mut self, id: u64, events: Events) -> io::Result<()> {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return Ok(());
+        };
+        let next = self.step(&mut conn, events);
+        self.settle(id, conn, next)
+    }
+
+    /// A connection's deadline passed.
+    fn expire(&mut self, id: u64) -> io::Result<()> {
+        let Some(conn) = self.conns.remove(&id) else {
+            return Ok(());
+        };
+        let why = match &conn.state {
+            State::ReadingHead {
+                since, first_byte, ..
+            } => {
+                if first_byte.is_some_and(|first| first + self.head_timeout < *since + self.timeout)
+                {
+                    format!(
+                        "file-server: {}: request head not complete within {} s of its first byte",
+                        conn.peer,
+                        self.head_timeout.as_secs()
+                    )
+                } else {
+                    format!(
+                        "file-server: {}: no complete request within {} s",
+                        conn.peer,
+                        self.timeout.as_secs()
+                    )
+                }
+            }
+            State::Sending(response) => response.log_line(
+                conn.peer,
+                Some(format!(
+                    "the client took nothing for {} s",
+                    self.timeout.as_secs()
+                )),
+            ),
+            State::Lingering { .. } => String::new(),
+        };
+        self.settle(id, conn, Next::Close((!why.is_empty()).then_some(why)))
+    }
+
+    /// Applies what handling a connection decided: logs, closes, or changes
+    /// what it is watched for and its deadline.
+    fn settle(&mut self, id: u64, mut conn: Conn, next: Next) -> io::Result<()> {
+        match next {
+            Next::Wait(events) => {
+                if events != conn.interest {
+                    if let Err(err) = self.selector.modify(&conn.sock, events, id) {
+                        let _ = writeln!(self.log, "file-server: {}: {err}", conn.peer);
+                        return self.settle(id, conn, Next::Close(None));
+                    }
+                    conn.interest = events;
+                }
+                conn.deadline = self.deadline_of(&conn);
+                if conn.deadline != conn.armed {
+                    self.deadlines.remove(&(conn.armed, id));
+                    self.deadlines.insert((conn.deadline, id));
+                    conn.armed = conn.deadline;
+                }
+                self.conns.insert(id, conn);
+            }
+            Next::Close(why) => {
+                if let Some(why) = why {
+                    let _ = writeln!(self.log, "{why}");
+                }
+                self.deadlines.remove(&(conn.armed, id));
+                let _ = self.selector.unregister(&conn.sock);
+            }
+        }
+        Ok(())
+    }
+
+    /// When the connection's current wait ends.
+    fn deadline_of(&self, conn: &Conn) -> Instant {
+        match &conn.state {
+            State::ReadingHead {
+                since, first_byte, ..
+            } => {
+                let idle = *since + self.timeout;
+                first_byte.map_or(idle, |first| idle.min(first + self.head_timeout))
+            }
+            // Sending and lingering set theirs when they make progress.
+            State::Sending(_) | State::Lingering { .. } => conn.deadline,
+        }
+    }
+
+    /// Moves a connection on as far as it goes without waiting.
+    fn step(&mut self, conn: &mut Conn, events: Events) -> Next {
+        let can_read = events.intersects(EVENT_READ | Events::ERROR | Events::HANG_UP);
+        loop {
+            let next = match conn.state {
+                State::ReadingHead { .. } => self.read_head(conn, can_read),
+                State::Sending(_) => self.send(conn),
+                State::Lingering { .. } => self.linger(conn),
+            };
+            match next {
+                // The state changed: go on in the new one.
+                None => continue,
+                Some(next) => return next,
+            }
+        }
+    }
+
+    /// Receives what has arrived of a request head; once it is whole,
+    /// starts the response. `None` when the state changed.
+    fn read_head(&mut self, conn: &mut Conn, can_read: bool) -> Option<Next> {
+        let State::ReadingHead {
+            first_byte,
+            scanner,
+            ..
+        } = &mut conn.state
+        else {
+            unreachable!("read_head in another state");
+        };
+        let mut ended = false;
+        if !scanner.is_decided(&conn.input) {
+            if !can_read {
+                return Some(Next::Wait(EVENT_READ));
+            }
+            let len = conn.input.len();
+            conn.input.resize(len + RECV_SIZE, 0);
+            let received = conn.sock.recv_into(&mut conn.input[len..]);
+            conn.input.truncate(len + *received.as_ref().unwrap_or(&0));
+            match received {
+                Ok(0) => ended = true,
+                Ok(_) => {
+                    first_byte.get_or_insert_with(Instant::now);
+                }
+                Err(err) if is_transient(&err) => return Some(Next::Wait(EVENT_READ)),
+                Err(err) => {
+                    return Some(Next::Close(Some(format!(
+                        "file-server: {}: {err}",
+                        conn.peer
+                    ))));
+                }
+            }
+            if !ended && !scanner.is_decided(&conn.input) {
+                return Some(Next::Wait(EVENT_READ));
+            }
+        }
+        if self.requests_left == Some(0) {
+            // The last request under `--max-requests` is read: no more.
+            return Some(Next::Close(None));
+        }
+        let mut cursor = Cursor::new(&conn.input[..]);
+        let parsed = http::read_head(&mut cursor);
+        let consumed = cursor.position() as usize;
+        let response = match parsed {
+            Ok(Some(head)) => {
+                conn.input.drain(..consumed);
+                let last = self.count_request();
+                let keep_alive = head.keep_alive() && !last;
+                self.respond(&head, keep_alive)
+            }
+            // The client closed the connection between requests.
+            Ok(None) if ended => return Some(Next::Close(None)),
+            Err(HeadError::Io(err)) if ended => {
+                return Some(Next::Close(Some(format!(
+                    "file-server: {}: {err}",
+                    conn.peer
+                ))));
+            }
+            // Not whole yet after all: wait for more.
+            Ok(None) | Err(HeadError::Io(_)) => return Some(Next::Wait(EVENT_READ)),
+            Err(HeadError::Reject(status)) => {
+                conn.input.clear();
+                self.count_request();
+                error_response(None, status, Version::Http11, false, false, &[])
+            }
+        };
+        conn.state = State::Sending(response);
+        conn.deadline = Instant::now() + self.timeout;
+        None
+    }
+
+    /// Counts a request against `--max-requests`; returns whether it is the
+    /// last.
+    fn count_request(&mut self) -> bool {
+        if let Some(left) = &mut self.requests_left {
+            *left = left.saturating_sub(1);
+        }
+        self.requests_left == Some(0)
+    }
+
+    /// Sends what the socket takes of the response; once it is all sent,
+    /// logs it and reads the next request, or lingers before closing.
+    /// `None` when the state changed.
+    fn send(&mut self, conn: &mut Conn) -> Option<Next> {
+        let State::Sending(response) = &mut conn.state else {
+            unreachable!("send in another state");
+        };
+        match response.progress(&conn.sock) {
+            Ok(Progress::Blocked { moved }) => {
+                if moved {
+                    conn.deadline = Instant::now() + self.timeout;
+                }
+                return Some(Next::Wait(EVENT_WRITE));
+            }
+            Ok(Progress::Turn) => {
+                conn.deadline = Instant::now() + self.timeout;
+                return Some(Next::Wait(EVENT_WRITE));
+            }
+            Ok(Progress::Done) => {}
+            Err(err) => {
+                let line = response.log_line(conn.peer, Some(err.to_string()));
+                return Some(Next::Close(Some(line)));
+            }
+        }
+        let _ = writeln!(self.log, "{}", response.log_line(conn.peer, None));
+        let now = Instant::now();
+        if response.keep_alive {
+            conn.state = State::ReadingHead {
+                since: now,
+                first_byte: (!conn.input.is_empty()).then_some(now),
+                scanner: HeadScanner::default(),
+            };
+        } else {
+            let _ = conn.sock.shutdown(Shutdown::Write);
+            conn.input.clear();
+            conn.state = State::Lingering { discarded: 0 };
+            conn.deadline = now + LINGER_TIMEOUT;
+        }
+        None
+    }
+
+    /// Reads and discards what the client still sends before the close
+    /// (a body, pipelined requests), until it closes its side too, or for
+    /// at most [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`]: closing with
+    /// unread data would reset the connection, and the client could lose
+    /// the response it has not read yet.
+    fn linger(&mut self, conn: &mut Conn) -> Option<Next> {
+        let State::Lingering { discarded } = &mut conn.state else {
+            unreachable!("linger in another state");
+        };
+        loop {
+            match conn.sock.recv_into(&mut self.scratch) {
+                Ok(0) => return Some(Next::Close(None)),
+                Ok(n) => {
+                    *discarded += n;
+                    if *discarded >= LINGER_MAX_BYTES {
+                        return Some(Next::Close(None));
+                    }
+                }
+                Err(err) if is_transient(&err) => return Some(Next::Wait(EVENT_READ)),
+                Err(_) => return Some(Next::Close(None)),
+            }
+        }
+    }
+
+    /// The response to a request.
+    fn respond(&self, head: &RequestHead, keep_alive: bool) -> Response {
+        let request = Some(head.raw_line.clone());
+        let version = head.line.version;
+        let is_head = head.line.method == Method::Head;
+        if head.line.method == Method::Other {
+            return error_response(
+                request,
+                Status::MethodNotAllowed,
+                version,
+                is_head,
+                keep_alive,
+                &[("Allow", "GET, HEAD")],
+            );
+        }
+        let found = http::sanitize_path(&head.line.target)
+            .and_then(|segments| open_for_serving(&self.root, &segments));
+        let (file, len, path) = match found {
+            Ok(found) => found,
+            Err(status) => {
+                return error_response(request, status, version, is_head, keep_alive, &[]);
+            }
+        };
+        let response_head = http::response_head(
+            Status::Ok,
+            len,
+            http::content_type(&path),
+            version,
+            keep_alive,
+            &[],
+        );
+        Response {
+            request,
+            status: Status::Ok,
+            head: response_head.into_bytes(),
+            head_sent: 0,
+            body: (!is_head && len > 0).then_some((file, path, len)),
+            body_sent: 0,
+            logged_bytes: 0,
+            keep_alive,
+        }
+    }
+}
+
+/// How far [`Response::progress`] got.
+enum Progress {
+    /// The socket takes no more now; `moved` says whether it took anything
+    /// before that.
+    Blocked { moved: bool },
+    /// [`BODY_TURN`] bytes went out: the others' turn.
+    Turn,
+    /// The whole response is sent.
+    Done,
+}
+
+impl Response {
+    /// Sends what the socket takes now: the rest of the head with `send`,
+    /// then the body with `sendfile_once`, at most [`BODY_TURN`] of it.
+    fn progress(&mut self, sock: &Socket) -> io::Result<Progress> {
+        let mut moved = false;
+        while self.head_sent < self.head.len() {
+            match sock.send(&self.head[self.head_sent..]) {
+                Ok(n) => {
+                    self.head_sent += n;
+                    moved = true;
+                }
+                Err(err) if is_transient(&err) => return Ok(Progress::Blocked { moved }),
+                Err(err) => return Err(err),
+            }
+        }
+        let Some((file, path, len)) = &self.body else {
+            return Ok(Progress::Done);
+        };
+        let mut this_turn = 0;
+        while self.body_sent < *len {
+            if this_turn >= BODY_TURN {
+                return Ok(Progress::Turn);
+            }
+            let count = (*len - self.body_sent).min(BODY_TURN - this_turn);
+            match sock.sendfile_once(file, self.body_sent, count) {
+                Ok(0) => {
+                    // The file shrank after its length was sent: the
+                    // response is cut short, and only closing the
+                    // connection tells the client so.
+                    self.keep_alive = false;
+                    eprintln!(
+                        "file-server: {path} ended after {} of {len} bytes",
+                        self.body_sent
+                    );
+                    break;
+                }
+                Ok(n) => {
+                    self.body_sent += n;
+                    self.logged_bytes = self.body_sent;
+                    this_turn += n;
+                    moved = true;
+                }
+                Err(err) if is_transient(&err) => return Ok(Progress::Blocked { moved }),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Progress::Done)
+    }
+
+    /// The request's line in the log: `PEER "REQUEST LINE" STATUS BYTES`,
+    /// or `PEER "REQUEST LINE" failed: ERROR`; `PEER (rejected request)
+    /// STATUS` for a request that was not understood.
+    fn log_line(&self, peer: SocketAddr, failure: Option<String>) -> String {
+        match (&self.request, failure) {
+            (Some(request), None) => format!(
+                "{peer} \"{}\" {} {}",
+                request.escape_ascii(),
+                self.status.code(),
+                self.logged_bytes
+            ),
+            (Some(request), Some(err)) => {
+                format!("{peer} \"{}\" failed: {err}", request.escape_ascii())
+            }
+            (None, None) => format!("{peer} (rejected request) {}", self.status.code()),
+            (None, Some(err)) => {
+                format!(
+                    "{peer} (rejected request) {} failed: {err}",
+                    self.status.code()
+                )
+            }
+        }
+    }
+}
+
+/// An error response with a short text body (just the head for `HEAD`).
+fn error_response(
+    request: Option<Vec<u8>>,
+    status: Status,
+    version: Version,
+    is_head: bool,
+    keep_alive: bool,
+    extra: &[(&str, &str)],
+) -> Response {
+    let body = format!("{} {}\n", status.code(), status.reason());
+    let mut head = http::response_head(
+        status,
+        body.len() as u64,
+        "text/plain; charset=utf-8",
         version,
         keep_alive,
-        &[],
+        extra,
     );
-    conn.sendall(response.as_bytes())?;
-    let mut outcome = Outcome {
-        status: Status::Ok,
-        body_bytes: 0,
+    if !is_head {
+        head.push_str(&body);
+    }
+    Response {
+        request,
+        status,
+        head: head.into_bytes(),
+        head_sent: 0,
+        body: None,
+        body_sent: 0,
+        logged_bytes: if is_head { 0 } else { body.len() as u64 },
         keep_alive,
-    };
-    if is_head || len == 0 {
-        return Ok(outcome);
     }
-    outcome.body_bytes = conn.sendfile(&file, 0, Some(len))?;
-    if outcome.body_bytes != len {
-        // The file shrank after its length was sent: the response is cut
-        // short, and only closing the connection tells the client so.
-        outcome.keep_alive = false;
-        eprintln!(
-            "file-server: {path} ended after {} of {len} bytes",
-            outcome.body_bytes
-        );
-    }
-    Ok(outcome)
+}
+
+/// "Try again later": the socket is not ready, or a signal interrupted the
+/// call.
+fn is_transient(err: &io::Error) -> bool {
+    matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
 /// Opens the regular file that `segments` names under `root`, or the
@@ -374,57 +910,6 @@ fn status_for(err: io::Error) -> Status {
     }
 }
 
-/// Sends an error response with a short text body (just the head for
-/// `HEAD`).
-fn send_error(
-    conn: &Socket,
-    status: Status,
-    version: Version,
-    is_head: bool,
-    keep_alive: bool,
-    extra: &[(&str, &str)],
-) -> io::Result<Outcome> {
-    let body = format!("{} {}\n", status.code(), status.reason());
-    let mut response = http::response_head(
-        status,
-        body.len() as u64,
-        "text/plain; charset=utf-8",
-        version,
-        keep_alive,
-        extra,
-    );
-    if !is_head {
-        response.push_str(&body);
-    }
-    conn.sendall(response.as_bytes())?;
-    Ok(Outcome {
-        status,
-        body_bytes: if is_head { 0 } else { body.len() as u64 },
-        keep_alive,
-    })
-}
-
-/// Closes the sending side, then reads and discards what the client still
-/// sends (a body, pipelined requests), until it closes its side too or for
-/// at most [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`]: closing with unread
-/// data would reset the connection, and the client could lose the response
-/// it has not read yet.
-fn linger(conn: &Socket, reader: &mut impl BufRead) {
-    let _ = conn.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + LINGER_TIMEOUT;
-    let mut discarded = 0;
-    while discarded < LINGER_MAX_BYTES && time_left(conn, deadline).is_ok() {
-        match reader.fill_buf() {
-            Ok([]) | Err(_) => break,
-            Ok(data) => {
-                let n = data.len();
-                reader.consume(n);
-                discarded += n;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,15 +927,26 @@ mod tests {
                 root: "/".into(),
                 max_requests: None,
                 timeout: DEFAULT_TIMEOUT,
+                head_timeout: DEFAULT_HEAD_TIMEOUT,
             })
         );
         assert_eq!(
-            parse(&["--max-requests", "2", "[::1]:80", "--timeout", "5", "/site"]),
+            parse(&[
+                "--max-requests",
+                "2",
+                "[::1]:80",
+                "--timeout",
+                "5",
+                "--head-timeout",
+                "3",
+                "/site"
+            ]),
             Ok(Args {
                 addr: "[::1]:80".into(),
                 root: "/site".into(),
                 max_requests: Some(2),
                 timeout: Duration::from_secs(5),
+                head_timeout: Duration::from_secs(3),
             })
         );
         for bad in [
@@ -463,6 +959,9 @@ mod tests {
             &["--timeout", "-1", "a"],
             &["--timeout", "86401", "a"],
             &["a", "--timeout"],
+            &["--head-timeout", "0", "a"],
+            &["--head-timeout", "x", "a"],
+            &["a", "--head-timeout"],
             &["--help"],
             &["-p", "80"],
         ] {
