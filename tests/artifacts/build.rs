@@ -13,6 +13,7 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ("echo-server", &["echo-server"]),
     ("http-get", &["http-get"]),
     ("file-server", &["file-server"]),
+    ("tcp-proxy", &["tcp-proxy"]),
 ];
 
 fn main() {
