@@ -406,15 +406,14 @@ impl Server {
                     return;
                 }
             };
-            if let Err(err) = self.add(sock) {
+            if let Err(err) = self.add(sock, peer) {
                 let _ = writeln!(self.log, "file-server: {peer}: {err}");
             }
         }
     }
 
     /// Starts serving an accepted connection.
-    fn add(&mut self, sock: Socket) -> io::Result<()> {
-        let peer = sock.getpeername()?;
+    fn add(&mut self, sock: Socket, peer: SocketAddr) -> io::Result<()> {
         sock.setblocking(false)?;
         // Bodies go out with sendfile right after their head; without
         // TCP_NODELAY a short body would wait for the head's ACK (Nagle).
