@@ -712,15 +712,12 @@ fn a_silent_or_trickling_client_cannot_hold_the_server() {
     let site = Site::new("slow");
     let mut server = Server::start(&site, &[], &["--timeout", "2"]);
 
-    // A client that connects and says nothing holds the server (it serves
-    // one connection at a time) only until the timeout; the next client,
-    // waiting in the backlog meanwhile, is served then.
+    // A client that connects and says nothing holds no one else (the
+    // server serves every connection at once), and its connection is
+    // closed once the timeout has passed.
     let mut silent = server.connect();
-    let started = Instant::now();
     let (code, body) = curl_status(&[&server.url("/hello.txt")]);
     assert_eq!((code.as_str(), body.as_str()), ("200", HELLO));
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
     let mut rest = Vec::new();
     silent.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{rest:?}");
