@@ -201,6 +201,35 @@ pub(crate) fn from_transfer(error: TransferError) -> io::Error {
     )
 }
 
+/// `err` (a [`PartialTransfer`] or any error) as the error of a transfer
+/// that sent `total` bytes in all before it: its kind and underlying
+/// error, with the count replaced.
+#[cfg(feature = "async")]
+pub(crate) fn with_total_sent(err: io::Error, total: u64) -> io::Error {
+    let kind = err.kind();
+    let error = if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<PartialTransfer>())
+    {
+        match err
+            .into_inner()
+            .map(|inner| inner.downcast::<PartialTransfer>())
+        {
+            Some(Ok(partial)) => partial.error,
+            _ => io::Error::from(kind),
+        }
+    } else {
+        err
+    };
+    io::Error::new(
+        kind,
+        PartialTransfer {
+            bytes_sent: total,
+            error,
+        },
+    )
+}
+
 /// The inner error of an [`io::Error`] returned by
 /// [`Socket::sendall`](crate::Socket::sendall) (and by `write_all` on a
 /// socket) or by [`Socket::sendfile`](crate::Socket::sendfile): says how

@@ -116,6 +116,8 @@
 #![deny(missing_docs)]
 
 mod address;
+#[cfg(feature = "async")]
+pub mod aio;
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings;

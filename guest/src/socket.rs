@@ -222,6 +222,18 @@ impl Socket {
         }
     }
 
+    /// Starts a connect on a non-blocking socket: `Ok(true)` if it
+    /// completed at once, `Ok(false)` if it goes on in the background.
+    #[cfg(feature = "async")]
+    pub(crate) fn start_connect(&self, addr: impl ToAddress) -> io::Result<bool> {
+        let addr = addr.to_address()?;
+        match self.host()?.connect(addr.host(), addr.port()) {
+            Ok(()) => Ok(true),
+            Err(bindings::ErrorCode::InProgress) => Ok(false),
+            Err(code) => Err(from_code(code)),
+        }
+    }
+
     /// Reads and clears the socket's pending error: `None` when there is
     /// none; corresponds to Python's
     /// `socket.getsockopt(SOL_SOCKET, SO_ERROR)` (which returns 0 or the
