@@ -12,53 +12,7 @@ use wasip2::filesystem::types::ErrorCode as FsErrorCode;
 
 use crate::bindings::{ErrorCode, TransferError};
 
-/// errno values as numbered by WASI's `errno.h`, which wasi-libc and Rust's
-/// standard library use on `wasm32-wasip2`.
-mod wasi_errno {
-    pub const EACCES: i32 = 2;
-    pub const EADDRINUSE: i32 = 3;
-    pub const EADDRNOTAVAIL: i32 = 4;
-    pub const EAGAIN: i32 = 6;
-    pub const EALREADY: i32 = 7;
-    pub const EBADF: i32 = 8;
-    pub const EBUSY: i32 = 10;
-    pub const ECONNABORTED: i32 = 13;
-    pub const ECONNREFUSED: i32 = 14;
-    pub const ECONNRESET: i32 = 15;
-    pub const EDEADLK: i32 = 16;
-    pub const EDQUOT: i32 = 19;
-    pub const EEXIST: i32 = 20;
-    pub const EFBIG: i32 = 22;
-    pub const EILSEQ: i32 = 25;
-    pub const EINPROGRESS: i32 = 26;
-    pub const EINTR: i32 = 27;
-    pub const EINVAL: i32 = 28;
-    pub const EIO: i32 = 29;
-    pub const EISDIR: i32 = 31;
-    pub const ELOOP: i32 = 32;
-    pub const EMLINK: i32 = 34;
-    pub const EMSGSIZE: i32 = 35;
-    pub const ENAMETOOLONG: i32 = 37;
-    pub const ENODEV: i32 = 43;
-    pub const ENOENT: i32 = 44;
-    pub const ENOLCK: i32 = 46;
-    pub const ENOMEM: i32 = 48;
-    pub const ENOSPC: i32 = 51;
-    pub const ENOTCONN: i32 = 53;
-    pub const ENOTDIR: i32 = 54;
-    pub const ENOTEMPTY: i32 = 55;
-    pub const ENOTRECOVERABLE: i32 = 56;
-    pub const ENOTSUP: i32 = 58;
-    pub const ENOTTY: i32 = 59;
-    pub const ENXIO: i32 = 60;
-    pub const EOVERFLOW: i32 = 61;
-    pub const EPERM: i32 = 63;
-    pub const EPIPE: i32 = 64;
-    pub const EROFS: i32 = 69;
-    pub const ESPIPE: i32 = 70;
-    pub const ETXTBSY: i32 = 74;
-    pub const EXDEV: i32 = 75;
-}
+use crate::errno as wasi_errno;
 
 /// Converts an `error-code` from the host into an [`io::Error`], as the
 /// table in the crate documentation describes.
@@ -102,7 +56,47 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
         ErrorCode::LimitReached(text) => {
             io::Error::new(ErrorKind::QuotaExceeded, format!("limit reached: {text}"))
         }
+        ErrorCode::InProgress => in_progress(),
         ErrorCode::Os(errno) => io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// The error of a connect that goes on in the background: kind
+/// [`ErrorKind::WouldBlock`], as CPython raises `BlockingIOError` for it.
+///
+/// Its errno, `EINPROGRESS`, is on the inner error
+/// (`err.get_ref()` downcast to [`io::Error`], whose `raw_os_error` is
+/// `EINPROGRESS`): an [`io::Error`] made from that errno alone would have
+/// the kind the standard library gives `EINPROGRESS`, the unstable
+/// `InProgress`, which stable code cannot match.
+pub(crate) fn in_progress() -> io::Error {
+    let inner = errno(
+        wasi_errno::EINPROGRESS,
+        ErrorKind::Other,
+        "operation in progress",
+    );
+    io::Error::new(ErrorKind::WouldBlock, inner)
+}
+
+/// The WASI errno of an `error-code` (the numbering of `errno.h` in a
+/// wasm32-wasip2 guest's libc): what CPython's `connect_ex` returns.
+pub(crate) fn errno_of_code(code: &ErrorCode) -> i32 {
+    use wasi_errno::*;
+    match code {
+        ErrorCode::Timeout => ETIMEDOUT,
+        ErrorCode::WouldBlock => EAGAIN,
+        ErrorCode::ConnectionRefused => ECONNREFUSED,
+        ErrorCode::ConnectionReset => ECONNRESET,
+        ErrorCode::ConnectionAborted => ECONNABORTED,
+        ErrorCode::BrokenPipe => EPIPE,
+        ErrorCode::NotConnected => ENOTCONN,
+        ErrorCode::AddressInUse => EADDRINUSE,
+        ErrorCode::AddressNotAvailable => EADDRNOTAVAIL,
+        ErrorCode::AccessDenied(_) => EACCES,
+        ErrorCode::InvalidArgument(_) => EINVAL,
+        ErrorCode::LimitReached(_) => EMFILE,
+        ErrorCode::InProgress => EINPROGRESS,
+        ErrorCode::Os(errno) => *errno,
     }
 }
 
@@ -203,6 +197,35 @@ pub(crate) fn from_transfer(error: TransferError) -> io::Error {
         PartialTransfer {
             bytes_sent: error.bytes_sent,
             error: inner,
+        },
+    )
+}
+
+/// `err` (a [`PartialTransfer`] or any error) as the error of a transfer
+/// that sent `total` bytes in all before it: its kind and underlying
+/// error, with the count replaced.
+#[cfg(feature = "async")]
+pub(crate) fn with_total_sent(err: io::Error, total: u64) -> io::Error {
+    let kind = err.kind();
+    let error = if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<PartialTransfer>())
+    {
+        match err
+            .into_inner()
+            .map(|inner| inner.downcast::<PartialTransfer>())
+        {
+            Some(Ok(partial)) => partial.error,
+            _ => io::Error::from(kind),
+        }
+    } else {
+        err
+    };
+    io::Error::new(
+        kind,
+        PartialTransfer {
+            bytes_sent: total,
+            error,
         },
     )
 }
