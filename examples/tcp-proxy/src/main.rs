@@ -13,8 +13,9 @@
 //!
 //! Many clients are relayed at once, from the plugin's one thread, by an
 //! event loop over a [`DefaultSelector`] (Python's `selectors`): every
-//! socket is non-blocking, the upstream connect too (it completes when the
-//! socket turns writable, and [`Socket::take_error`] says how).
+//! socket is non-blocking, the upstream connect too ([`Socket::connect_ex`]
+//! returns `EINPROGRESS`; the connect has ended when the socket turns
+//! writable, and [`Socket::take_error`] says how).
 //!
 //! - Each direction has a buffer of [`BUFFER_SIZE`] bytes. While it is
 //!   full the proxy stops reading the side that fills it (backpressure: TCP
@@ -35,7 +36,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE};
-use sockshim::{Address, Events, Family, Kind, Socket};
+use sockshim::{Address, Events, Family, Kind, Socket, errno};
 
 /// The bytes buffered per direction of a relayed connection.
 const BUFFER_SIZE: usize = 64 * 1024;
@@ -44,10 +45,6 @@ const BUFFER_SIZE: usize = 64 * 1024;
 /// than "nothing to accept" (for example the plugin's socket limit), so
 /// that a lasting error does not make the loop spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// `EINPROGRESS` as WASI's `errno.h` numbers it: a non-blocking connect
-/// that goes on in the background (Python's `connect_ex` result).
-const EINPROGRESS: i32 = 26;
 
 /// The selector's key data for the listener. A relayed connection's two
 /// sockets have `2 * id` (the client) and `2 * id + 1` (the upstream).
@@ -450,13 +447,9 @@ fn start_connect(client: &Socket, upstream: SocketAddr) -> io::Result<(Socket, b
     };
     let sock = Socket::new(family, Kind::Stream)?;
     sock.setblocking(false)?;
-    match sock.connect(upstream) {
-        Ok(()) => Ok((sock, false)),
-        Err(err)
-            if err.kind() == ErrorKind::WouldBlock || err.raw_os_error() == Some(EINPROGRESS) =>
-        {
-            Ok((sock, true))
-        }
-        Err(err) => Err(err),
+    match sock.connect_ex(upstream) {
+        0 => Ok((sock, false)),
+        errno::EINPROGRESS => Ok((sock, true)),
+        code => Err(io::Error::from_raw_os_error(code)),
     }
 }
