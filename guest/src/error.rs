@@ -102,6 +102,12 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
         ErrorCode::LimitReached(text) => {
             io::Error::new(ErrorKind::QuotaExceeded, format!("limit reached: {text}"))
         }
+        // CPython raises `BlockingIOError` with `EINPROGRESS`.
+        ErrorCode::InProgress => errno(
+            EINPROGRESS,
+            ErrorKind::WouldBlock,
+            "operation now in progress",
+        ),
         ErrorCode::Os(errno) => io::Error::from_raw_os_error(errno),
     }
 }
