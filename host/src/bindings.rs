@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
     imports: { default: async | trappable },
     with: {
         "sockshim:socket/socket.socket": crate::socket::TcpSocket,
+        "sockshim:socket/socket.selector": crate::readiness::Selector,
         // `sendfile` borrows the plugin's wasi:filesystem descriptor, the
         // entry wasmtime-wasi keeps in the shared resource table
         // (`wasmtime_wasi::filesystem::Descriptor`).

@@ -120,7 +120,13 @@ pub async fn sock_call_draining<R>(
     }
     let fd = match io.registered() {
         Some(fd) if deadline != Deadline::Now => fd,
-        _ => {
+        Some(_) => {
+            // Registered, and never to wait (a non-blocking socket, as an
+            // event loop's are): the system call now, keeping what tokio
+            // remembers of the socket true for a later wait.
+            return call_now_draining(io, interest, op, drained).map_err(ErrorCode::from);
+        }
+        None => {
             // Not registered yet (or never to wait): try the system call
             // first; only a wait needs the reactor.
             match retry_interrupted(|| op(io.socket())) {

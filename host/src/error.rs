@@ -27,7 +27,11 @@ impl From<&io::Error> for ErrorCode {
         };
         match errno {
             libc::ETIMEDOUT => ErrorCode::Timeout,
-            libc::EAGAIN | libc::EINPROGRESS | libc::EALREADY => ErrorCode::WouldBlock,
+            libc::EAGAIN => ErrorCode::WouldBlock,
+            // A non-blocking connect that has started (CPython's `connect_ex`
+            // returns it); a second connect while it goes on is `EALREADY`,
+            // which `os` carries as it is.
+            libc::EINPROGRESS => ErrorCode::InProgress,
             libc::ECONNREFUSED => ErrorCode::ConnectionRefused,
             libc::ECONNRESET => ErrorCode::ConnectionReset,
             libc::ECONNABORTED => ErrorCode::ConnectionAborted,

@@ -3,18 +3,24 @@
 
 use crate::SockshimCtxView;
 use crate::bindings::{
-    AddressFamily, ErrorCode, Host, HostSocket, IpAddress, Ipv4SocketAddress, Ipv6SocketAddress,
-    OptionName, ShutdownHow, SocketAddress, SocketOption, SocketType, Timeout as WitTimeout,
-    TransferError,
+    AddressFamily, ErrorCode, Events, Host, HostSelector, HostSocket, IpAddress, Ipv4SocketAddress,
+    Ipv6SocketAddress, OptionName, PollEntry, ReadyEntry, Selected, ShutdownHow, SocketAddress,
+    SocketOption, SocketType, Timeout as WitTimeout, TransferError,
 };
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
+use crate::quota::Slot;
+use crate::readiness::{self, MAX_POLL_ENTRIES, Selector, SocketReadiness};
 use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
+use crate::sys::WaitOn;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Resource;
 use wasmtime_wasi::OpenMode;
 use wasmtime_wasi::filesystem::Descriptor;
+use wasmtime_wasi::p2::DynPollable;
 
 type Res<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
@@ -27,31 +33,27 @@ impl SockshimCtxView<'_> {
         Ok(self.table.get_mut(res)?)
     }
 
-    /// Counts a new socket against the plugin's limit.
-    fn reserve_socket(&mut self) -> Result<(), ErrorCode> {
-        if self.ctx.open_sockets >= self.ctx.max_sockets {
-            return Err(ErrorCode::LimitReached(format!(
-                "this plugin may have at most {} sockets open",
-                self.ctx.max_sockets
-            )));
-        }
-        self.ctx.open_sockets += 1;
-        Ok(())
+    /// Counts a new socket (or selector, or pollable) against the plugin's
+    /// limit, until the slot drops.
+    fn reserve_socket(&mut self) -> Result<Slot, ErrorCode> {
+        self.ctx.quota.reserve()
     }
 
-    /// Gives back what `reserve_socket` counted.
-    fn release_socket(&mut self) {
-        self.ctx.open_sockets = self.ctx.open_sockets.saturating_sub(1);
-    }
-
-    fn push_socket(&mut self, sock: TcpSocket) -> wasmtime::Result<Resource<TcpSocket>> {
-        match self.table.push(sock) {
-            Ok(res) => Ok(res),
-            Err(e) => {
-                self.release_socket();
-                Err(e.into())
-            }
-        }
+    fn file_for_reading(
+        &self,
+        file: &Resource<Descriptor>,
+        op: &str,
+    ) -> wasmtime::Result<Result<Arc<std::fs::File>, ErrorCode>> {
+        // Reaching the file behind the descriptor steps around
+        // wasmtime-wasi's own checks, so make them here: the plugin must not
+        // send what it could not read through wasi:filesystem.
+        Ok(match self.table.get(file)? {
+            Descriptor::File(f) if f.open_mode.contains(OpenMode::READ) => Ok(f.file.clone()),
+            Descriptor::File(_) => Err(ErrorCode::invalid(format!(
+                "{op} needs a file opened for reading"
+            ))),
+            Descriptor::Dir(_) => Err(ErrorCode::invalid(format!("{op} cannot send a directory"))),
+        })
     }
 }
 
@@ -210,6 +212,48 @@ impl Host for SockshimCtxView<'_> {
     async fn get_default_timeout(&mut self) -> wasmtime::Result<WitTimeout> {
         Ok(self.ctx.default_timeout.into())
     }
+
+    async fn max_poll_entries(&mut self) -> wasmtime::Result<u32> {
+        Ok(MAX_POLL_ENTRIES)
+    }
+
+    async fn poll(
+        &mut self,
+        entries: Vec<PollEntry>,
+        timeout: Option<u64>,
+    ) -> Res<Vec<ReadyEntry>> {
+        if entries.len() > MAX_POLL_ENTRIES as usize {
+            return Ok(Err(ErrorCode::invalid(format!(
+                "poll takes at most {MAX_POLL_ENTRIES} entries, not {}",
+                entries.len()
+            ))));
+        }
+        let mut fds = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            // The sockets stay open for the call: the plugin is in it.
+            let fd = self
+                .socket(&entry.socket)?
+                .shared_ref()
+                .io
+                .socket()
+                .as_raw_fd();
+            fds.push(libc::pollfd {
+                fd,
+                events: readiness::to_bits(entry.events) as u16 as i16,
+                revents: 0,
+            });
+        }
+        let ready = readiness::poll(&mut fds, readiness::deadline_of(timeout), &self.ctx.wait_on);
+        Ok(ready.await.map(|ready| {
+            ready
+                .into_iter()
+                .map(|(index, bits)| ReadyEntry {
+                    index,
+                    events: readiness::from_bits(bits),
+                })
+                .collect()
+        }))
+    }
 }
 
 impl HostSocket for SockshimCtxView<'_> {
@@ -223,15 +267,13 @@ impl HostSocket for SockshimCtxView<'_> {
                 "datagram sockets are not supported yet",
             )));
         }
-        if let Err(e) = self.reserve_socket() {
-            return Ok(Err(e));
-        }
+        let slot = match self.reserve_socket() {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
         match TcpSocket::new(family, self.ctx.default_timeout, self.ctx.wait_on.clone()) {
-            Ok(sock) => Ok(Ok(self.push_socket(sock)?)),
-            Err(e) => {
-                self.release_socket();
-                Ok(Err(e.into()))
-            }
+            Ok(sock) => Ok(Ok(self.table.push(sock.hold(slot))?)),
+            Err(e) => Ok(Err(e.into())),
         }
     }
 
@@ -297,17 +339,15 @@ impl HostSocket for SockshimCtxView<'_> {
         res: Resource<TcpSocket>,
     ) -> Res<(Resource<TcpSocket>, SocketAddress)> {
         // Check the limit before taking the connection off the backlog.
-        if let Err(e) = self.reserve_socket() {
-            return Ok(Err(e));
-        }
+        let slot = match self.reserve_socket() {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
         let default_timeout = self.ctx.default_timeout;
         let accepted = self.socket(&res)?.accept(default_timeout).await;
         match accepted {
-            Ok((sock, peer)) => Ok(Ok((self.push_socket(sock)?, addr_to_wit(peer)))),
-            Err(e) => {
-                self.release_socket();
-                Ok(Err(e))
-            }
+            Ok((sock, peer)) => Ok(Ok((self.table.push(sock.hold(slot))?, addr_to_wit(peer)))),
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -344,23 +384,9 @@ impl HostSocket for SockshimCtxView<'_> {
         count: Option<u64>,
         total_timeout: Option<u64>,
     ) -> wasmtime::Result<Result<u64, TransferError>> {
-        // Reaching the file behind the descriptor steps around
-        // wasmtime-wasi's own checks, so make them here: the plugin must not
-        // send what it could not read through wasi:filesystem.
-        let file = match self.table.get(&file)? {
-            Descriptor::File(f) if f.open_mode.contains(OpenMode::READ) => f.file.clone(),
-            Descriptor::File(_) => {
-                return Ok(Err(TransferError::new(
-                    ErrorCode::invalid("sendfile needs a file opened for reading"),
-                    0,
-                )));
-            }
-            Descriptor::Dir(_) => {
-                return Ok(Err(TransferError::new(
-                    ErrorCode::invalid("sendfile cannot send a directory"),
-                    0,
-                )));
-            }
+        let file = match self.file_for_reading(&file, "sendfile")? {
+            Ok(file) => file,
+            Err(code) => return Ok(Err(TransferError::new(code, 0))),
         };
         // Zero is a deadline that has passed, not "non-blocking".
         let total = total_timeout.map_or(Deadline::Never, |nanos| {
@@ -418,10 +444,113 @@ impl HostSocket for SockshimCtxView<'_> {
         Ok(self.socket(&res)?.get_option(name))
     }
 
+    async fn take_error(&mut self, res: Resource<TcpSocket>) -> Res<Option<ErrorCode>> {
+        Ok(self.socket(&res)?.take_error())
+    }
+
+    async fn sendfile_once(
+        &mut self,
+        res: Resource<TcpSocket>,
+        file: Resource<Descriptor>,
+        offset: u64,
+        count: u64,
+    ) -> Res<u64> {
+        let file = match self.file_for_reading(&file, "sendfile-once")? {
+            Ok(file) => file,
+            Err(code) => return Ok(Err(code)),
+        };
+        let stats = self.ctx.transfer_stats.clone();
+        Ok(self
+            .socket(&res)?
+            .sendfile_once(&file, offset, count, &stats)
+            .await)
+    }
+
+    async fn subscribe(
+        &mut self,
+        res: Resource<TcpSocket>,
+        interest: Events,
+    ) -> Res<Resource<DynPollable>> {
+        let slot = match self.reserve_socket() {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
+        let stop = match &self.ctx.wait_on {
+            WaitOn::Thread(stop) => Some(Arc::clone(stop)),
+            WaitOn::Reactor => None,
+        };
+        let shared = Arc::clone(self.socket(&res)?.shared_ref());
+        let readiness = match SocketReadiness::new(&shared, interest, stop.as_deref(), slot) {
+            Ok(readiness) => readiness,
+            Err(e) => return Ok(Err(e)),
+        };
+        let readiness = self.table.push(readiness)?;
+        // Owned: dropping the pollable drops the readiness set with it.
+        Ok(Ok(wasmtime_wasi::p2::subscribe(self.table, readiness)?))
+    }
+
     async fn drop(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<()> {
         let sock = self.table.delete(res)?;
-        self.release_socket();
         sock.close();
+        Ok(())
+    }
+}
+
+impl HostSelector for SockshimCtxView<'_> {
+    async fn create(&mut self) -> Res<Resource<Selector>> {
+        let slot = match self.reserve_socket() {
+            Ok(slot) => slot,
+            Err(e) => return Ok(Err(e)),
+        };
+        let max = self.ctx.quota.max();
+        match Selector::new(self.ctx.wait_on.clone(), max, Some(slot)) {
+            Ok(selector) => Ok(Ok(self.table.push(selector)?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    async fn register(
+        &mut self,
+        res: Resource<Selector>,
+        socket: Resource<TcpSocket>,
+        key: u64,
+        events: Events,
+    ) -> Res<()> {
+        let shared = Arc::clone(self.socket(&socket)?.shared_ref());
+        Ok(self.table.get_mut(&res)?.register(&shared, key, events))
+    }
+
+    async fn modify(&mut self, res: Resource<Selector>, key: u64, events: Events) -> Res<()> {
+        Ok(self.table.get_mut(&res)?.modify(key, events))
+    }
+
+    async fn unregister(&mut self, res: Resource<Selector>, key: u64) -> Res<()> {
+        Ok(self.table.get_mut(&res)?.unregister(key))
+    }
+
+    async fn wait(
+        &mut self,
+        res: Resource<Selector>,
+        timeout: Option<u64>,
+        max_events: u32,
+    ) -> Res<Vec<Selected>> {
+        let selector = self.table.get(&res)?;
+        let ready = selector
+            .wait(readiness::deadline_of(timeout), max_events as usize)
+            .await;
+        Ok(ready.map(|ready| {
+            ready
+                .into_iter()
+                .map(|(key, bits)| Selected {
+                    key,
+                    events: readiness::from_bits(bits),
+                })
+                .collect()
+        }))
+    }
+
+    async fn drop(&mut self, res: Resource<Selector>) -> wasmtime::Result<()> {
+        self.table.delete(res)?;
         Ok(())
     }
 }

@@ -73,6 +73,8 @@ mod host;
 mod in_place;
 mod placed;
 pub mod policy;
+mod quota;
+mod readiness;
 pub mod runner;
 mod socket;
 mod sys;
@@ -81,6 +83,7 @@ mod testing;
 
 pub use deadline::Timeout;
 pub use policy::{Policy, Rule};
+pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
 pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
 
 use std::sync::Arc;
@@ -95,8 +98,7 @@ pub const DEFAULT_MAX_SOCKETS: usize = 1024;
 #[derive(Debug)]
 pub struct SockshimCtx {
     pub(crate) policy: Arc<Policy>,
-    pub(crate) max_sockets: usize,
-    pub(crate) open_sockets: usize,
+    pub(crate) quota: Arc<quota::Quota>,
     pub(crate) default_timeout: Timeout,
     pub(crate) transfer_stats: Arc<TransferStats>,
     pub(crate) wait_on: WaitOn,
@@ -108,8 +110,7 @@ impl SockshimCtx {
     pub fn new(policy: impl Into<Arc<Policy>>) -> SockshimCtx {
         SockshimCtx {
             policy: policy.into(),
-            max_sockets: DEFAULT_MAX_SOCKETS,
-            open_sockets: 0,
+            quota: quota::Quota::new(DEFAULT_MAX_SOCKETS),
             default_timeout: Timeout::Blocking,
             transfer_stats: Arc::default(),
             wait_on: WaitOn::Reactor,
@@ -160,10 +161,12 @@ impl SockshimCtx {
         matches!(self.wait_on, WaitOn::Thread(_))
     }
 
-    /// Sets the limit on sockets open at once; past it, `create` and `accept`
-    /// fail with `limit-reached`.
-    pub fn with_max_sockets(mut self, max: usize) -> SockshimCtx {
-        self.max_sockets = max;
+    /// Sets the limit on sockets open at once (selectors and socket
+    /// pollables count as sockets: each holds a host descriptor); past it,
+    /// `create`, `accept`, `selector.create` and `subscribe` fail with
+    /// `limit-reached`.
+    pub fn with_max_sockets(self, max: usize) -> SockshimCtx {
+        self.quota.set_max(max);
         self
     }
 
@@ -179,9 +182,11 @@ impl SockshimCtx {
         Arc::clone(&self.transfer_stats)
     }
 
-    /// How many sockets the plugin has open now.
+    /// How many sockets the plugin has open now (selectors and socket
+    /// pollables included, and sockets whose lingering close has not
+    /// finished).
     pub fn open_sockets(&self) -> usize {
-        self.open_sockets
+        self.quota.open()
     }
 }
 

@@ -8,6 +8,7 @@ use crate::deadline::{
     Deadline, Timeout, retry_interrupted, sock_call, sock_call_draining, wait_and_retry,
 };
 use crate::placed::{Lent, PLACE_ABOVE, Received, drains};
+use crate::quota::Slot;
 use crate::sys::{self, SocketIo, WaitOn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
@@ -223,6 +224,8 @@ pub struct TcpSocket {
     /// `SO_LINGER` with a non-zero time makes close(2) block, even on a
     /// non-blocking socket; such a socket is closed on tokio's blocking pool.
     lingers: bool,
+    /// The socket's place in its plugin's limit, held until it is closed.
+    slot: Option<Slot>,
 }
 
 impl TcpSocket {
@@ -243,7 +246,7 @@ impl TcpSocket {
     }
 
     /// Wraps a socket that is already non-blocking.
-    fn from_socket(
+    pub(crate) fn from_socket(
         sock: Socket,
         family: AddressFamily,
         timeout: Timeout,
@@ -256,7 +259,19 @@ impl TcpSocket {
             }),
             family,
             lingers: false,
+            slot: None,
         }
+    }
+
+    /// Counts the socket against its plugin's limit until it is closed.
+    pub(crate) fn hold(mut self, slot: Slot) -> TcpSocket {
+        self.slot = Some(slot);
+        self
+    }
+
+    /// What the socket shares with transfers and readiness sets.
+    pub(crate) fn shared_ref(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The socket's address family.
@@ -287,17 +302,27 @@ impl TcpSocket {
     /// non-blocking connect, then a wait for writability, then `SO_ERROR`.
     pub async fn connect(&mut self, addr: SocketAddr, deadline: Deadline) -> Result<(), ErrorCode> {
         // What a failed earlier connect left in tokio's readiness must not
-        // wake this one.
-        let Some(shared) = Arc::get_mut(&mut self.shared) else {
-            // Only a transfer in progress holds another reference, and the
-            // plugin is blocked in it.
-            return Err(ErrorCode::invalid("the socket is busy"));
-        };
-        shared.io.forget_registration();
+        // wake this one. Readiness sets hold only weak references, and one
+        // that did not let go of a registered socket is as busy as a
+        // transfer in progress (which holds the only other strong one).
+        let registered = self.shared.io.registered().is_some();
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.io.forget_registration(),
+            None if !registered => {}
+            None => return Err(ErrorCode::invalid("the socket is busy")),
+        }
         match self.io().socket().connect(&SockAddr::from(addr)) {
             Ok(()) => return Ok(()),
+            // Non-blocking: CPython's `connect_ex` returns EINPROGRESS; the
+            // plugin waits for writability and reads `SO_ERROR`.
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) && deadline == Deadline::Now => {
+                return Err(ErrorCode::InProgress);
+            }
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             // EINTR: the connection goes on in the background, as EINPROGRESS.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && deadline == Deadline::Now => {
+                return Err(ErrorCode::InProgress);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
@@ -599,14 +624,59 @@ impl TcpSocket {
         })
     }
 
+    /// getsockopt(2) of `SO_ERROR`: the pending error, cleared.
+    pub fn take_error(&self) -> Result<Option<ErrorCode>, ErrorCode> {
+        Ok(self.io().socket().take_error()?.map(ErrorCode::from))
+    }
+
+    /// One sendfile(2) of at most `count` bytes of `file` from `offset`,
+    /// after waiting (within the socket's timeout; not at all when it is
+    /// non-blocking) until the socket takes at least one byte: Python's
+    /// `os.sendfile`. 0 at the end of the file.
+    pub async fn sendfile_once(
+        &self,
+        file: &File,
+        offset: u64,
+        count: u64,
+        stats: &TransferStats,
+    ) -> Result<u64, ErrorCode> {
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(ErrorCode::invalid(
+                "sendfile-once needs a regular file (use sendfile for other files)",
+            ));
+        }
+        let len = meta.len();
+        if count == 0 || offset >= len {
+            return Ok(0);
+        }
+        let chunk = count.min(len - offset).min(SENDFILE_CHUNK) as usize;
+        // Fewer bytes than asked, with more of the file to come: the
+        // socket's buffer is full (not so when the file ended first).
+        let full = |n: &usize| *n < chunk && offset + (*n as u64) < len;
+        let sent = sock_call_draining(
+            self.io(),
+            Interest::WRITABLE,
+            self.deadline(),
+            |s| sys::sendfile(s, file, offset, chunk),
+            full,
+        )
+        .await?;
+        stats
+            .sendfile_bytes
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(sent as u64)
+    }
+
     /// Closes the socket without blocking the calling thread, even when
-    /// `SO_LINGER` makes close(2) wait for unsent data.
+    /// `SO_LINGER` makes close(2) wait for unsent data. The socket counts
+    /// against its plugin's limit until close(2) has returned.
     pub fn close(self) {
         if !self.lingers {
             return; // dropping `fd` deregisters and closes it
         }
-        let shared = self.shared;
-        tokio::task::spawn_blocking(move || drop(shared));
+        let TcpSocket { shared, slot, .. } = self;
+        tokio::task::spawn_blocking(move || drop((shared, slot)));
     }
 }
 

@@ -256,6 +256,196 @@ pub fn wait_on_thread(
     })
 }
 
+/// An epoll(7) instance: the set of descriptors a plugin's selector, or
+/// one of its socket pollables, waits on. Level-triggered, as `select.epoll`
+/// is by default. Closed when dropped.
+#[derive(Debug)]
+pub struct Epoll(OwnedFd);
+
+/// What one epoll_wait(2) reported: the `data` a descriptor was added with,
+/// and its events (`EPOLLIN`, `EPOLLOUT`, ...).
+pub type EpollEvent = (u64, u32);
+
+impl Epoll {
+    /// epoll_create1(2), close-on-exec.
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1(2) with a valid flag; a descriptor it
+        // returns is new and owned by nothing else.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is open and ours alone (above).
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: data };
+        // SAFETY: a valid epoll descriptor, an operation epoll_ctl(2)
+        // knows, and an event that lives on this frame. `fd` is only named
+        // to the kernel, which checks it.
+        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut event) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Adds `fd` with the events to watch (`EPOLL*` bits) and the `data` to
+    /// report it by; `EEXIST` if it is in the set already.
+    pub fn add(&self, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, data)
+    }
+
+    /// Changes what `fd` is watched for, and its `data`.
+    pub fn modify(&self, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, data)
+    }
+
+    /// Removes `fd` from the set.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// epoll_wait(2) without waiting: what is ready now, at most
+    /// `out.capacity()` events (at least one), into `out` (cleared first).
+    pub fn ready_now(&self, out: &mut Vec<EpollEvent>) -> io::Result<()> {
+        out.clear();
+        let max = out.capacity().clamp(1, i32::MAX as usize);
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; max];
+        let n = loop {
+            // SAFETY: `events` holds `max` writable entries; a zero timeout
+            // never blocks.
+            let n =
+                unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max as i32, 0) };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        // `epoll_event` is packed on x86_64: copy its fields out, never
+        // borrow them.
+        out.extend(events[..n].iter().map(|e| {
+            let (data, events) = (e.u64, e.events);
+            (data, events)
+        }));
+        Ok(())
+    }
+}
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// poll(2) without waiting over `fds`, whose `revents` it fills in; returns
+/// how many have any. `EINTR` is retried.
+pub fn poll_now(fds: &mut [libc::pollfd]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfds
+        // of the length given; a zero timeout never blocks.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// ppoll(2) on this thread over `fds` and `stop`, until one of `fds` has
+/// events (filled in their `revents`), `timeout` passes (`None`: no
+/// limit), or `stop` is given. A signal that interrupts the wait is
+/// [`Woken::Ready`] with no `revents`: the caller looks again and
+/// recomputes its timeout.
+pub fn poll_on_thread(
+    fds: &mut Vec<libc::pollfd>,
+    stop: &StopSignal,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
+    if stop.is_stopped() {
+        return Ok(Woken::Stopped);
+    }
+    fds.push(libc::pollfd {
+        fd: stop.eventfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let timespec = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfds of
+    // the length given; the timespec, when given, lives on this frame; a
+    // null signal mask leaves the thread's as it is.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timespec_ptr,
+            std::ptr::null(),
+        )
+    };
+    let stopped = fds.pop().is_some_and(|s| s.revents != 0) || stop.is_stopped();
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::Interrupted => Ok(Woken::Ready),
+            _ => Err(err),
+        };
+    }
+    Ok(if stopped {
+        Woken::Stopped
+    } else if n == 0 {
+        Woken::TimedOut
+    } else {
+        Woken::Ready
+    })
+}
+
+impl StopSignal {
+    /// The eventfd that turns readable once the signal is given, for a
+    /// wait that watches it beside other descriptors.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+}
+
+/// The raw descriptor of something that keeps it open longer than its
+/// registration with tokio's reactor, as the reactor sees it.
+#[derive(Debug)]
+pub struct BorrowedRawFd(RawFd);
+
+impl AsRawFd for BorrowedRawFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Registers `fd` with the current tokio reactor for readability, for a
+/// caller that keeps the descriptor open until the registration is dropped.
+/// Fails instead of panicking outside a tokio runtime.
+///
+/// # Safety
+///
+/// `fd` must stay open, and the same descriptor, for as long as the
+/// returned registration exists.
+pub unsafe fn register_raw_readable(fd: RawFd) -> io::Result<AsyncFd<BorrowedRawFd>> {
+    in_runtime()?;
+    // SAFETY: the caller keeps `fd` open while the registration lives.
+    unsafe { AsyncFd::register_with_interest(BorrowedRawFd(fd), tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
 /// Where a socket's operations wait when their system call would block.
 #[derive(Clone, Debug)]
 pub enum WaitOn {

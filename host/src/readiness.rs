@@ -1,0 +1,818 @@
+//! Readiness: waiting on many sockets at once, so that one single-threaded
+//! plugin serves many connections.
+//!
+//! Three ways in, one mechanism underneath:
+//! - [`Selector`], the contract's `selector` resource: an epoll(7) set kept
+//!   on the host between waits (Python's `select.epoll`), so a wait costs
+//!   the same however many sockets are registered and returns only the
+//!   ready ones.
+//! - [`SocketReadiness`], behind a socket's `subscribe`: a one-socket set
+//!   whose `wasi:io/poll` pollable lets a plugin wait on sockshim sockets
+//!   beside wasi streams, wasi:sockets and clocks in one `poll`.
+//! - [`poll`], the contract's `poll`: a list of sockets looked at with one
+//!   poll(2) (Python's `select.poll`/`select.select`), waiting, when none is
+//!   ready, on a set made for the call.
+//!
+//! Readiness is level-triggered and exact: what is reported is what epoll
+//! or poll(2) says the kernel has now, never tokio's memory of an earlier
+//! wake-up, so a socket is reported for as long as it is ready and no
+//! longer. Waiting follows the plugin's [`WaitOn`]: in ppoll(2) on its
+//! thread beside its stop signal, or on tokio's reactor, where the set
+//! itself (an epoll descriptor is pollable) is registered. A pollable always
+//! waits on the reactor, since `wasi:io/poll` waits on several things at
+//! once; on a plugin that waits on its thread, its set also holds the stop
+//! signal, so stopping the plugin ends that wait too.
+//!
+//! None of them keeps a socket open: a set holds the socket's descriptor
+//! number and a weak reference, and the kernel drops a closed descriptor
+//! from every epoll set by itself.
+
+use crate::bindings::{ErrorCode, Events};
+use crate::deadline::Deadline;
+use crate::quota::Slot;
+use crate::socket::Shared;
+use crate::sys::{self, BorrowedRawFd, Epoll, EpollEvent, StopSignal, WaitOn, Woken};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+/// The most entries one `poll` takes.
+pub const MAX_POLL_ENTRIES: u32 = 1 << 16;
+
+/// The contract's `events` as poll(2)/epoll(7) bits (the same numbers on
+/// Linux: `POLLIN` is `EPOLLIN`, and so on).
+pub(crate) fn to_bits(events: Events) -> u32 {
+    const MAP: [(Events, i32); 6] = [
+        (Events::READABLE, libc::POLLIN as i32),
+        (Events::PRIORITY, libc::POLLPRI as i32),
+        (Events::WRITABLE, libc::POLLOUT as i32),
+        (Events::ERROR, libc::POLLERR as i32),
+        (Events::HANG_UP, libc::POLLHUP as i32),
+        (Events::READ_HANG_UP, libc::POLLRDHUP as i32),
+    ];
+    MAP.iter()
+        .filter(|(flag, _)| events.contains(*flag))
+        .fold(0, |bits, (_, bit)| bits | *bit as u32)
+}
+
+/// poll(2)/epoll(7) bits as the contract's `events`; bits it has no name
+/// for (`POLLNVAL`, which a borrowed socket cannot have) are dropped.
+pub(crate) fn from_bits(bits: u32) -> Events {
+    let mut events = Events::empty();
+    for (bit, flag) in [
+        (libc::POLLIN, Events::READABLE),
+        (libc::POLLPRI, Events::PRIORITY),
+        (libc::POLLOUT, Events::WRITABLE),
+        (libc::POLLERR, Events::ERROR),
+        (libc::POLLHUP, Events::HANG_UP),
+        (libc::POLLRDHUP, Events::READ_HANG_UP),
+    ] {
+        if bits & bit as u32 != 0 {
+            events |= flag;
+        }
+    }
+    events
+}
+
+/// A `timeout` in nanoseconds as the contract gives it to `poll` and
+/// `selector.wait`: `None` waits without limit, zero does not wait.
+pub(crate) fn deadline_of(timeout: Option<u64>) -> Deadline {
+    match timeout {
+        None => Deadline::Never,
+        Some(0) => Deadline::Now,
+        Some(nanos) => Instant::now()
+            .checked_add(Duration::from_nanos(nanos))
+            .map_or(Deadline::Never, Deadline::At),
+    }
+}
+
+/// What is left of the time until `deadline`: `Ok(None)` without limit,
+/// `Err(())` once it has passed (or for `Now`).
+fn time_left(deadline: Deadline) -> Result<Option<Duration>, ()> {
+    match deadline {
+        Deadline::Never => Ok(None),
+        Deadline::Now => Err(()),
+        Deadline::At(at) => match at.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(()),
+        },
+    }
+}
+
+fn stopped() -> ErrorCode {
+    io::Error::from_raw_os_error(libc::ECANCELED).into()
+}
+
+/// A socket in a set: its descriptor number, valid while `socket` lives.
+#[derive(Debug)]
+struct Member {
+    socket: Weak<Shared>,
+    fd: RawFd,
+}
+
+impl Member {
+    fn alive(&self) -> bool {
+        self.socket.strong_count() > 0
+    }
+}
+
+/// An epoll set of a plugin's sockets, and how to wait on it. The
+/// contract's `selector`; also what a socket pollable and a waiting `poll`
+/// wait on.
+#[derive(Debug)]
+pub struct Selector {
+    // Declared before `epoll`, so that it is dropped (deregistered) first.
+    reactor: OnceLock<AsyncFd<BorrowedRawFd>>,
+    epoll: Epoll,
+    members: HashMap<u64, Member>,
+    wait_on: WaitOn,
+    /// The most members at once (the plugin's socket limit).
+    max_members: usize,
+    _slot: Option<Slot>,
+}
+
+impl Selector {
+    /// An empty set, waiting as `wait_on` says, counted by `slot`.
+    pub(crate) fn new(
+        wait_on: WaitOn,
+        max_members: usize,
+        slot: Option<Slot>,
+    ) -> io::Result<Selector> {
+        Ok(Selector {
+            reactor: OnceLock::new(),
+            epoll: Epoll::new()?,
+            members: HashMap::new(),
+            wait_on,
+            max_members,
+            _slot: slot,
+        })
+    }
+
+    /// Adds `socket`, watched for `events`, under `key`.
+    pub(crate) fn register(
+        &mut self,
+        socket: &Arc<Shared>,
+        key: u64,
+        events: Events,
+    ) -> Result<(), ErrorCode> {
+        if self.members.contains_key(&key) {
+            return Err(ErrorCode::invalid(format!(
+                "key {key} is already registered in this selector"
+            )));
+        }
+        if self.members.len() >= self.max_members {
+            // Keys of sockets dropped without `unregister` hold no
+            // descriptor any more; forget them before refusing.
+            self.members.retain(|_, member| member.alive());
+            if self.members.len() >= self.max_members {
+                return Err(ErrorCode::LimitReached(format!(
+                    "a selector holds at most {} sockets",
+                    self.max_members
+                )));
+            }
+        }
+        let fd = socket.io.socket().as_raw_fd();
+        match self.epoll.add(fd, to_bits(events), key) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(ErrorCode::invalid(
+                    "the socket is already registered in this selector (under another key)",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let socket = Arc::downgrade(socket);
+        self.members.insert(key, Member { socket, fd });
+        Ok(())
+    }
+
+    /// Watches the socket under `key` for `events` instead.
+    pub(crate) fn modify(&mut self, key: u64, events: Events) -> Result<(), ErrorCode> {
+        let member = self.member(key)?;
+        if !member.alive() {
+            // Its descriptor number may be another socket's by now.
+            self.members.remove(&key);
+            return Err(closed(key));
+        }
+        Ok(self.epoll.modify(member.fd, to_bits(events), key)?)
+    }
+
+    /// Stops watching the socket under `key`; a socket dropped meanwhile
+    /// has left the set already, and its key is just forgotten.
+    pub(crate) fn unregister(&mut self, key: u64) -> Result<(), ErrorCode> {
+        self.member(key)?;
+        let member = self.members.remove(&key).expect("checked above");
+        if member.alive() {
+            match self.epoll.delete(member.fd) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn member(&self, key: u64) -> Result<&Member, ErrorCode> {
+        self.members
+            .get(&key)
+            .ok_or_else(|| ErrorCode::invalid(format!("no socket is registered under key {key}")))
+    }
+
+    /// Waits until a member is ready or `deadline` passes; returns at most
+    /// `max_events` ready members (0: as many as there are), with their
+    /// `revents`, or none when the deadline passed first.
+    pub(crate) async fn wait(
+        &self,
+        deadline: Deadline,
+        max_events: usize,
+    ) -> Result<Vec<EpollEvent>, ErrorCode> {
+        let max = match max_events {
+            0 => self.members.len(),
+            n => n.min(self.members.len()),
+        }
+        .max(1);
+        let mut ready = Vec::with_capacity(max);
+        match &self.wait_on {
+            WaitOn::Thread(stop) => self.wait_on_thread(stop, deadline, &mut ready)?,
+            WaitOn::Reactor => self.wait_on_reactor(deadline, &mut ready).await?,
+        }
+        Ok(ready)
+    }
+
+    /// [`Selector::wait`] in ppoll(2) on this thread, beside `stop`.
+    fn wait_on_thread(
+        &self,
+        stop: &StopSignal,
+        deadline: Deadline,
+        ready: &mut Vec<EpollEvent>,
+    ) -> Result<(), ErrorCode> {
+        let mut fds = Vec::with_capacity(2);
+        loop {
+            self.epoll.ready_now(ready)?;
+            if !ready.is_empty() {
+                return Ok(());
+            }
+            let Ok(timeout) = time_left(deadline) else {
+                return Ok(());
+            };
+            fds.clear();
+            fds.push(pollfd(self.epoll.as_raw_fd(), libc::POLLIN));
+            match sys::poll_on_thread(&mut fds, stop, timeout)? {
+                Woken::Stopped => return Err(stopped()),
+                // Look again: a timeout ends at the top of the loop, a
+                // signal is waited through with the time that is left.
+                Woken::Ready | Woken::TimedOut => {}
+            }
+        }
+    }
+
+    /// [`Selector::wait`] on tokio's reactor, where the epoll descriptor
+    /// is registered the first time a wait needs it.
+    async fn wait_on_reactor(
+        &self,
+        deadline: Deadline,
+        ready: &mut Vec<EpollEvent>,
+    ) -> Result<(), ErrorCode> {
+        self.epoll.ready_now(ready)?;
+        if !ready.is_empty() || deadline == Deadline::Now {
+            return Ok(());
+        }
+        let registration = self.registration()?;
+        loop {
+            let woken = match deadline {
+                Deadline::Never | Deadline::Now => registration.readable().await,
+                Deadline::At(at) => {
+                    match tokio::time::timeout_at(at, registration.readable()).await {
+                        Ok(woken) => woken,
+                        Err(_elapsed) => return Ok(self.epoll.ready_now(ready)?),
+                    }
+                }
+            };
+            let mut guard = woken?;
+            self.epoll.ready_now(ready)?;
+            if !ready.is_empty() {
+                return Ok(());
+            }
+            // Woken for nothing that is still ready: wait for the next
+            // wake-up.
+            guard.clear_ready();
+        }
+    }
+
+    fn registration(&self) -> io::Result<&AsyncFd<BorrowedRawFd>> {
+        if let Some(registration) = self.reactor.get() {
+            return Ok(registration);
+        }
+        // SAFETY: the epoll descriptor stays open for as long as the
+        // registration exists: `reactor` is dropped before `epoll` (field
+        // order), and neither is replaced.
+        let registration = unsafe { sys::register_raw_readable(self.epoll.as_raw_fd()) }?;
+        Ok(self.reactor.get_or_init(|| registration))
+    }
+}
+
+/// `modify` of a key whose socket was dropped: Python's `OSError(EBADF)`.
+fn closed(_key: u64) -> ErrorCode {
+    io::Error::from_raw_os_error(libc::EBADF).into()
+}
+
+fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// What a socket's `wasi:io/poll` pollable waits on: the socket alone in a
+/// set (with the stop signal of a plugin that waits on its thread). Ready
+/// when the socket is ready for what was asked, has an error or a hang-up,
+/// or is gone.
+#[derive(Debug)]
+pub struct SocketReadiness {
+    socket: Weak<Shared>,
+    set: Selector,
+}
+
+impl SocketReadiness {
+    /// Watches `socket` for `interest`; `stop` is the plugin's stop
+    /// signal, if it waits on its thread.
+    pub(crate) fn new(
+        socket: &Arc<Shared>,
+        interest: Events,
+        stop: Option<&StopSignal>,
+        slot: Slot,
+    ) -> Result<SocketReadiness, ErrorCode> {
+        let mut set = Selector::new(WaitOn::Reactor, 1, Some(slot))?;
+        set.register(socket, 0, interest)?;
+        if let Some(stop) = stop {
+            // Not a member: only ever reported, never modified.
+            set.epoll.add(stop.as_raw_fd(), libc::EPOLLIN as u32, 1)?;
+        }
+        Ok(SocketReadiness {
+            socket: Arc::downgrade(socket),
+            set,
+        })
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for SocketReadiness {
+    async fn ready(&mut self) {
+        if self.socket.strong_count() == 0 {
+            return; // the socket is gone: nothing left to wait for
+        }
+        // An error (a reactor that failed) ends the wait too: the plugin's
+        // next operation on the socket reports it.
+        let _ = self
+            .set
+            .wait_on_reactor(Deadline::Never, &mut Vec::with_capacity(2))
+            .await;
+    }
+}
+
+/// The contract's `poll`: which of `fds` (pollfds whose `events` are set)
+/// are ready, by index, with their `revents`, waiting until `deadline` for
+/// one to be.
+pub(crate) async fn poll(
+    fds: &mut [libc::pollfd],
+    deadline: Deadline,
+    wait_on: &WaitOn,
+) -> Result<Vec<(u32, u32)>, ErrorCode> {
+    if fds.is_empty() {
+        return sleep(deadline, wait_on).await.map(|()| Vec::new());
+    }
+    let ready = |fds: &[libc::pollfd]| -> Vec<(u32, u32)> {
+        fds.iter()
+            .enumerate()
+            .filter(|(_, fd)| fd.revents != 0)
+            .map(|(i, fd)| (i as u32, fd.revents as u16 as u32))
+            .collect()
+    };
+    // Most calls of a busy event loop end here: something is ready now.
+    if sys::poll_now(fds)? > 0 || deadline == Deadline::Now {
+        return Ok(ready(fds));
+    }
+    match wait_on {
+        WaitOn::Thread(stop) => {
+            let mut waited = fds.to_vec();
+            loop {
+                let Ok(timeout) = time_left(deadline) else {
+                    return Ok(Vec::new());
+                };
+                for fd in &mut waited {
+                    fd.revents = 0;
+                }
+                match sys::poll_on_thread(&mut waited, stop, timeout)? {
+                    Woken::Stopped => return Err(stopped()),
+                    Woken::TimedOut => return Ok(Vec::new()),
+                    // Ready, or a signal: then nothing is, and the wait
+                    // goes on with the time that is left.
+                    Woken::Ready => {
+                        let found = ready(&waited);
+                        if !found.is_empty() {
+                            return Ok(found);
+                        }
+                    }
+                }
+            }
+        }
+        WaitOn::Reactor => {
+            // A set for this call: each socket once, for what any entry
+            // asks of it. Woken by it, poll(2) says exactly what is ready.
+            let set = Selector::new(WaitOn::Reactor, fds.len(), None)?;
+            let mut asked: HashMap<RawFd, u32> = HashMap::new();
+            for fd in fds.iter() {
+                *asked.entry(fd.fd).or_default() |= fd.events as u16 as u32;
+            }
+            for (fd, events) in asked {
+                set.epoll.add(fd, events, 0)?;
+            }
+            let mut woken = Vec::with_capacity(1);
+            loop {
+                set.wait_on_reactor(deadline, &mut woken).await?;
+                if woken.is_empty() {
+                    return Ok(Vec::new()); // the deadline passed
+                }
+                for fd in fds.iter_mut() {
+                    fd.revents = 0;
+                }
+                if sys::poll_now(fds)? > 0 {
+                    return Ok(ready(fds));
+                }
+            }
+        }
+    }
+}
+
+/// `poll` of no sockets: a sleep until `deadline`, which must be a time.
+async fn sleep(deadline: Deadline, wait_on: &WaitOn) -> Result<(), ErrorCode> {
+    let Deadline::At(at) = deadline else {
+        if deadline == Deadline::Now {
+            return Ok(());
+        }
+        return Err(ErrorCode::invalid(
+            "poll of no sockets without a timeout would never return",
+        ));
+    };
+    match wait_on {
+        WaitOn::Reactor => tokio::time::sleep_until(at).await,
+        WaitOn::Thread(stop) => {
+            let mut none = Vec::with_capacity(1);
+            while let Ok(timeout) = time_left(deadline) {
+                if sys::poll_on_thread(&mut none, stop, timeout)? == Woken::Stopped {
+                    return Err(stopped());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::AddressFamily;
+    use crate::deadline::Timeout;
+    use crate::socket::TcpSocket;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    /// A connected socket of ours, waiting as `wait_on` says, and its peer.
+    fn pair(wait_on: WaitOn) -> (TcpSocket, TcpStream) {
+        let (ours, peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::Blocking, wait_on);
+        (sock, peer)
+    }
+
+    fn both_ways() -> [WaitOn; 2] {
+        [
+            WaitOn::Reactor,
+            WaitOn::Thread(Arc::new(StopSignal::new().unwrap())),
+        ]
+    }
+
+    fn after(ms: u64) -> Deadline {
+        Timeout::After(Duration::from_millis(ms)).deadline()
+    }
+
+    /// The selector reports nothing until the deadline, then a socket as
+    /// long as it is readable (level-triggered), by its key.
+    #[tokio::test]
+    async fn a_selector_reports_ready_sockets_by_key_for_as_long_as_they_are() {
+        for wait_on in both_ways() {
+            let how = format!("{wait_on:?}");
+            let (quiet, _quiet_peer) = pair(wait_on.clone());
+            let (busy, mut busy_peer) = pair(wait_on.clone());
+            let mut selector = Selector::new(wait_on, 16, None).unwrap();
+            selector
+                .register(quiet.shared_ref(), 7, Events::READABLE)
+                .unwrap();
+            selector
+                .register(busy.shared_ref(), 9, Events::READABLE)
+                .unwrap();
+
+            let started = std::time::Instant::now();
+            let ready = selector.wait(after(200), 0).await.unwrap();
+            assert!(ready.is_empty(), "{how}: {ready:?}");
+            assert!(started.elapsed() >= Duration::from_millis(200), "{how}");
+
+            busy_peer.write_all(b"x").unwrap();
+            let ready = selector.wait(Deadline::Never, 0).await.unwrap();
+            assert_eq!(ready.len(), 1, "{how}: {ready:?}");
+            assert_eq!(ready[0].0, 9, "{how}");
+            assert!(from_bits(ready[0].1).contains(Events::READABLE), "{how}");
+            // Not read: still ready, at once.
+            let again = selector.wait(Deadline::Now, 0).await.unwrap();
+            assert_eq!(again.len(), 1, "{how}");
+            // Read: no longer.
+            assert_eq!(busy.recv(16).await.unwrap(), b"x");
+            assert!(
+                selector.wait(Deadline::Now, 0).await.unwrap().is_empty(),
+                "{how}"
+            );
+
+            // Writable is asked for, and a connected socket is.
+            selector.modify(7, Events::WRITABLE).unwrap();
+            let ready = selector.wait(after(5_000), 0).await.unwrap();
+            assert_eq!(ready.iter().map(|r| r.0).collect::<Vec<_>>(), [7], "{how}");
+
+            selector.unregister(7).unwrap();
+            assert!(
+                selector.wait(Deadline::Now, 0).await.unwrap().is_empty(),
+                "{how}"
+            );
+            assert!(matches!(
+                selector.unregister(7),
+                Err(ErrorCode::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                selector.register(busy.shared_ref(), 9, Events::READABLE),
+                Err(ErrorCode::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                selector.register(busy.shared_ref(), 10, Events::READABLE),
+                Err(ErrorCode::InvalidArgument(_))
+            ));
+        }
+    }
+
+    /// A socket dropped while registered leaves the set by itself: a hang
+    /// up of its peer is never reported for it, its key can be forgotten,
+    /// and a socket that takes its descriptor number is not disturbed.
+    #[tokio::test]
+    async fn a_socket_dropped_while_registered_leaves_the_set() {
+        for wait_on in both_ways() {
+            let how = format!("{wait_on:?}");
+            let (sock, peer) = pair(wait_on.clone());
+            let mut selector = Selector::new(wait_on.clone(), 16, None).unwrap();
+            selector
+                .register(sock.shared_ref(), 1, Events::READABLE)
+                .unwrap();
+            drop(sock);
+            drop(peer);
+            assert!(
+                selector.wait(after(100), 0).await.unwrap().is_empty(),
+                "{how}"
+            );
+            assert!(selector.modify(1, Events::WRITABLE).is_err(), "{how}");
+            // `modify` forgot it already; a new socket (likely on the same
+            // descriptor number) registers afresh and is reported.
+            let (next, mut next_peer) = pair(wait_on);
+            selector
+                .register(next.shared_ref(), 1, Events::READABLE)
+                .unwrap();
+            next_peer.write_all(b"y").unwrap();
+            let ready = selector.wait(after(5_000), 0).await.unwrap();
+            assert_eq!(ready.len(), 1, "{how}");
+        }
+    }
+
+    /// A selector never holds more than its limit of sockets, but keys of
+    /// dropped sockets make room.
+    #[tokio::test]
+    async fn a_selector_is_bounded_and_dropped_sockets_make_room() {
+        let mut selector = Selector::new(WaitOn::Reactor, 2, None).unwrap();
+        let (a, _pa) = pair(WaitOn::Reactor);
+        let (b, _pb) = pair(WaitOn::Reactor);
+        let (c, _pc) = pair(WaitOn::Reactor);
+        selector
+            .register(a.shared_ref(), 1, Events::READABLE)
+            .unwrap();
+        selector
+            .register(b.shared_ref(), 2, Events::READABLE)
+            .unwrap();
+        assert!(matches!(
+            selector.register(c.shared_ref(), 3, Events::READABLE),
+            Err(ErrorCode::LimitReached(_))
+        ));
+        drop(a);
+        selector
+            .register(c.shared_ref(), 3, Events::READABLE)
+            .unwrap();
+    }
+
+    /// `poll` reports the ready entries by index, each with its revents,
+    /// waits for one otherwise, and returns empty at its deadline.
+    #[tokio::test]
+    async fn poll_reports_ready_entries_by_index() {
+        for wait_on in both_ways() {
+            let how = format!("{wait_on:?}");
+            let (a, _pa) = pair(wait_on.clone());
+            let (b, mut pb) = pair(wait_on.clone());
+            let entry = |sock: &TcpSocket, events| libc::pollfd {
+                fd: sock.shared_ref().io.socket().as_raw_fd(),
+                events: to_bits(events) as i16,
+                revents: 0,
+            };
+            let mut fds = [entry(&a, Events::READABLE), entry(&b, Events::READABLE)];
+            let started = std::time::Instant::now();
+            let ready = poll(&mut fds, after(200), &wait_on).await.unwrap();
+            assert!(ready.is_empty(), "{how}: {ready:?}");
+            let elapsed = started.elapsed();
+            assert!(elapsed >= Duration::from_millis(200), "{how}: {elapsed:?}");
+
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                pb.write_all(b"z").unwrap();
+                pb
+            });
+            let ready = poll(&mut fds, Deadline::Never, &wait_on).await.unwrap();
+            assert_eq!(ready.len(), 1, "{how}: {ready:?}");
+            assert_eq!(ready[0].0, 1, "{how}");
+            assert!(from_bits(ready[0].1).contains(Events::READABLE), "{how}");
+            let _pb = writer.join().unwrap();
+
+            // Both writable, asked for with readable on the same socket.
+            let mut fds = [
+                entry(&a, Events::WRITABLE),
+                entry(&b, Events::READABLE | Events::WRITABLE),
+            ];
+            let ready = poll(&mut fds, Deadline::Now, &wait_on).await.unwrap();
+            assert_eq!(ready.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1]);
+            assert_eq!(
+                from_bits(ready[1].1),
+                Events::READABLE | Events::WRITABLE,
+                "{how}"
+            );
+        }
+    }
+
+    /// A peer's reset and a peer's close are reported whether asked for or
+    /// not (`hang-up`/`error` as poll(2) does), and as readable.
+    #[tokio::test]
+    async fn reset_and_half_closed_sockets_are_readable() {
+        let (sock, peer) = pair(WaitOn::Reactor);
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let fd = sock.shared_ref().io.socket().as_raw_fd();
+        let mut fds = [libc::pollfd {
+            fd,
+            events: to_bits(Events::READABLE | Events::READ_HANG_UP) as i16,
+            revents: 0,
+        }];
+        let ready = poll(&mut fds, after(5_000), &WaitOn::Reactor)
+            .await
+            .unwrap();
+        let events = from_bits(ready[0].1);
+        assert!(
+            events.contains(Events::READABLE | Events::READ_HANG_UP),
+            "{events:?}"
+        );
+
+        let (sock, peer) = pair(WaitOn::Reactor);
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer); // RST
+        let mut fds = [libc::pollfd {
+            fd: sock.shared_ref().io.socket().as_raw_fd(),
+            events: 0,
+            revents: 0,
+        }];
+        let ready = poll(&mut fds, after(5_000), &WaitOn::Reactor)
+            .await
+            .unwrap();
+        let events = from_bits(ready[0].1);
+        assert!(events.contains(Events::HANG_UP), "{events:?}");
+        assert!(matches!(
+            sock.recv(16).await,
+            Err(ErrorCode::ConnectionReset)
+        ));
+    }
+
+    /// Stopping a plugin that waits on its thread ends its selector and
+    /// poll waits, and its pollables, at once.
+    #[tokio::test]
+    async fn the_stop_signal_ends_readiness_waits() {
+        let stop = Arc::new(StopSignal::new().unwrap());
+        let wait_on = WaitOn::Thread(Arc::clone(&stop));
+        let (sock, _peer) = pair(wait_on.clone());
+        let mut selector = Selector::new(wait_on.clone(), 4, None).unwrap();
+        selector
+            .register(sock.shared_ref(), 1, Events::READABLE)
+            .unwrap();
+        let quota = crate::quota::Quota::new(4);
+        let mut pollable = SocketReadiness::new(
+            sock.shared_ref(),
+            Events::READABLE,
+            Some(&stop),
+            quota.reserve().unwrap(),
+        )
+        .unwrap();
+        let stopper = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                stop.stop();
+            })
+        };
+        let ecanceled = crate::error::wasi_errno::from_host(libc::ECANCELED);
+        let err = selector.wait(after(10_000), 0).await.unwrap_err();
+        assert!(matches!(err, ErrorCode::Os(n) if n == ecanceled), "{err:?}");
+        let mut fds = [libc::pollfd {
+            fd: sock.shared_ref().io.socket().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let err = poll(&mut fds, after(10_000), &wait_on).await.unwrap_err();
+        assert!(matches!(err, ErrorCode::Os(n) if n == ecanceled), "{err:?}");
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            wasmtime_wasi::p2::Pollable::ready(&mut pollable),
+        );
+        assert!(waited.await.is_ok(), "the pollable did not see the stop");
+        stopper.join().unwrap();
+    }
+
+    /// A socket's pollable is ready when bytes come, and for good once the
+    /// socket is gone.
+    #[tokio::test]
+    async fn a_pollable_waits_for_its_socket() {
+        use wasmtime_wasi::p2::Pollable;
+        let quota = crate::quota::Quota::new(4);
+        let (sock, mut peer) = pair(WaitOn::Reactor);
+        let mut pollable = SocketReadiness::new(
+            sock.shared_ref(),
+            Events::READABLE,
+            None,
+            quota.reserve().unwrap(),
+        )
+        .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(100), pollable.ready()).await;
+        assert!(early.is_err(), "ready before any byte came");
+        peer.write_all(b"q").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), pollable.ready())
+            .await
+            .expect("not ready after a byte came");
+        assert_eq!(quota.open(), 1);
+        drop(sock);
+        tokio::time::timeout(Duration::from_secs(5), pollable.ready())
+            .await
+            .expect("not ready once the socket is gone");
+        drop(pollable);
+        assert_eq!(quota.open(), 0);
+    }
+
+    /// CPython's non-blocking connect: `in-progress`, then writable, then
+    /// `SO_ERROR` says how it went, to a listening port and a closed one.
+    #[tokio::test]
+    async fn a_non_blocking_connect_is_in_progress_then_writable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        for (addr, refused) in [(open, false), (closed, true)] {
+            let mut sock =
+                TcpSocket::new(AddressFamily::Ipv4, Timeout::NonBlocking, WaitOn::Reactor).unwrap();
+            match sock.connect(addr, Deadline::Now).await {
+                Err(ErrorCode::InProgress) => {}
+                // Loopback may refuse at once.
+                Err(ErrorCode::ConnectionRefused) if refused => continue,
+                other => panic!("{addr}: {other:?}"),
+            }
+            let mut selector = Selector::new(WaitOn::Reactor, 4, None).unwrap();
+            selector
+                .register(sock.shared_ref(), 0, Events::WRITABLE)
+                .unwrap();
+            let ready = selector.wait(after(5_000), 0).await.unwrap();
+            assert_eq!(ready.len(), 1, "{addr}");
+            let outcome = sock.take_error().unwrap();
+            if refused {
+                assert!(
+                    matches!(outcome, Some(ErrorCode::ConnectionRefused)),
+                    "{outcome:?}"
+                );
+            } else {
+                assert!(outcome.is_none(), "{outcome:?}");
+                assert!(sock.remote_address().is_ok());
+            }
+        }
+    }
+}
