@@ -56,6 +56,7 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
         ErrorCode::LimitReached(text) => {
             io::Error::new(ErrorKind::QuotaExceeded, format!("limit reached: {text}"))
         }
+        // CPython raises `BlockingIOError` with `EINPROGRESS`.
         ErrorCode::InProgress => in_progress(),
         ErrorCode::Os(errno) => io::Error::from_raw_os_error(errno),
     }
