@@ -210,9 +210,10 @@ fn serve(server: Socket) -> io::Result<()> {
     }
 }
 
-/// Serves one connection's readiness: reads if it was readable (or has an
-/// error or hang-up to report, which the `recv` then returns), and sends
-/// what is pending.
+/// Serves one connection's readiness: reads if it was readable, and sends
+/// what is pending. The selector reports an error or a hang-up as
+/// readiness for what the connection waits for, so the `recv` or `send`
+/// then returns it.
 fn handle(conn: &mut Conn, events: Events, buf: &mut [u8]) -> io::Result<()> {
     let trouble = Events::ERROR | Events::HANG_UP | Events::READ_HANG_UP;
     if conn.interest.contains(EVENT_READ) && events.intersects(EVENT_READ | trouble) {
@@ -220,11 +221,6 @@ fn handle(conn: &mut Conn, events: Events, buf: &mut [u8]) -> io::Result<()> {
     }
     if !conn.pending().is_empty() {
         conn.flush()?;
-    } else if events.intersects(Events::ERROR) && !conn.interest.contains(EVENT_READ) {
-        // Nothing to send or read that would report the error: ask for it.
-        if let Some(err) = conn.sock.take_error()? {
-            return Err(err);
-        }
     }
     Ok(())
 }
