@@ -536,10 +536,17 @@ impl Server {
 
     /// Moves a connection on as far as it goes without waiting.
     fn step(&mut self, conn: &mut Conn, events: Events) -> Next {
-        let can_read = events.intersects(EVENT_READ | Events::ERROR | Events::HANG_UP);
+        // Whether a receive may find something: once one has been made, a
+        // head read after a response waits for the next event rather than
+        // trying a receive that would most likely come back empty.
+        let mut can_read = events.intersects(EVENT_READ | Events::ERROR | Events::HANG_UP);
         loop {
             let next = match conn.state {
-                State::ReadingHead { .. } => self.read_head(conn, can_read),
+                State::ReadingHead { .. } => {
+                    let next = self.read_head(conn, can_read);
+                    can_read = false;
+                    next
+                }
                 State::Sending(_) => self.send(conn),
                 State::Lingering { .. } => self.linger(conn),
             };
