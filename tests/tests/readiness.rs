@@ -280,8 +280,7 @@ async fn sendfile_once_on_a_non_blocking_socket_to_a_slow_reader() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn async_recv_races_a_wstd_timer() {
+async fn check_async_race(ctx: SockshimCtx) {
     let (addr, server) = serve_one(|mut s| {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut go = [0u8; 2];
@@ -291,7 +290,7 @@ async fn async_recv_races_a_wstd_timer() {
         s.write_all(b"hello").unwrap();
         drain(s)
     });
-    let out = run_guest("async-race", &[&addr], loopback())
+    let out = run_guest_in("async-race", &[&addr], ctx, &[])
         .await
         .success();
     server.join().unwrap();
@@ -300,6 +299,18 @@ async fn async_recv_races_a_wstd_timer() {
     assert_waited(&out, "timer_ms", 50);
     assert_eq!(out.get("answered"), "recv hello", "{out}");
     assert!(out.num("answered_ms") < 20_000, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_recv_races_a_wstd_timer() {
+    check_async_race(SockshimCtx::new(loopback())).await;
+}
+
+/// The same, with the plugin's socket pollables waited on in ppoll(2) on
+/// a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_recv_races_a_wstd_timer_waiting_on_the_thread() {
+    check_async_race(SockshimCtx::new(loopback()).waiting_on_thread().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,10 +425,9 @@ async fn the_selector_keeps_pythons_rules() {
     assert_eq!(out.num("unregistered_select"), 0, "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pollables_and_sockets_dropped_while_waited_on() {
+async fn check_pollables_dropped(ctx: SockshimCtx) {
     let (addr, server) = silent_peer();
-    let out = run_guest("pollables-dropped", &[&addr], loopback())
+    let out = run_guest_in("pollables-dropped", &[&addr], ctx, &[])
         .await
         .success();
     server.join().unwrap();
@@ -439,4 +449,14 @@ async fn pollables_and_sockets_dropped_while_waited_on() {
     assert_eq!(out.get("then_ready"), r#"["y", "z"]"#, "{out}");
     assert_eq!(out.num("map_at_end"), 2, "{out}");
     assert_eq!(out.get("done"), "yes", "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollables_and_sockets_dropped_while_waited_on() {
+    check_pollables_dropped(SockshimCtx::new(loopback())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollables_and_sockets_dropped_while_waited_on_waiting_on_the_thread() {
+    check_pollables_dropped(SockshimCtx::new(loopback()).waiting_on_thread().unwrap()).await;
 }
