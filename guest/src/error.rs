@@ -71,11 +71,13 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
 /// the kind the standard library gives `EINPROGRESS`, the unstable
 /// `InProgress`, which stable code cannot match.
 pub(crate) fn in_progress() -> io::Error {
-    let inner = errno(
-        wasi_errno::EINPROGRESS,
-        ErrorKind::Other,
-        "operation in progress",
-    );
+    // Not `errno`: the standard library decodes EINPROGRESS as
+    // `InProgress`, so the kind check there would drop the errno.
+    #[cfg(target_os = "wasi")]
+    let inner = io::Error::from_raw_os_error(wasi_errno::EINPROGRESS);
+    // Elsewhere errno numbers differ: the message alone.
+    #[cfg(not(target_os = "wasi"))]
+    let inner = io::Error::other("operation in progress");
     io::Error::new(ErrorKind::WouldBlock, inner)
 }
 
@@ -309,6 +311,7 @@ mod tests {
                 ErrorCode::LimitReached("x".into()),
                 ErrorKind::QuotaExceeded,
             ),
+            (ErrorCode::InProgress, ErrorKind::WouldBlock),
         ];
         for (code, kind) in cases {
             let shown = format!("{code:?}");
@@ -329,6 +332,27 @@ mod tests {
         assert_eq!(
             from_code(ErrorCode::InvalidArgument("backlog".into())).to_string(),
             "invalid argument: backlog"
+        );
+    }
+
+    #[test]
+    fn connect_ex_numbers_are_wasis() {
+        assert_eq!(errno_of_code(&ErrorCode::InProgress), 26);
+        assert_eq!(errno_of_code(&ErrorCode::ConnectionRefused), 14);
+        assert_eq!(errno_of_code(&ErrorCode::Timeout), 73);
+        assert_eq!(errno_of_code(&ErrorCode::AccessDenied("x".into())), 2);
+        assert_eq!(errno_of_code(&ErrorCode::LimitReached("x".into())), 33);
+        assert_eq!(errno_of_code(&ErrorCode::Os(42)), 42);
+    }
+
+    #[cfg(target_os = "wasi")]
+    #[test]
+    fn in_progress_carries_einprogress_inside() {
+        let err = from_code(ErrorCode::InProgress);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(
+            inner.and_then(io::Error::raw_os_error),
+            Some(wasi_errno::EINPROGRESS)
         );
     }
 

@@ -180,6 +180,10 @@ pub fn readiness_states() -> Result {
     report("half_closed_recv", conn.recv(16)?.len());
     // Our side still sends.
     report("half_closed_send", conn.send(b"3")?);
+    report(
+        "unregister",
+        selector.unregister(&conn)?.fd == conn.fileno(),
+    );
 
     let (r, _, _) = sockshim::select(&[&server], &[], &[], LONG)?;
     report("second_select", r.len());
