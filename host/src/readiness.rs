@@ -382,7 +382,7 @@ impl SocketReadiness {
             return Ok(());
         }
         let registration = shared.io.registration()?;
-        let reads = (libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP) as i16;
+        let reads = libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP;
         let interest = match (
             self.interest & reads != 0,
             self.interest & libc::POLLOUT != 0,
