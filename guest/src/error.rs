@@ -12,53 +12,7 @@ use wasip2::filesystem::types::ErrorCode as FsErrorCode;
 
 use crate::bindings::{ErrorCode, TransferError};
 
-/// errno values as numbered by WASI's `errno.h`, which wasi-libc and Rust's
-/// standard library use on `wasm32-wasip2`.
-mod wasi_errno {
-    pub const EACCES: i32 = 2;
-    pub const EADDRINUSE: i32 = 3;
-    pub const EADDRNOTAVAIL: i32 = 4;
-    pub const EAGAIN: i32 = 6;
-    pub const EALREADY: i32 = 7;
-    pub const EBADF: i32 = 8;
-    pub const EBUSY: i32 = 10;
-    pub const ECONNABORTED: i32 = 13;
-    pub const ECONNREFUSED: i32 = 14;
-    pub const ECONNRESET: i32 = 15;
-    pub const EDEADLK: i32 = 16;
-    pub const EDQUOT: i32 = 19;
-    pub const EEXIST: i32 = 20;
-    pub const EFBIG: i32 = 22;
-    pub const EILSEQ: i32 = 25;
-    pub const EINPROGRESS: i32 = 26;
-    pub const EINTR: i32 = 27;
-    pub const EINVAL: i32 = 28;
-    pub const EIO: i32 = 29;
-    pub const EISDIR: i32 = 31;
-    pub const ELOOP: i32 = 32;
-    pub const EMLINK: i32 = 34;
-    pub const EMSGSIZE: i32 = 35;
-    pub const ENAMETOOLONG: i32 = 37;
-    pub const ENODEV: i32 = 43;
-    pub const ENOENT: i32 = 44;
-    pub const ENOLCK: i32 = 46;
-    pub const ENOMEM: i32 = 48;
-    pub const ENOSPC: i32 = 51;
-    pub const ENOTCONN: i32 = 53;
-    pub const ENOTDIR: i32 = 54;
-    pub const ENOTEMPTY: i32 = 55;
-    pub const ENOTRECOVERABLE: i32 = 56;
-    pub const ENOTSUP: i32 = 58;
-    pub const ENOTTY: i32 = 59;
-    pub const ENXIO: i32 = 60;
-    pub const EOVERFLOW: i32 = 61;
-    pub const EPERM: i32 = 63;
-    pub const EPIPE: i32 = 64;
-    pub const EROFS: i32 = 69;
-    pub const ESPIPE: i32 = 70;
-    pub const ETXTBSY: i32 = 74;
-    pub const EXDEV: i32 = 75;
-}
+use crate::errno as wasi_errno;
 
 /// Converts an `error-code` from the host into an [`io::Error`], as the
 /// table in the crate documentation describes.
@@ -103,12 +57,49 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
             io::Error::new(ErrorKind::QuotaExceeded, format!("limit reached: {text}"))
         }
         // CPython raises `BlockingIOError` with `EINPROGRESS`.
-        ErrorCode::InProgress => errno(
-            EINPROGRESS,
-            ErrorKind::WouldBlock,
-            "operation now in progress",
-        ),
+        ErrorCode::InProgress => in_progress(),
         ErrorCode::Os(errno) => io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// The error of a connect that goes on in the background: kind
+/// [`ErrorKind::WouldBlock`], as CPython raises `BlockingIOError` for it.
+///
+/// Its errno, `EINPROGRESS`, is on the inner error
+/// (`err.get_ref()` downcast to [`io::Error`], whose `raw_os_error` is
+/// `EINPROGRESS`): an [`io::Error`] made from that errno alone would have
+/// the kind the standard library gives `EINPROGRESS`, the unstable
+/// `InProgress`, which stable code cannot match.
+pub(crate) fn in_progress() -> io::Error {
+    // Not `errno`: the standard library decodes EINPROGRESS as
+    // `InProgress`, so the kind check there would drop the errno.
+    #[cfg(target_os = "wasi")]
+    let inner = io::Error::from_raw_os_error(wasi_errno::EINPROGRESS);
+    // Elsewhere errno numbers differ: the message alone.
+    #[cfg(not(target_os = "wasi"))]
+    let inner = io::Error::other("operation in progress");
+    io::Error::new(ErrorKind::WouldBlock, inner)
+}
+
+/// The WASI errno of an `error-code` (the numbering of `errno.h` in a
+/// wasm32-wasip2 guest's libc): what CPython's `connect_ex` returns.
+pub(crate) fn errno_of_code(code: &ErrorCode) -> i32 {
+    use wasi_errno::*;
+    match code {
+        ErrorCode::Timeout => ETIMEDOUT,
+        ErrorCode::WouldBlock => EAGAIN,
+        ErrorCode::ConnectionRefused => ECONNREFUSED,
+        ErrorCode::ConnectionReset => ECONNRESET,
+        ErrorCode::ConnectionAborted => ECONNABORTED,
+        ErrorCode::BrokenPipe => EPIPE,
+        ErrorCode::NotConnected => ENOTCONN,
+        ErrorCode::AddressInUse => EADDRINUSE,
+        ErrorCode::AddressNotAvailable => EADDRNOTAVAIL,
+        ErrorCode::AccessDenied(_) => EACCES,
+        ErrorCode::InvalidArgument(_) => EINVAL,
+        ErrorCode::LimitReached(_) => EMFILE,
+        ErrorCode::InProgress => EINPROGRESS,
+        ErrorCode::Os(errno) => *errno,
     }
 }
 
@@ -213,6 +204,35 @@ pub(crate) fn from_transfer(error: TransferError) -> io::Error {
     )
 }
 
+/// `err` (a [`PartialTransfer`] or any error) as the error of a transfer
+/// that sent `total` bytes in all before it: its kind and underlying
+/// error, with the count replaced.
+#[cfg(feature = "async")]
+pub(crate) fn with_total_sent(err: io::Error, total: u64) -> io::Error {
+    let kind = err.kind();
+    let error = if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<PartialTransfer>())
+    {
+        match err
+            .into_inner()
+            .map(|inner| inner.downcast::<PartialTransfer>())
+        {
+            Some(Ok(partial)) => partial.error,
+            _ => io::Error::from(kind),
+        }
+    } else {
+        err
+    };
+    io::Error::new(
+        kind,
+        PartialTransfer {
+            bytes_sent: total,
+            error,
+        },
+    )
+}
+
 /// The inner error of an [`io::Error`] returned by
 /// [`Socket::sendall`](crate::Socket::sendall) (and by `write_all` on a
 /// socket) or by [`Socket::sendfile`](crate::Socket::sendfile): says how
@@ -291,6 +311,7 @@ mod tests {
                 ErrorCode::LimitReached("x".into()),
                 ErrorKind::QuotaExceeded,
             ),
+            (ErrorCode::InProgress, ErrorKind::WouldBlock),
         ];
         for (code, kind) in cases {
             let shown = format!("{code:?}");
@@ -311,6 +332,27 @@ mod tests {
         assert_eq!(
             from_code(ErrorCode::InvalidArgument("backlog".into())).to_string(),
             "invalid argument: backlog"
+        );
+    }
+
+    #[test]
+    fn connect_ex_numbers_are_wasis() {
+        assert_eq!(errno_of_code(&ErrorCode::InProgress), 26);
+        assert_eq!(errno_of_code(&ErrorCode::ConnectionRefused), 14);
+        assert_eq!(errno_of_code(&ErrorCode::Timeout), 73);
+        assert_eq!(errno_of_code(&ErrorCode::AccessDenied("x".into())), 2);
+        assert_eq!(errno_of_code(&ErrorCode::LimitReached("x".into())), 33);
+        assert_eq!(errno_of_code(&ErrorCode::Os(42)), 42);
+    }
+
+    #[cfg(target_os = "wasi")]
+    #[test]
+    fn in_progress_carries_einprogress_inside() {
+        let err = from_code(ErrorCode::InProgress);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(
+            inner.and_then(io::Error::raw_os_error),
+            Some(wasi_errno::EINPROGRESS)
         );
     }
 

@@ -14,6 +14,17 @@
 //! | `socket.setdefaulttimeout(t)`       | [`setdefaulttimeout`]`(t)`            |
 //! | `sock.sendfile(open(p, "rb"), o, n)` | [`Socket::sendfile`]`(&`[`fs::File::open`]`(p)?, o, n)` |
 //! | `sock.makefile("rb")`               | [`Socket::makefile`]`("rb")`, a [`SocketFile`] |
+//! | `sock.fileno()`                     | [`Socket::fileno`]`()`                |
+//! | `sock.connect_ex(addr)`             | [`Socket::connect_ex`]`(addr)`, an [`errno`] value |
+//! | `sock.getsockopt(SOL_SOCKET, SO_ERROR)` | [`Socket::take_error`]`()`        |
+//! | `os.sendfile(sock.fileno(), f.fileno(), o, n)` | [`Socket::sendfile_once`]`(&f, o, n)` |
+//! | `select.select(r, w, x, t)`         | [`select()`]`(&r, &w, &x, t)`         |
+//! | `select.poll()` … `.poll(t)`        | [`poll()`]`(&[(&sock, Events::READABLE)], t)` |
+//! | `select.POLLIN`, `POLLOUT`, …       | [`Events::READABLE`], [`Events::WRITABLE`], … |
+//! | `selectors.DefaultSelector()`       | [`selectors::DefaultSelector::new`]`()` |
+//! | `loop.sock_recv(sock, n)` (asyncio) | `aio::AsyncSocket::recv(n).await` (feature `async`, on wstd) |
+//! | —                                   | [`Socket::subscribe`]`(events)`, a `wasi:io/poll` pollable |
+//! | `errno.EINPROGRESS`                 | [`errno::EINPROGRESS`]                |
 //! | `OSError` subclasses                | [`std::io::Error`] with the matching [`std::io::ErrorKind`] |
 //!
 //! Addresses are anything that implements [`ToAddress`]: `("host", port)`,
@@ -69,6 +80,33 @@
 //!
 //! [`ErrorKind`]: std::io::ErrorKind
 //!
+//! A connect on a non-blocking socket that goes on in the background
+//! (`in-progress`) fails with kind `WouldBlock`, as CPython raises
+//! `BlockingIOError`; its errno, `EINPROGRESS`, is on the inner error
+//! (see [`Socket::connect`]), and [`Socket::connect_ex`] returns it.
+//!
+//! # Many connections at once
+//!
+//! One plugin serves many sockets from one thread by waiting for whichever
+//! is ready, as Python programs do:
+//!
+//! - [`select()`] and [`poll()`]: Python's `select.select` and `select.poll`,
+//!   one host call over a list of sockets;
+//! - [`selectors::DefaultSelector`]: Python's `selectors`, a set kept on
+//!   the host (epoll), for servers with many connections;
+//! - [`Socket::subscribe`]: a `wasi:io/poll` pollable, to wait on sockshim
+//!   sockets together with wasi clocks, streams and sockets in one
+//!   `wasi:io/poll.poll`;
+//! - `aio` (crate feature `async`): async sockets on
+//!   [wstd](https://docs.rs/wstd)'s executor, asyncio's socket operations,
+//!   mixing with wstd's timers and HTTP client.
+//!
+//! Sockets used this way are usually non-blocking
+//! ([`Socket::setblocking`]`(false)`): [`Socket::connect_ex`] then returns
+//! [`errno::EINPROGRESS`], the socket turns writable when the connect ends
+//! and [`Socket::take_error`] says how, and [`Socket::sendfile_once`] sends
+//! what the socket takes now from a file.
+//!
 //! # Targets
 //!
 //! Plugins are built for `wasm32-wasip2` and run by a sockshim host. The
@@ -78,15 +116,20 @@
 #![deny(missing_docs)]
 
 mod address;
+#[cfg(feature = "async")]
+pub mod aio;
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings;
 mod create;
+pub mod errno;
 mod error;
 pub mod fs;
 mod makefile;
 mod options;
 mod placement;
+mod readiness;
+pub mod selectors;
 mod socket;
 
 pub use address::{Address, ToAddress};
@@ -95,4 +138,10 @@ pub use error::{PartialTransfer, bytes_sent};
 pub use makefile::{DEFAULT_BUFFER_SIZE, SocketFile};
 pub use options::{SockOpt, SockOptName};
 pub use placement::receives_in_place;
+pub use readiness::{Events, poll, select};
 pub use socket::{Family, Kind, Socket, getdefaulttimeout, setdefaulttimeout};
+/// The `wasip2` crate this crate's types come from ([`fs::File::descriptor`],
+/// [`Socket::subscribe`]'s pollable): use it to wait on those pollables
+/// with `wasi:io/poll` directly.
+#[doc(no_inline)]
+pub use wasip2;

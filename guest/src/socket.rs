@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::address::{ToAddress, socket_addr_from_wit};
 use crate::bindings;
-use crate::error::{closed, from_code, from_transfer};
+use crate::error::{closed, errno_of_code, from_code, from_transfer};
 use crate::fs::File;
 use crate::makefile::{Mode, SocketFile};
 use crate::options::{SockOpt, SockOptName};
 use crate::placement;
+use crate::readiness::Events;
+use wasip2::io::poll::Pollable;
 
 /// Address family: Python's `AF_INET` / `AF_INET6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,7 +141,7 @@ impl Socket {
     }
 
     /// The host's socket, or the "socket is closed" error.
-    fn host(&self) -> io::Result<Rc<bindings::Socket>> {
+    pub(crate) fn host(&self) -> io::Result<Rc<bindings::Socket>> {
         let inner = self.inner.try_borrow().map_err(|_| closed())?;
         inner.as_ref().map(Rc::clone).ok_or_else(closed)
     }
@@ -151,11 +153,202 @@ impl Socket {
     /// this socket's family that its policy allows. The timeout bounds the
     /// whole connect. An address the policy does not allow fails with
     /// [`ErrorKind::PermissionDenied`].
+    ///
+    /// On a non-blocking socket (timeout zero) the connect starts and goes
+    /// on in the background: unless it completes at once, this fails with
+    /// [`ErrorKind::WouldBlock`] (Python raises `BlockingIOError` with
+    /// `EINPROGRESS`; here the errno is on the inner error,
+    /// `err.get_ref()` downcast to [`io::Error`], since an error carrying
+    /// `EINPROGRESS` itself would not have kind `WouldBlock`).
+    /// [`connect_ex`](Socket::connect_ex) returns
+    /// [`errno::EINPROGRESS`](crate::errno::EINPROGRESS) instead. The socket
+    /// turns writable when the connect ends; [`take_error`](Socket::take_error)
+    /// then says whether it succeeded.
     pub fn connect(&self, addr: impl ToAddress) -> io::Result<()> {
         let addr = addr.to_address()?;
         self.host()?
             .connect(addr.host(), addr.port())
             .map_err(from_code)
+    }
+
+    /// Connects as [`connect`](Socket::connect) does, and returns 0 on
+    /// success or the error's errno, numbered as in
+    /// [`sockshim::errno`](crate::errno); corresponds to Python's
+    /// `socket.connect_ex(address)`.
+    ///
+    /// On a non-blocking socket a connect that goes on in the background
+    /// returns [`errno::EINPROGRESS`](crate::errno::EINPROGRESS): wait until
+    /// the socket is writable ([`select`](crate::select),
+    /// [`poll`](crate::poll), a [selector](crate::selectors) or
+    /// [`subscribe`](Socket::subscribe)), then read the outcome with
+    /// [`take_error`](Socket::take_error). Every failure is returned as a
+    /// number, never raised: a refused connect is
+    /// [`ECONNREFUSED`](crate::errno::ECONNREFUSED), an address the policy
+    /// does not allow [`EACCES`](crate::errno::EACCES), a name that does not
+    /// resolve [`EADDRNOTAVAIL`](crate::errno::EADDRNOTAVAIL), a timeout
+    /// [`ETIMEDOUT`](crate::errno::ETIMEDOUT), an address that does not parse
+    /// [`EINVAL`](crate::errno::EINVAL), a closed socket
+    /// [`EBADF`](crate::errno::EBADF).
+    ///
+    /// ```no_run
+    /// use sockshim::{Events, Family, Kind, Socket, errno};
+    ///
+    /// let sock = Socket::new(Family::Ipv4, Kind::Stream)?;
+    /// sock.setblocking(false)?;
+    /// match sock.connect_ex("127.0.0.1:8000") {
+    ///     0 => println!("connected at once"),
+    ///     errno::EINPROGRESS => {
+    ///         // Wait for the connect to end, then ask how it ended.
+    ///         sockshim::poll(&[(&sock, Events::WRITABLE)], None)?;
+    ///         match sock.take_error()? {
+    ///             None => println!("connected"),
+    ///             Some(err) => println!("connect failed: {err}"),
+    ///         }
+    ///     }
+    ///     code => println!("connect failed: {}", std::io::Error::from_raw_os_error(code)),
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect_ex(&self, addr: impl ToAddress) -> i32 {
+        let Ok(addr) = addr.to_address() else {
+            return crate::errno::EINVAL;
+        };
+        let Ok(host) = self.host() else {
+            return crate::errno::EBADF;
+        };
+        match host.connect(addr.host(), addr.port()) {
+            Ok(()) => 0,
+            Err(code) => errno_of_code(&code),
+        }
+    }
+
+    /// Starts a connect on a non-blocking socket: `Ok(true)` if it
+    /// completed at once, `Ok(false)` if it goes on in the background.
+    #[cfg(feature = "async")]
+    pub(crate) fn start_connect(&self, addr: impl ToAddress) -> io::Result<bool> {
+        let addr = addr.to_address()?;
+        match self.host()?.connect(addr.host(), addr.port()) {
+            Ok(()) => Ok(true),
+            Err(bindings::ErrorCode::InProgress) => Ok(false),
+            Err(code) => Err(from_code(code)),
+        }
+    }
+
+    /// Reads and clears the socket's pending error: `None` when there is
+    /// none; corresponds to Python's
+    /// `socket.getsockopt(SOL_SOCKET, SO_ERROR)` (which returns 0 or the
+    /// errno).
+    ///
+    /// After a non-blocking [`connect`](Socket::connect) or
+    /// [`connect_ex`](Socket::connect_ex) and a wait until the socket is
+    /// writable, `None` means the connect succeeded and an error says why it
+    /// failed, e.g. [`ErrorKind::ConnectionRefused`]. The pending error has
+    /// the kind of the same error returned by any other call.
+    ///
+    /// ```no_run
+    /// use sockshim::{Events, Family, Kind, Socket};
+    ///
+    /// let sock = Socket::new(Family::Ipv4, Kind::Stream)?;
+    /// sock.setblocking(false)?;
+    /// sock.connect_ex("127.0.0.1:8000");
+    /// sockshim::poll(&[(&sock, Events::WRITABLE)], None)?;
+    /// if let Some(err) = sock.take_error()? {
+    ///     return Err(err);
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        let pending = self.host()?.take_error().map_err(from_code)?;
+        Ok(pending.map(from_code))
+    }
+
+    /// The socket's number: the handle of the host's socket in this plugin,
+    /// unique among the plugin's open sockets; corresponds to Python's
+    /// `socket.fileno()`. Selectors ([`selectors`](crate::selectors)) key
+    /// their registrations by it.
+    ///
+    /// Once the socket is closed it is `u32::MAX` (Python returns -1), and
+    /// the number may be given to a socket opened later, as a file
+    /// descriptor number may.
+    pub fn fileno(&self) -> u32 {
+        self.host().map_or(u32::MAX, |host| host.handle())
+    }
+
+    /// Sends up to `count` bytes of `file` from `offset`, as much as the
+    /// socket takes with one sendfile(2), and returns how many were sent;
+    /// corresponds to Python's `os.sendfile(sock.fileno(), file.fileno(),
+    /// offset, count)`, which asyncio's `loop.sock_sendfile` calls in a loop.
+    /// The bytes never pass through the plugin's memory.
+    ///
+    /// Unlike [`sendfile`](Socket::sendfile) it works on a non-blocking
+    /// socket: when the socket takes nothing now it fails with
+    /// [`ErrorKind::WouldBlock`], to be tried again once it is writable. On
+    /// a socket with a timeout it waits, within that timeout, until the
+    /// socket takes at least one byte, as [`send`](Socket::send) does. It
+    /// returns 0 when `offset` is at or past the end of the file (or `count`
+    /// is 0). The file's [position](File::position) is left as it is, as
+    /// `os.sendfile` leaves it.
+    ///
+    /// `file` must be a regular file: anything else (a directory, a FIFO) is
+    /// [`ErrorKind::InvalidInput`].
+    ///
+    /// ```no_run
+    /// use sockshim::Events;
+    ///
+    /// let file = sockshim::fs::File::open("/site/big.iso")?;
+    /// let sock = sockshim::create_connection("127.0.0.1:8000", None)?;
+    /// sock.setblocking(false)?;
+    /// let (len, mut offset) = (file.len()?, 0);
+    /// while offset < len {
+    ///     match sock.sendfile_once(&file, offset, len - offset) {
+    ///         Ok(sent) => offset += sent,
+    ///         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+    ///             // Serve other sockets until this one is writable again.
+    ///             sockshim::poll(&[(&sock, Events::WRITABLE)], None)?;
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn sendfile_once(&self, file: &File, offset: u64, count: u64) -> io::Result<u64> {
+        self.host()?
+            .sendfile_once(file.descriptor(), offset, count)
+            .map_err(from_code)
+    }
+
+    /// A `wasi:io/poll` pollable that is ready while the socket is ready for
+    /// any of `interest`, or has an error or a hang-up to report; with it a
+    /// plugin waits on sockshim sockets together with wasi:sockets, wasi
+    /// streams and wasi clocks in one `wasi:io/poll.poll`, and async
+    /// runtimes over `wasi:io` wait on sockshim sockets (the `aio` module,
+    /// with feature `async`, does so for wstd).
+    ///
+    /// Readiness is level-triggered: the pollable stays ready for as long as
+    /// the socket is, and each `ready` or `block` looks again, so one
+    /// pollable serves any number of waits. It does not keep the socket
+    /// open: once the socket is closed the pollable is ready for good. While
+    /// it lives it counts against the plugin's limit of open sockets; past
+    /// the limit this fails with [`ErrorKind::QuotaExceeded`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use sockshim::Events;
+    /// use sockshim::wasip2::{clocks::monotonic_clock, io::poll};
+    ///
+    /// let sock = sockshim::create_connection("127.0.0.1:8000", None)?;
+    /// let readable = sock.subscribe(Events::READABLE)?;
+    /// let timer = monotonic_clock::subscribe_duration(Duration::from_secs(1).as_nanos() as u64);
+    /// let ready = poll::poll(&[&readable, &timer]);
+    /// if ready.contains(&0) {
+    ///     println!("{} bytes", sock.recv(4096)?.len());
+    /// } else {
+    ///     println!("nothing within a second");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn subscribe(&self, interest: Events) -> io::Result<Pollable> {
+        self.host()?.subscribe(interest.into()).map_err(from_code)
     }
 
     /// Binds the socket to a local address; corresponds to Python's

@@ -6,6 +6,7 @@
 
 #[path = "../../src/data.rs"]
 mod data;
+mod readiness;
 
 use data::{fnv1a, pattern};
 use sockshim::fs::File;
@@ -71,6 +72,16 @@ fn main() -> ExitCode {
         ("makefile-write", [addr]) => makefile_write(addr),
         ("makefile-outlives-socket", [addr]) => makefile_outlives_socket(addr),
         ("makefile-timeout", [addr]) => makefile_timeout(addr),
+        ("select-timeouts", [addr]) => readiness::select_timeouts(addr),
+        ("readiness-states", []) => readiness::readiness_states(),
+        ("nonblocking-connect", [open, refused]) => readiness::nonblocking_connect(open, refused),
+        ("sendfile-once", [addr, path, dir]) => readiness::sendfile_once(addr, path, dir),
+        ("async-race", [addr]) => readiness::async_race(addr),
+        ("async-echo", [addr, len]) => readiness::async_echo(addr, parse(len)),
+        ("async-echo-server", [n]) => readiness::async_echo_server(parse(n)),
+        ("selector-echo-server", [n]) => readiness::selector_echo_server(parse(n)),
+        ("selector-api", []) => readiness::selector_api(),
+        ("pollables-dropped", [addr]) => readiness::pollables_dropped(addr),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);
