@@ -121,12 +121,11 @@ pub async fn wait(pollable: Pollable) {
 /// received before stays sent or received, and the socket stays usable.
 ///
 /// An operation that has to wait subscribes once ([`Socket::subscribe`])
-/// and keeps that pollable until it ends: while it waits, the pollable
-/// counts against the plugin's limit of open sockets, so a plugin with `N`
-/// connections all waiting at once needs about `2 × N` of the host's
-/// slots. The pollable is not kept between operations, which would tie
-/// the socket to one `block_on` (wstd's registrations belong to the
-/// reactor that made them).
+/// and keeps that pollable until it ends. A pollable holds no host
+/// descriptor and does not count against the plugin's limit of open
+/// sockets, so subscribing per wait is cheap. The pollable is not kept
+/// between operations, which would tie the socket to one `block_on`
+/// (wstd's registrations belong to the reactor that made them).
 ///
 /// The socket must stay non-blocking: made blocking again
 /// ([`settimeout`](Socket::settimeout)), its operations would block the

@@ -471,21 +471,13 @@ impl HostSocket for SockshimCtxView<'_> {
         res: Resource<TcpSocket>,
         interest: Events,
     ) -> Res<Resource<DynPollable>> {
-        let slot = match self.reserve_socket() {
-            Ok(slot) => slot,
-            Err(e) => return Ok(Err(e)),
-        };
         let stop = match &self.ctx.wait_on {
             WaitOn::Thread(stop) => Some(Arc::clone(stop)),
             WaitOn::Reactor => None,
         };
-        let shared = Arc::clone(self.socket(&res)?.shared_ref());
-        let readiness = match SocketReadiness::new(&shared, interest, stop.as_deref(), slot) {
-            Ok(readiness) => readiness,
-            Err(e) => return Ok(Err(e)),
-        };
+        let readiness = SocketReadiness::new(self.socket(&res)?.shared_ref(), interest, stop);
         let readiness = self.table.push(readiness)?;
-        // Owned: dropping the pollable drops the readiness set with it.
+        // Owned: dropping the pollable drops the readiness with it.
         Ok(Ok(wasmtime_wasi::p2::subscribe(self.table, readiness)?))
     }
 

@@ -6,9 +6,10 @@
 //!   on the host between waits (Python's `select.epoll`), so a wait costs
 //!   the same however many sockets are registered and returns only the
 //!   ready ones.
-//! - [`SocketReadiness`], behind a socket's `subscribe`: a one-socket set
-//!   whose `wasi:io/poll` pollable lets a plugin wait on sockshim sockets
-//!   beside wasi streams, wasi:sockets and clocks in one `poll`.
+//! - [`SocketReadiness`], behind a socket's `subscribe`: a `wasi:io/poll`
+//!   pollable that lets a plugin wait on sockshim sockets beside wasi
+//!   streams, wasi:sockets and clocks in one `poll`; it waits through the
+//!   socket's own registration with tokio's reactor, checked by poll(2).
 //! - [`poll`], the contract's `poll`: a list of sockets looked at with one
 //!   poll(2) (Python's `select.poll`/`select.select`), waiting, when none is
 //!   ready, on a set made for the call.
@@ -20,12 +21,12 @@
 //! thread beside its stop signal, or on tokio's reactor, where the set
 //! itself (an epoll descriptor is pollable) is registered. A pollable always
 //! waits on the reactor, since `wasi:io/poll` waits on several things at
-//! once; on a plugin that waits on its thread, its set also holds the stop
+//! once; on a plugin that waits on its thread it also waits for the stop
 //! signal, so stopping the plugin ends that wait too.
 //!
 //! None of them keeps a socket open: a set holds the socket's descriptor
 //! number and a weak reference, and the kernel drops a closed descriptor
-//! from every epoll set by itself.
+//! from every epoll set by itself; a pollable holds a weak reference.
 
 use crate::bindings::{ErrorCode, Events};
 use crate::deadline::Deadline;
@@ -37,6 +38,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
@@ -328,14 +330,27 @@ fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
     }
 }
 
-/// What a socket's `wasi:io/poll` pollable waits on: the socket alone in a
-/// set (with the stop signal of a plugin that waits on its thread). Ready
-/// when the socket is ready for what was asked, has an error or a hang-up,
-/// or is gone.
+/// What a socket's `wasi:io/poll` pollable waits on. Ready when the socket
+/// is ready for what was asked, has an error or a hang-up, or is gone.
+///
+/// It holds no descriptor of its own: an async plugin subscribes on every
+/// operation that has to wait, so the pollable costs nothing until it
+/// waits. It looks first with poll(2), and only when the socket is not ready
+/// waits through the socket's own registration with tokio's reactor (made
+/// then, if the socket had none), checking each wake-up with poll(2), so
+/// that tokio's memory of an earlier wake-up never makes it ready early. A
+/// socket that is neither connected, connecting nor listening is always
+/// ready (poll(2) reports it hung up), so it is never registered in that
+/// state, whose hang-up tokio would remember for good.
 #[derive(Debug)]
 pub struct SocketReadiness {
     socket: Weak<Shared>,
-    set: Selector,
+    /// The poll(2) events asked for.
+    interest: i16,
+    /// The plugin's stop signal, if it waits on its thread: stopping the
+    /// plugin makes the pollable ready, so that the plugin runs into the
+    /// trap that ends it.
+    stop: Option<Arc<StopSignal>>,
 }
 
 impl SocketReadiness {
@@ -344,34 +359,75 @@ impl SocketReadiness {
     pub(crate) fn new(
         socket: &Arc<Shared>,
         interest: Events,
-        stop: Option<&StopSignal>,
-        slot: Slot,
-    ) -> Result<SocketReadiness, ErrorCode> {
-        let mut set = Selector::new(WaitOn::Reactor, 1, Some(slot))?;
-        set.register(socket, 0, interest)?;
-        if let Some(stop) = stop {
-            // Not a member: only ever reported, never modified.
-            set.epoll.add(stop.as_raw_fd(), libc::EPOLLIN as u32, 1)?;
-        }
-        Ok(SocketReadiness {
+        stop: Option<Arc<StopSignal>>,
+    ) -> SocketReadiness {
+        SocketReadiness {
             socket: Arc::downgrade(socket),
-            set,
-        })
+            interest: to_bits(interest) as u16 as i16,
+            stop,
+        }
+    }
+
+    fn ready_now(&self, shared: &Shared) -> io::Result<bool> {
+        let fd = shared.io.socket().as_raw_fd();
+        Ok(sys::poll_one_now(fd, self.interest)? != 0)
+    }
+
+    /// Until the socket is ready (or gone).
+    async fn wait_for_socket(&self) -> io::Result<()> {
+        let Some(shared) = self.socket.upgrade() else {
+            return Ok(());
+        };
+        if self.ready_now(&shared)? {
+            return Ok(());
+        }
+        let registration = shared.io.registration()?;
+        let reads = libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP;
+        let interest = match (
+            self.interest & reads != 0,
+            self.interest & libc::POLLOUT != 0,
+        ) {
+            (_, false) => Interest::READABLE, // a hang-up is read-closed
+            (false, true) => Interest::WRITABLE,
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+        };
+        let mut stale = 0u32;
+        loop {
+            let mut guard = registration.ready(interest).await?;
+            if self.ready_now(&shared)? {
+                return Ok(());
+            }
+            // tokio remembered a wake-up that no longer holds (the socket's
+            // operations on the plugin's thread do not tell it): forget it
+            // and wait for the next. "Closed" readiness is never forgotten,
+            // and poll(2) agrees with it but for a socket that connected
+            // again after a failed connect; should they ever disagree, look
+            // again every millisecond rather than spin.
+            guard.clear_ready();
+            stale += 1;
+            if stale > 2 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
     }
 }
 
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for SocketReadiness {
     async fn ready(&mut self) {
-        if self.socket.strong_count() == 0 {
-            return; // the socket is gone: nothing left to wait for
-        }
+        let this = &*self;
         // An error (a reactor that failed) ends the wait too: the plugin's
         // next operation on the socket reports it.
-        let _ = self
-            .set
-            .wait_on_reactor(Deadline::Never, &mut Vec::with_capacity(2))
-            .await;
+        match this.stop.as_ref().map(|stop| stop.registration()) {
+            None => drop(this.wait_for_socket().await),
+            Some(Err(_)) => {}
+            Some(Ok(stopped)) => {
+                tokio::select! {
+                    _ = this.wait_for_socket() => {}
+                    _ = stopped.readable() => {}
+                }
+            }
+        }
     }
 }
 
@@ -716,14 +772,8 @@ mod tests {
         selector
             .register(sock.shared_ref(), 1, Events::READABLE)
             .unwrap();
-        let quota = crate::quota::Quota::new(4);
-        let mut pollable = SocketReadiness::new(
-            sock.shared_ref(),
-            Events::READABLE,
-            Some(&stop),
-            quota.reserve().unwrap(),
-        )
-        .unwrap();
+        let mut pollable =
+            SocketReadiness::new(sock.shared_ref(), Events::READABLE, Some(Arc::clone(&stop)));
         let stopper = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
@@ -754,28 +804,41 @@ mod tests {
     #[tokio::test]
     async fn a_pollable_waits_for_its_socket() {
         use wasmtime_wasi::p2::Pollable;
-        let quota = crate::quota::Quota::new(4);
         let (sock, mut peer) = pair(WaitOn::Reactor);
-        let mut pollable = SocketReadiness::new(
-            sock.shared_ref(),
-            Events::READABLE,
-            None,
-            quota.reserve().unwrap(),
-        )
-        .unwrap();
+        let mut pollable = SocketReadiness::new(sock.shared_ref(), Events::READABLE, None);
         let early = tokio::time::timeout(Duration::from_millis(100), pollable.ready()).await;
         assert!(early.is_err(), "ready before any byte came");
         peer.write_all(b"q").unwrap();
         tokio::time::timeout(Duration::from_secs(5), pollable.ready())
             .await
             .expect("not ready after a byte came");
-        assert_eq!(quota.open(), 1);
         drop(sock);
         tokio::time::timeout(Duration::from_secs(5), pollable.ready())
             .await
             .expect("not ready once the socket is gone");
-        drop(pollable);
-        assert_eq!(quota.open(), 0);
+    }
+
+    /// A pollable is exact in both wait modes: once the bytes that made it
+    /// ready are read (on the plugin's thread, where tokio is not told),
+    /// it waits again instead of trusting tokio's memory of the wake-up.
+    #[tokio::test]
+    async fn a_pollable_is_not_ready_after_its_bytes_are_read() {
+        use wasmtime_wasi::p2::Pollable;
+        for wait_on in both_ways() {
+            let how = format!("{wait_on:?}");
+            let (sock, mut peer) = pair(wait_on);
+            let mut pollable = SocketReadiness::new(sock.shared_ref(), Events::READABLE, None);
+            for round in 0..3u8 {
+                peer.write_all(&[round]).unwrap();
+                tokio::time::timeout(Duration::from_secs(5), pollable.ready())
+                    .await
+                    .unwrap_or_else(|_| panic!("{how}: not ready in round {round}"));
+                assert_eq!(sock.recv(16).await.unwrap(), [round], "{how}");
+                let early =
+                    tokio::time::timeout(Duration::from_millis(100), pollable.ready()).await;
+                assert!(early.is_err(), "{how}: ready with nothing to read");
+            }
+        }
     }
 
     /// CPython's non-blocking connect: `in-progress`, then writable, then

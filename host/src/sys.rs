@@ -152,6 +152,8 @@ fn sigpipe_ignored() -> bool {
 /// and every later one end at once.
 #[derive(Debug)]
 pub struct StopSignal {
+    // Declared before `eventfd`, so that it is dropped (deregistered) first.
+    registration: OnceLock<AsyncFd<BorrowedRawFd>>,
     eventfd: OwnedFd,
     stopped: AtomicBool,
 }
@@ -166,6 +168,7 @@ impl StopSignal {
             return Err(io::Error::last_os_error());
         }
         Ok(StopSignal {
+            registration: OnceLock::new(),
             // SAFETY: `fd` is open and ours alone (above).
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             stopped: AtomicBool::new(false),
@@ -413,11 +416,31 @@ pub fn poll_on_thread(
 }
 
 impl StopSignal {
-    /// The eventfd that turns readable once the signal is given, for a
-    /// wait that watches it beside other descriptors.
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+    /// The eventfd's registration with the current tokio reactor, made the
+    /// first time a wait on the reactor needs it: readable once the signal
+    /// is given, and for good (nothing reads the eventfd).
+    pub fn registration(&self) -> io::Result<&AsyncFd<BorrowedRawFd>> {
+        if let Some(registration) = self.registration.get() {
+            return Ok(registration);
+        }
+        // SAFETY: the eventfd stays open for as long as the registration
+        // exists: `registration` is dropped before `eventfd` (field order),
+        // and neither is replaced.
+        let registration = unsafe { register_raw_readable(self.eventfd.as_raw_fd()) }?;
+        Ok(self.registration.get_or_init(|| registration))
     }
+}
+
+/// poll(2) of one descriptor without waiting: its `revents` for `events`
+/// (and `POLLERR`/`POLLHUP`, which poll(2) reports unasked).
+pub fn poll_one_now(fd: RawFd, events: i16) -> io::Result<i16> {
+    let mut fds = [libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
+    poll_now(&mut fds)?;
+    Ok(fds[0].revents)
 }
 
 /// The raw descriptor of something that keeps it open longer than its
