@@ -564,3 +564,52 @@ fn tcp_proxy_reports_an_unreachable_upstream_and_goes_on() {
     let log = proxy.stop();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn tcp_proxy_passes_the_upstreams_half_close_on_too() {
+    let (upstream, proxy) = proxy();
+    let mut client = proxy.connect();
+    // The upstream greets and shuts its side at once; the client reads the
+    // greeting to the end and only then sends its request, which must
+    // still reach the upstream.
+    let upstream_side = thread::spawn(move || {
+        let mut conn = accept(&upstream);
+        conn.write_all(b"hello, then nothing more").unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut request = Vec::new();
+        conn.read_to_end(&mut request).unwrap();
+        request
+    });
+    let mut greeting = Vec::new();
+    client.read_to_end(&mut greeting).unwrap();
+    assert_eq!(greeting, b"hello, then nothing more");
+    client.write_all(b"a request after the end").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(upstream_side.join().unwrap(), b"a request after the end");
+}
+
+#[test]
+fn echo_server_reports_a_reset_connection_and_goes_on() {
+    let server = Plugin::start(&[], ECHO_SERVER, &["127.0.0.1:0"]);
+    // A client sends a lot, reads nothing, then resets the connection
+    // (SO_LINGER 0): the server's next send to it fails.
+    let mut reset = server.connect();
+    reset
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = vec![1u8; 1 << 16];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) && reset.write_all(&chunk).is_ok() {}
+    socket2::SockRef::from(&reset)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(reset);
+    let log = server.wait_for_log(|log| log.contains("echo-server: connection from"));
+    assert!(log.contains("echo-server: connection from"), "{log}");
+    // Still serving.
+    let mut conn = server.connect();
+    conn.write_all(b"still there?").unwrap();
+    let mut echo = [0; 12];
+    conn.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still there?");
+}
