@@ -67,6 +67,7 @@
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod compiled;
+mod datagram;
 mod deadline;
 pub mod error;
 mod host;
@@ -81,6 +82,7 @@ mod sys;
 #[cfg(test)]
 mod testing;
 
+pub use datagram::MAX_DATAGRAM;
 pub use deadline::Timeout;
 pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
