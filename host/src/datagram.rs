@@ -300,6 +300,51 @@ mod tests {
         }
     }
 
+    /// A selector and a socket pollable over datagram sockets: quiet until
+    /// a datagram waits, ready while it does, quiet once it is received;
+    /// an unbound or merely bound datagram socket does not look hung up.
+    #[tokio::test]
+    async fn a_selector_over_datagram_sockets() {
+        use crate::bindings::Events;
+        use crate::readiness::{Selector, from_bits};
+        for wait_on in both_ways() {
+            let how = format!("{wait_on:?}");
+            let (sock, addr) = ours(anyone(), Receives::FromAnyone, wait_on.clone());
+            let unbound = TcpSocket::new_datagram(
+                AddressFamily::Ipv4,
+                Timeout::Blocking,
+                wait_on.clone(),
+                anyone().into(),
+            )
+            .unwrap();
+            let mut selector = Selector::new(wait_on, 8, None).unwrap();
+            selector
+                .register(sock.shared_ref(), 1, Events::READABLE)
+                .unwrap();
+            selector
+                .register(unbound.shared_ref(), 2, Events::READABLE)
+                .unwrap();
+            let after = Timeout::After(Duration::from_millis(200)).deadline();
+            assert!(selector.wait(after, 0).await.unwrap().is_empty(), "{how}");
+
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.send_to(b"one", addr).unwrap();
+            let ready = selector.wait(Deadline::Never, 0).await.unwrap();
+            assert_eq!(ready.len(), 1, "{how}: {ready:?}");
+            assert_eq!(ready[0].0, 1, "{how}");
+            assert!(from_bits(ready[0].1).contains(Events::READABLE), "{how}");
+            assert_eq!(sock.recvfrom(16).await.unwrap().0, b"one", "{how}");
+            assert!(
+                selector.wait(Deadline::Now, 0).await.unwrap().is_empty(),
+                "{how}"
+            );
+            // Writable at once: a datagram socket's buffer has room.
+            selector.modify(1, Events::WRITABLE).unwrap();
+            let ready = selector.wait(Deadline::Now, 0).await.unwrap();
+            assert_eq!(ready.iter().map(|r| r.0).collect::<Vec<_>>(), [1], "{how}");
+        }
+    }
+
     /// An ICMP port unreachable for a datagram a connected socket sent
     /// comes back as `connection-refused` from the next receive.
     #[tokio::test]
