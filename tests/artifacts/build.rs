@@ -13,6 +13,9 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ("echo-server", &["echo-server"]),
     ("http-get", &["http-get"]),
     ("file-server", &["file-server"]),
+    ("udp-echo", &["udp-echo"]),
+    ("dns-query", &["dns-query"]),
+    ("echo-check", &["echo-check"]),
 ];
 
 fn main() {

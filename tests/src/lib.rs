@@ -22,7 +22,9 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 mod data;
 
 pub use data::{fnv1a, fnv1a_continue, pattern};
-pub use sockshim_test_artifacts::{ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST};
+pub use sockshim_test_artifacts::{
+    DNS_QUERY, ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST, UDP_ECHO,
+};
 
 /// The host every test shares: one engine, one linker.
 pub fn host() -> &'static PluginHost {
