@@ -77,6 +77,7 @@ pub mod policy;
 mod quota;
 mod readiness;
 pub mod runner;
+pub mod sandboxes;
 mod socket;
 mod sys;
 #[cfg(test)]
