@@ -141,7 +141,7 @@ impl Sandbox {
         }
     }
 
-    /// Adds an argument (argv[1], argv[2], …).
+    /// Adds an argument (`argv[1]`, `argv[2]`, …).
     pub fn arg(mut self, arg: impl Into<String>) -> Sandbox {
         self.args.push(arg.into());
         self
