@@ -1,7 +1,7 @@
 //! # sockshim-host
 //!
 //! A [wasmtime] embedding of the `sockshim:socket` contract (`wit/socket.wit`):
-//! TCP sockets with the semantics of CPython's `socket` module, implemented
+//! TCP and UDP sockets with the semantics of CPython's `socket` module, implemented
 //! on native non-blocking OS sockets (socket2) on tokio's reactor (or, for a
 //! plugin with a thread of its own, [`SockshimCtx::waiting_on_thread`], in
 //! ppoll(2) on that thread), and held to a deny-by-default network

@@ -364,7 +364,8 @@ impl Policy {
     /// an implicit bind of the wildcard address with port 0 first. That bind
     /// is let through when the plugin may connect somewhere; the listen that
     /// may follow is checked on its own, with its real local address, against
-    /// the bind rules, so the wildcard bind cannot be used to serve.
+    /// the bind rules, so the wildcard bind cannot be used to serve. UDP
+    /// follows the datagram rules ([`Policy::allows_wasi_udp`]).
     pub fn allows_wasi(
         &self,
         addr: SocketAddr,
