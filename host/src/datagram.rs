@@ -14,8 +14,8 @@
 
 use crate::bindings::{AddressFamily, ErrorCode};
 use crate::deadline::{Deadline, Timeout, sock_call};
-use crate::host::{address_for, literal_address};
-use crate::placed::Received;
+use crate::host::{addr_to_wit, address_for, literal_address};
+use crate::placed::{Received, ReceivedFrom};
 use crate::policy::{Operation, Policy, Receives};
 use crate::socket::{MAX_RECV_SIZE, Shared, TcpSocket};
 use crate::sys::{self, WaitOn};
@@ -127,6 +127,43 @@ impl Shared {
             None => Err(ErrorCode::invalid(
                 "recvfrom needs a datagram socket (use recv on a stream)",
             )),
+        }
+    }
+
+    /// `recvfrom-into`: waits (within the socket's timeout) until a
+    /// datagram the socket may hear waits, dropping the others, and makes
+    /// it ready to be received straight into the plugin's lent buffer of
+    /// `max_len` bytes when the result is lowered ([`ReceivedFrom`]). The
+    /// wait is a one-byte `MSG_PEEK` that also tells the sender.
+    pub(crate) async fn receive_from_placed(self: &Arc<Self>, max_len: u64) -> ReceivedFrom {
+        let Some(datagram) = &self.datagram else {
+            return ReceivedFrom::Failed(ErrorCode::invalid(
+                "recvfrom-into needs a datagram socket (use recv-into on a stream)",
+            ));
+        };
+        if max_len > MAX_RECV_SIZE {
+            return ReceivedFrom::Failed(ErrorCode::invalid(format!(
+                "recv size {max_len} exceeds the maximum of {MAX_RECV_SIZE} bytes per call"
+            )));
+        }
+        let receives = datagram.receives();
+        let policy = &datagram.policy;
+        let deadline = self.timeout.get().deadline();
+        let peek = |s: &Socket| loop {
+            let from = sys::peek_from(s)?.as_socket();
+            match from {
+                Some(from) if policy.allows_datagram_from(receives, from) => return Ok(from),
+                // Dropped unseen: received into no buffer at all.
+                _ => sys::recv_from_to_spare(s, &mut Vec::new())?,
+            };
+        };
+        match sock_call(&self.io, Interest::READABLE, deadline, peek).await {
+            Ok(from) => ReceivedFrom::Ready {
+                shared: Arc::clone(self),
+                max_len: max_len as usize,
+                from: addr_to_wit(from),
+            },
+            Err(code) => ReceivedFrom::Failed(code),
         }
     }
 

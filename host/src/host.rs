@@ -520,8 +520,8 @@ impl HostSocket for SockshimCtxView<'_> {
         Ok(received.map(|(bytes, from)| (bytes, addr_to_wit(from))))
     }
 
-    // A copy, as `recvfrom`: a datagram's length is known only once it is
-    // received, too late to place it in the lent buffer.
+    // `recvfrom` (`in_place`'s definition in the linker receives into the
+    // lent buffer).
     async fn recvfrom_into(
         &mut self,
         res: Resource<TcpSocket>,
@@ -654,7 +654,7 @@ fn v6_segments(v6: &Ipv6Addr) -> (u16, u16, u16, u16, u16, u16, u16, u16) {
     (a, b, c, d, e, f, g, h)
 }
 
-fn addr_to_wit(addr: SocketAddr) -> SocketAddress {
+pub(crate) fn addr_to_wit(addr: SocketAddr) -> SocketAddress {
     match addr {
         SocketAddr::V4(v4) => {
             let [a, b, c, d] = v4.ip().octets();

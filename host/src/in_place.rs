@@ -1,6 +1,6 @@
-//! `send` and `sendall` that read the plugin's `list<u8>` where it lies,
-//! and `recv` and `recv-into` that receive into the plugin's memory
-//! ([`crate::placed`]).
+//! `send`, `sendall` and `sendto` that read the plugin's `list<u8>` where
+//! it lies, and `recv`, `recv-into` and `recvfrom-into` that receive into
+//! the plugin's memory ([`crate::placed`]).
 //!
 //! Through `bindgen!`, a `list<u8>` argument arrives as a `Vec<u8>`: the
 //! canonical ABI copies the plugin's bytes into host memory before the host
@@ -49,6 +49,7 @@ const RECV_INTO: &str = "[method]socket.recv-into";
 const SEND: &str = "[method]socket.send";
 const SENDALL: &str = "[method]socket.sendall";
 const SENDTO: &str = "[method]socket.sendto";
+const RECVFROM_INTO: &str = "[method]socket.recvfrom-into";
 
 /// How [`add_to_linker`] defines the functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +184,12 @@ fn define_async<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::
     Ok(())
 }
 
-/// `sendto`, async in either linker: resolving a name waits for the
-/// host's resolver, whichever way the socket waits.
+/// `sendto`, which reads the plugin's list in place, and `recvfrom-into`,
+/// which receives into the plugin's lent buffer ([`ReceivedFrom`]); async
+/// in either linker (resolving a name waits for the host's resolver,
+/// whichever way the socket waits).
+///
+/// [`ReceivedFrom`]: crate::placed::ReceivedFrom
 fn define_sendto<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     type Args = (Resource<TcpSocket>, WasmList<u8>, String, u16);
     let mut socket = linker.instance(INTERFACE)?;
@@ -210,6 +215,15 @@ fn define_sendto<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime:
                     .send_with(len, move |s| sys::send_to(s, data.as_le_slice(&store), &to))
                     .await;
                 Ok((sent.map(|n| n as u64),))
+            })
+        },
+    )?;
+    socket.func_wrap_async(
+        RECVFROM_INTO,
+        |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
+            Box::new(async move {
+                let shared = socket_of(&mut store, &res)?;
+                Ok((shared.receive_from_placed(max_len).await,))
             })
         },
     )?;

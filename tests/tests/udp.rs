@@ -68,6 +68,9 @@ async fn basics(ip: &str, max: usize) {
     );
     assert_eq!(out.get("into"), "into", "{out}");
     assert_eq!(out.get("into_from"), peer.to_string(), "{out}");
+    assert_eq!(out.get("into_short"), "short", "{out}");
+    assert_eq!(out.get("into_truncated"), "truncated", "{out}");
+    assert_eq!(out.num("in_place"), 3, "recvfrom_into copied: {out}");
     assert_eq!(out.num("max_sent"), max as u64, "{out}");
     assert_eq!(out.num("max_back"), max as u64, "{out}");
     assert_eq!(out.get("max_same"), "true", "{out}");
@@ -157,6 +160,7 @@ async fn a_connect_rule_lets_a_socket_send_and_hear_only_its_peers() {
         "heard a sender no rule allows: {out}"
     );
     assert_eq!(out.get("from"), a.to_string(), "{out}");
+    assert_eq!(out.get("then"), "again-a", "{out}");
 }
 
 /// The case, as a new user would try it: with only

@@ -44,11 +44,23 @@ pub fn basics(addr: &str) -> Result {
     sock.sendto(b"next", addr)?;
     report("after_zero", text(&sock.recv(100)?));
 
+    // The host receives straight into the buffer, whether the datagram
+    // fills it or not.
+    let placed_before = sockshim::receives_in_place();
     sock.sendto(b"into", addr)?;
     let mut buf = [0u8; 4];
     let (n, from) = sock.recvfrom_into(&mut buf)?;
     report("into", text(&buf[..n]));
     report("into_from", from);
+    sock.sendto(b"short", addr)?;
+    let mut buf = [0u8; 100];
+    let (n, _) = sock.recvfrom_into(&mut buf)?;
+    report("into_short", text(&buf[..n]));
+    sock.sendto(b"truncated into", addr)?;
+    let mut buf = [0u8; 9];
+    let (n, _) = sock.recvfrom_into(&mut buf)?;
+    report("into_truncated", text(&buf[..n]));
+    report("in_place", sockshim::receives_in_place() - placed_before);
 
     let max = if peer.is_ipv6() { 65_527 } else { 65_507 };
     let big: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
@@ -112,9 +124,13 @@ pub fn policy(allowed: &str, denied: &str) -> Result {
     report("bind_specific", outcome(&sock.bind("127.0.0.1:0")));
     report("bind_wildcard", outcome(&sock.bind("0.0.0.0:0")));
     sock.sendto(b"hi", allowed)?;
-    let (got, from) = sock.recvfrom(100)?;
-    report("got", text(&got));
+    // The other sender's datagram is dropped on the way to a lent buffer
+    // as on the way to a new one.
+    let mut buf = [0u8; 100];
+    let (n, from) = sock.recvfrom_into(&mut buf)?;
+    report("got", text(&buf[..n]));
     report("from", from);
+    report("then", text(&sock.recvfrom(100)?.0));
     Ok(())
 }
 
