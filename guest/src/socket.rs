@@ -305,8 +305,9 @@ impl Socket {
     /// Receives one datagram into `buf` and returns its length (truncated
     /// to `buf.len()`, the rest lost) and its sender's address; corresponds
     /// to Python's `socket.recvfrom_into(buffer)`. Otherwise as
-    /// [`recvfrom`](Socket::recvfrom). A datagram that fills `buf` lands in
-    /// it straight from the host; a shorter one is copied.
+    /// [`recvfrom`](Socket::recvfrom). The host receives the datagram
+    /// straight into `buf` (see
+    /// [`receives_in_place`](crate::receives_in_place)).
     pub fn recvfrom_into(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let host = self.host()?;
         let max_len = u64::try_from(buf.len())
