@@ -206,3 +206,42 @@ async fn the_test_plugins_exit_codes_decide_and_the_rest_are_stopped() {
     assert_eq!(codes, [("passes", Ok(0)), ("fails", Ok(1))]);
     assert_eq!(finished.code(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sandbox_has_its_own_environment_and_directories() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("up-dirs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("note.txt"), "from the host").unwrap();
+    let lines = Lines::default();
+    let finished = Sandboxes::new()
+        .output(lines.clone())
+        .plugin(
+            Sandbox::new("with-env", SOCKSHIM_TEST_GUEST)
+                .args(["env", "GREETING"])
+                .env("GREETING", "hello")
+                .test(true),
+        )
+        .plugin(
+            Sandbox::new("without", SOCKSHIM_TEST_GUEST)
+                .args(["env", "GREETING"])
+                .test(true),
+        )
+        .plugin(
+            Sandbox::new("with-dir", SOCKSHIM_TEST_GUEST)
+                .args(["read-file", "/data/note.txt"])
+                .dir(&dir, "/data")
+                .test(true),
+        )
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(finished.code(), 0, "{finished:?}");
+    let output = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(output.contains("with-env | value=hello\n"), "{output}");
+    assert!(output.contains("without  | value=\n"), "{output}");
+    assert!(
+        output.contains("with-dir | text=from the host\n"),
+        "{output}"
+    );
+}
