@@ -22,14 +22,18 @@ use crate::sys::{self, WaitOn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::io::Interest;
 
 /// The largest UDP payload: 65,535 bytes less the UDP header (IPv6 without
 /// jumbograms); over IPv4, less the IP header too, 65,507. A receive never
 /// needs a larger buffer, whatever `max-len` says.
 pub const MAX_DATAGRAM: usize = 65_527;
+
+/// How many of a socket's latest destinations it hears from whatever the
+/// rules say of their addresses.
+const REMEMBERED_DESTINATIONS: usize = 16;
 
 /// What a datagram socket needs beyond a stream's: the policy its senders
 /// are judged by, and whom its bind lets it hear.
@@ -38,9 +42,39 @@ pub(crate) struct Datagram {
     /// [`Receives::FromAnyone`] once bound under a bind rule; until then
     /// (and after an implicit bind) [`Receives::FromConnectRules`].
     from_anyone: AtomicBool,
+    /// The socket's latest destinations, each allowed by a connect rule
+    /// when it was sent to: a name rule allows the addresses its name
+    /// resolved to, which no rule names, so the answers from them are
+    /// heard by this memory (as a NAT lets answers in).
+    destinations: Mutex<Vec<SocketAddr>>,
 }
 
 impl Datagram {
+    /// Whether the socket may hear `sender`.
+    fn hears(&self, receives: Receives, sender: SocketAddr) -> bool {
+        self.policy.allows_datagram_from(receives, sender)
+            || self
+                .destinations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|d| {
+                    d.ip().to_canonical() == sender.ip().to_canonical() && d.port() == sender.port()
+                })
+    }
+
+    /// Remembers `to`, a destination the policy allowed.
+    fn note_destination(&self, to: SocketAddr) {
+        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+        if destinations.contains(&to) {
+            return;
+        }
+        if destinations.len() == REMEMBERED_DESTINATIONS {
+            destinations.remove(0);
+        }
+        destinations.push(to);
+    }
+
     fn receives(&self) -> Receives {
         if self.from_anyone.load(Ordering::Relaxed) {
             Receives::FromAnyone
@@ -67,6 +101,7 @@ impl TcpSocket {
         let datagram = Datagram {
             policy,
             from_anyone: AtomicBool::new(false),
+            destinations: Mutex::new(Vec::new()),
         };
         Ok(TcpSocket::from_socket(sock, family, timeout, wait_on).with_datagram(datagram))
     }
@@ -147,12 +182,11 @@ impl Shared {
             )));
         }
         let receives = datagram.receives();
-        let policy = &datagram.policy;
         let deadline = self.timeout.get().deadline();
         let peek = |s: &Socket| loop {
             let from = sys::peek_from(s)?.as_socket();
             match from {
-                Some(from) if policy.allows_datagram_from(receives, from) => return Ok(from),
+                Some(from) if datagram.hears(receives, from) => return Ok(from),
                 // Dropped unseen: received into no buffer at all.
                 _ => sys::recv_from_to_spare(s, &mut Vec::new())?,
             };
@@ -178,7 +212,6 @@ impl Shared {
             )));
         }
         let receives = datagram.receives();
-        let policy = &datagram.policy;
         // Not zeroed: only what arrives is written.
         let mut buf = Vec::with_capacity((max_len as usize).min(MAX_DATAGRAM));
         let deadline = self.timeout.get().deadline();
@@ -191,7 +224,7 @@ impl Shared {
                 buf.clear();
                 let (n, from) = sys::recv_from_to_spare(s, &mut buf)?;
                 match from.as_socket() {
-                    Some(from) if policy.allows_datagram_from(receives, from) => {
+                    Some(from) if datagram.hears(receives, from) => {
                         return Ok((n, from));
                     }
                     _ => continue,
@@ -206,7 +239,11 @@ impl Shared {
 /// The destination of a datagram (`sendto`) or the peer of a datagram
 /// socket (`connect`): `host` resolved under the connect rules, then held
 /// to the datagram rules (broadcast and multicast need a rule naming them).
+///
+/// The socket `shared` remembers the address, and hears from it (see
+/// [`Datagram`]).
 pub(crate) async fn destination(
+    shared: &Shared,
     policy: &Policy,
     family: AddressFamily,
     host: &str,
@@ -214,11 +251,14 @@ pub(crate) async fn destination(
     deadline: Deadline,
 ) -> Result<SocketAddr, ErrorCode> {
     let addr = address_for(policy, Operation::Connect, family, host, port, deadline).await?;
-    if !policy.allows_datagram_to(addr) {
+    if !policy.allows_datagram_to_resolved(host, addr) {
         return Err(ErrorCode::AccessDenied(format!(
             "the host's policy does not allow this plugin to send datagrams to {host}:{port} \
              (broadcast and multicast need a rule that names the address)"
         )));
+    }
+    if let Some(datagram) = &shared.datagram {
+        datagram.note_destination(addr);
     }
     Ok(addr)
 }
@@ -320,6 +360,55 @@ mod tests {
                 Err(ErrorCode::WouldBlock)
             ));
         }
+    }
+
+    /// A name rule allows the addresses its name resolves to, which no
+    /// rule names: the socket hears the answers from the destinations it
+    /// sent to, and still not other senders.
+    #[tokio::test]
+    async fn a_socket_hears_the_answers_of_a_name_it_sent_to() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        let policy = Arc::new(
+            Policy::deny_all().allow_connect(format!("localhost:{port}").parse().unwrap()),
+        );
+        let sock = TcpSocket::new_datagram(
+            AddressFamily::Ipv4,
+            Timeout::After(Duration::from_secs(10)),
+            WaitOn::Reactor,
+            Arc::clone(&policy),
+        )
+        .unwrap();
+        let family = AddressFamily::Ipv4;
+        let to = destination(
+            sock.shared_ref(),
+            &policy,
+            family,
+            "localhost",
+            port,
+            Deadline::Never,
+        )
+        .await
+        .unwrap();
+        assert_eq!(to, server.local_addr().unwrap());
+        sock.sendto(b"query", to).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (_, plugin) = server.recv_from(&mut buf).unwrap();
+        other.send_to(b"not an answer", plugin).unwrap();
+        server.send_to(b"answer", plugin).unwrap();
+        let (bytes, from) = sock.recvfrom(100).await.unwrap();
+        assert_eq!((&bytes[..], from), (&b"answer"[..], to));
+        // The address itself is no destination of its own.
+        let denied = destination(
+            sock.shared_ref(),
+            &policy,
+            family,
+            "127.0.0.1",
+            port,
+            Deadline::Never,
+        );
+        assert!(matches!(denied.await, Err(ErrorCode::AccessDenied(_))));
     }
 
     #[tokio::test]

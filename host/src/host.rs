@@ -291,7 +291,8 @@ impl HostSocket for SockshimCtxView<'_> {
         let deadline = sock.deadline();
         let policy = &self.ctx.policy;
         let addr = if sock.is_datagram() {
-            datagram::destination(policy, sock.family(), &host, port, deadline).await
+            let shared = sock.shared_ref();
+            datagram::destination(shared, policy, sock.family(), &host, port, deadline).await
         } else {
             address_for(
                 policy,
@@ -499,6 +500,7 @@ impl HostSocket for SockshimCtxView<'_> {
             )));
         }
         let to = datagram::destination(
+            sock.shared_ref(),
             &self.ctx.policy,
             sock.family(),
             &host,

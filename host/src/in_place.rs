@@ -206,7 +206,7 @@ fn define_sendto<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime:
                 }
                 let (family, deadline) = (sock.family(), sock.deadline());
                 let shared = sock.shared();
-                let to = match destination(&policy, family, &host, port, deadline).await {
+                let to = match destination(&shared, &policy, family, &host, port, deadline).await {
                     Ok(to) => SockAddr::from(to),
                     Err(code) => return Ok((Err(code),)),
                 };

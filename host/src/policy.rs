@@ -396,7 +396,9 @@ pub enum Receives {
     /// Only senders a connect rule allows: the socket was bound to an
     /// ephemeral port of the wildcard address because the plugin may send
     /// somewhere (explicitly, or implicitly by its first `sendto` or
-    /// `connect`); the host drops the others' datagrams.
+    /// `connect`); the host drops the others' datagrams, but for those of
+    /// the socket's latest destinations (which a rule naming their host
+    /// allowed; `crate::datagram` keeps them).
     FromConnectRules,
 }
 
@@ -417,6 +419,15 @@ impl Policy {
         self.allows(Operation::Connect, addr)
             && (!is_broadcast_or_multicast(addr.ip())
                 || self.names_special(Operation::Connect, addr))
+    }
+
+    /// May a datagram go to `addr`, which `host` (a name, or a literal
+    /// address) resolved to? A rule naming the host allows every address
+    /// it resolves to, as for streams, but for broadcast and multicast.
+    pub fn allows_datagram_to_resolved(&self, host: &str, addr: SocketAddr) -> bool {
+        self.allows_datagram_to(addr)
+            || (self.allows_name(Operation::Connect, host, addr.port())
+                && !is_broadcast_or_multicast(addr.ip()))
     }
 
     /// May a datagram socket bind `addr`, and whom does it receive from
@@ -669,6 +680,14 @@ mod tests {
         assert!(p.allows_datagram_to(addr("239.1.2.3:5353")));
         let broadcast = Policy::deny_all().allow_connect(rule("255.255.255.255:67"));
         assert!(broadcast.allows_datagram_to(addr("255.255.255.255:67")));
+        // A name rule allows what the name resolved to, but for broadcast
+        // and multicast.
+        let named = Policy::deny_all().allow_connect(rule("dns.example:53"));
+        assert!(named.allows_datagram_to_resolved("dns.example", addr("192.0.2.1:53")));
+        assert!(!named.allows_datagram_to_resolved("dns.example", addr("192.0.2.1:54")));
+        assert!(!named.allows_datagram_to_resolved("other.example", addr("192.0.2.1:53")));
+        assert!(!named.allows_datagram_to_resolved("dns.example", addr("224.0.0.1:53")));
+        assert!(!named.allows_datagram_to("192.0.2.1:53".parse().unwrap()));
     }
 
     #[test]
