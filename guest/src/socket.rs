@@ -316,7 +316,13 @@ impl Socket {
         let len = usize::try_from(max_len).map_or(buf.len(), |n| n.min(buf.len()));
         let mut from = None;
         let received = placement::receive_into(&mut buf[..len], || {
-            let (bytes, addr) = host.recvfrom_into(max_len)?;
+            // `recvfrom-into` only where this crate's allocator lends the
+            // buffer (see `placement::recv_lent`).
+            let (bytes, addr) = if cfg!(all(target_arch = "wasm32", feature = "in-place-recv")) {
+                host.recvfrom_into(max_len)?
+            } else {
+                host.recvfrom(max_len)?
+            };
             from = Some(addr);
             Ok(bytes)
         });
