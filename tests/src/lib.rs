@@ -205,6 +205,22 @@ impl Running {
         }
     }
 
+    /// Waits (up to 60 s) for a stderr line containing `text`, and returns
+    /// it.
+    pub async fn stderr_line_containing(&self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let err = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
+            if let Some(line) = err.lines().find(|l| l.contains(text)) {
+                return line.to_string();
+            }
+            if self.task.is_finished() || tokio::time::Instant::now() > deadline {
+                panic!("the plugin never printed `{text}` on stderr:\n{err}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// For a server that prints `listening on ADDR`: waits for it and
     /// returns ADDR.
     pub async fn listening_on(&self) -> SocketAddr {

@@ -209,3 +209,28 @@ async fn the_udp_echo_example_answers_under_its_rules() {
     assert_eq!((&buf[..n], from), (&b"anyone"[..], addr));
     server.stop();
 }
+
+/// A socket bound under a bind rule hears a sender no connect rule allows;
+/// answering it is still denied. (udp-echo reports the denied answer on
+/// stderr, which shows the datagram was heard.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_rule_hears_anyone_but_answers_need_a_connect_rule() {
+    let server = spawn(UDP_ECHO, &["127.0.0.1:0"], policy(&[], &["127.0.0.1:*"]));
+    let addr = server.listening_on().await;
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"heard?", addr).unwrap();
+    let line = server.stderr_line_containing("reply to").await;
+    assert!(
+        line.contains(&client.local_addr().unwrap().to_string()),
+        "{line}"
+    );
+    assert!(line.contains("access denied"), "{line}");
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        client.recv_from(&mut [0u8; 16]).is_err(),
+        "an answer went out"
+    );
+    server.stop();
+}
