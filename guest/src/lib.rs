@@ -2,12 +2,16 @@
 //!
 //! A sockshim host (a wasmtime embedding) implements real TCP sockets on
 //! native OS sockets, within its network policy, and exposes them through
-//! the `sockshim:socket/socket@0.1.0` WIT interface. This crate is a thin,
-//! idiomatic layer over that interface: Python's names, Rust's types.
+//! the `sockshim:socket/socket@0.1.0` WIT interface, and UDP datagram
+//! sockets under the same policy. This crate is a thin, idiomatic layer
+//! over that interface: Python's names, Rust's types.
 //!
 //! | Python                              | sockshim                              |
 //! |-------------------------------------|---------------------------------------|
 //! | `socket.socket(AF_INET, SOCK_STREAM)` | [`Socket::new`]`(Family::Ipv4, Kind::Stream)` |
+//! | `socket.socket(AF_INET, SOCK_DGRAM)` | [`Socket::new`]`(Family::Ipv4, Kind::Datagram)` |
+//! | `sock.sendto(data, addr)`           | [`Socket::sendto`]`(data, addr)`      |
+//! | `sock.recvfrom(n)` / `recvfrom_into(buf)` | [`Socket::recvfrom`]`(n)` / [`Socket::recvfrom_into`]`(buf)` |
 //! | `socket.create_connection(addr, t)` | [`create_connection`]`(addr, t)`      |
 //! | `socket.create_server(addr)`        | [`create_server`]`(addr)`             |
 //! | `socket.getaddrinfo(host, ...)`     | [`resolve`]`(host)`                   |

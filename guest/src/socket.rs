@@ -49,8 +49,9 @@ impl Family {
 pub enum Kind {
     /// A TCP socket, `SOCK_STREAM`.
     Stream,
-    /// A UDP socket, `SOCK_DGRAM`. Not implemented by this version of the
-    /// host: [`Socket::new`] fails with [`ErrorKind::InvalidInput`].
+    /// A UDP socket, `SOCK_DGRAM`: [`Socket::sendto`],
+    /// [`Socket::recvfrom`], and [`Socket::send`] / [`Socket::recv`] once
+    /// connected, each one datagram.
     Datagram,
 }
 
@@ -123,8 +124,7 @@ impl Socket {
     /// [default timeout](getdefaulttimeout).
     ///
     /// Fails with [`ErrorKind::QuotaExceeded`] when the plugin already has
-    /// as many sockets open as the host allows, and with
-    /// [`ErrorKind::InvalidInput`] for [`Kind::Datagram`].
+    /// as many sockets open as the host allows.
     pub fn new(family: Family, kind: Kind) -> io::Result<Socket> {
         let inner = bindings::Socket::create(family.to_wit(), kind.to_wit()).map_err(from_code)?;
         Ok(Socket::from_host(inner, family, kind))
@@ -387,6 +387,10 @@ impl Socket {
     /// `recv(0)` returns an empty result at once. A `bufsize` above the
     /// host's maximum per call (16 MiB) fails with
     /// [`ErrorKind::InvalidInput`]; the host allocates at most what arrived.
+    ///
+    /// On a datagram socket it receives one datagram, as
+    /// [`recvfrom`](Socket::recvfrom) does: an empty result is an empty
+    /// datagram, and `recv(0)` waits for a datagram and consumes it.
     pub fn recv(&self, bufsize: usize) -> io::Result<Vec<u8>> {
         let max_len = u64::try_from(bufsize).unwrap_or(u64::MAX);
         self.host()?.recv(max_len).map_err(from_code)
@@ -439,6 +443,91 @@ impl Socket {
             host.set_timeout(timeout_to_wit(timeout));
         }
         result
+    }
+
+    /// Sends `data` as one datagram to `addr` and returns its length;
+    /// corresponds to Python's `socket.sendto(bytes, address)`.
+    ///
+    /// A host name is resolved by the host under its policy, as for
+    /// [`connect`](Socket::connect); the destination must be allowed by a
+    /// connect rule, and a broadcast or multicast address by a rule that
+    /// names it, or this fails with [`ErrorKind::PermissionDenied`]. An
+    /// unbound socket is bound to an ephemeral port first, and then
+    /// receives only from senders a connect rule allows (binding under a
+    /// bind rule hears anyone). The host sends `data` from the plugin's
+    /// memory, without a copy. Data longer than a datagram holds (65,507
+    /// bytes over IPv4) fails with the OS error `EMSGSIZE`; a stream socket
+    /// with [`ErrorKind::InvalidInput`].
+    ///
+    /// ```no_run
+    /// use sockshim::{Family, Kind, Socket};
+    ///
+    /// let sock = Socket::new(Family::Ipv4, Kind::Datagram)?;
+    /// sock.sendto(b"ping", ("127.0.0.1", 9000))?;
+    /// let (reply, from) = sock.recvfrom(1500)?;
+    /// println!("{from} answered {} bytes", reply.len());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn sendto(&self, data: &[u8], addr: impl ToAddress) -> io::Result<usize> {
+        let addr = addr.to_address()?;
+        let sent = self
+            .host()?
+            .sendto(data, addr.host(), addr.port())
+            .map_err(from_code)?;
+        Ok(usize::try_from(sent).unwrap_or(usize::MAX).min(data.len()))
+    }
+
+    /// Receives one datagram of at most `bufsize` bytes and returns it with
+    /// its sender's address; corresponds to Python's
+    /// `socket.recvfrom(bufsize)`.
+    ///
+    /// As in CPython, a longer datagram is truncated and the rest of it
+    /// lost, an empty result is an empty datagram, and `recvfrom(0)`
+    /// consumes a datagram. On a connected socket only the peer's datagrams
+    /// arrive, and an ICMP port unreachable for an earlier datagram fails
+    /// the next receive with [`ErrorKind::ConnectionRefused`]. Datagrams of
+    /// senders the host's policy does not let this socket hear are dropped
+    /// by the host unseen. A stream socket fails with
+    /// [`ErrorKind::InvalidInput`].
+    pub fn recvfrom(&self, bufsize: usize) -> io::Result<(Vec<u8>, SocketAddr)> {
+        let max_len = u64::try_from(bufsize).unwrap_or(u64::MAX);
+        let (bytes, from) = self.host()?.recvfrom(max_len).map_err(from_code)?;
+        Ok((bytes, socket_addr_from_wit(from)))
+    }
+
+    /// Receives one datagram into `buf` and returns its length (truncated
+    /// to `buf.len()`, the rest lost) and its sender's address; corresponds
+    /// to Python's `socket.recvfrom_into(buffer)`. Otherwise as
+    /// [`recvfrom`](Socket::recvfrom). The host receives the datagram
+    /// straight into `buf` (see
+    /// [`receives_in_place`](crate::receives_in_place)).
+    pub fn recvfrom_into(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let host = self.host()?;
+        let max_len = u64::try_from(buf.len())
+            .unwrap_or(u64::MAX)
+            .min(max_recv_size());
+        let len = usize::try_from(max_len).map_or(buf.len(), |n| n.min(buf.len()));
+        let mut from = None;
+        let received = placement::receive_into(&mut buf[..len], || {
+            // `recvfrom-into` only where this crate's allocator lends the
+            // buffer (see `placement::recv_lent`).
+            let (bytes, addr) = if cfg!(all(target_arch = "wasm32", feature = "in-place-recv")) {
+                host.recvfrom_into(max_len)?
+            } else {
+                host.recvfrom(max_len)?
+            };
+            from = Some(addr);
+            Ok(bytes)
+        });
+        let n = received.map_err(|err| match err {
+            placement::ReceiveError::Failed(code) => from_code(code),
+            placement::ReceiveError::TooLong(len) => io::Error::new(
+                ErrorKind::InvalidData,
+                format!("the host returned {len} bytes for a receive of at most {max_len}"),
+            ),
+        })?;
+        let from = from.ok_or_else(|| io::Error::other("the host returned no sender"))?;
+        Ok((n, socket_addr_from_wit(from)))
     }
 
     /// Sets the timeout of blocking operations; corresponds to Python's

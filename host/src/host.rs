@@ -7,6 +7,7 @@ use crate::bindings::{
     Ipv6SocketAddress, OptionName, PollEntry, ReadyEntry, Selected, ShutdownHow, SocketAddress,
     SocketOption, SocketType, Timeout as WitTimeout, TransferError,
 };
+use crate::datagram;
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
 use crate::quota::Slot;
@@ -60,7 +61,7 @@ impl SockshimCtxView<'_> {
 /// Resolves `host` (a literal address, a name, or empty for the wildcard
 /// address) to the address `op` will use on a socket of `family`, checking
 /// it against the policy.
-async fn address_for(
+pub(crate) async fn address_for(
     policy: &Policy,
     op: Operation,
     family: AddressFamily,
@@ -106,7 +107,7 @@ async fn address_for(
 /// `host` as a literal address for a socket of the given family: an IP
 /// address, an IPv6 address with a zone (`fe80::1%2`), or empty for the
 /// wildcard address of a bind. `None` when it is a name.
-fn literal_address(
+pub(crate) fn literal_address(
     op: Operation,
     host: &str,
     port: u16,
@@ -262,16 +263,19 @@ impl HostSocket for SockshimCtxView<'_> {
         family: AddressFamily,
         kind: SocketType,
     ) -> Res<Resource<TcpSocket>> {
-        if kind == SocketType::Datagram {
-            return Ok(Err(ErrorCode::invalid(
-                "datagram sockets are not supported yet",
-            )));
-        }
         let slot = match self.reserve_socket() {
             Ok(slot) => slot,
             Err(e) => return Ok(Err(e)),
         };
-        match TcpSocket::new(family, self.ctx.default_timeout, self.ctx.wait_on.clone()) {
+        let (timeout, wait_on) = (self.ctx.default_timeout, self.ctx.wait_on.clone());
+        let created = match kind {
+            SocketType::Stream => TcpSocket::new(family, timeout, wait_on),
+            SocketType::Datagram => {
+                let policy = Arc::clone(&self.ctx.policy);
+                TcpSocket::new_datagram(family, timeout, wait_on, policy)
+            }
+        };
+        match created {
             Ok(sock) => Ok(Ok(self.table.push(sock.hold(slot))?)),
             Err(e) => Ok(Err(e.into())),
         }
@@ -285,16 +289,22 @@ impl HostSocket for SockshimCtxView<'_> {
         let sock = self.table.get_mut(&res)?;
         // One deadline for resolution and connection together.
         let deadline = sock.deadline();
-        let addr = match address_for(
-            &self.ctx.policy,
-            Operation::Connect,
-            sock.family(),
-            &host,
-            port,
-            deadline,
-        )
-        .await
-        {
+        let policy = &self.ctx.policy;
+        let addr = if sock.is_datagram() {
+            let shared = sock.shared_ref();
+            datagram::destination(shared, policy, sock.family(), &host, port, deadline).await
+        } else {
+            address_for(
+                policy,
+                Operation::Connect,
+                sock.family(),
+                &host,
+                port,
+                deadline,
+            )
+            .await
+        };
+        let addr = match addr {
             Ok(addr) => addr,
             Err(e) => return Ok(Err(e)),
         };
@@ -303,6 +313,14 @@ impl HostSocket for SockshimCtxView<'_> {
 
     async fn bind(&mut self, res: Resource<TcpSocket>, host: String, port: u16) -> Res<()> {
         let sock = self.socket(&res)?;
+        if sock.is_datagram() {
+            let (family, deadline) = (sock.family(), sock.deadline());
+            let bound = datagram::bind_address(&self.ctx.policy, family, &host, port, deadline);
+            return Ok(match bound.await {
+                Ok((addr, receives)) => sock.bind_datagram(addr, receives),
+                Err(e) => Err(e),
+            });
+        }
         let addr = match address_for(
             &self.ctx.policy,
             Operation::Bind,
@@ -466,6 +484,54 @@ impl HostSocket for SockshimCtxView<'_> {
             .await)
     }
 
+    // What the generated bindings would call; the linker has `in_place`'s,
+    // which reads the plugin's list where it lies.
+    async fn sendto(
+        &mut self,
+        res: Resource<TcpSocket>,
+        data: Vec<u8>,
+        host: String,
+        port: u16,
+    ) -> Res<u64> {
+        let sock = self.socket(&res)?;
+        if !sock.is_datagram() {
+            return Ok(Err(ErrorCode::invalid(
+                "sendto needs a datagram socket (use send on a stream)",
+            )));
+        }
+        let to = datagram::destination(
+            sock.shared_ref(),
+            &self.ctx.policy,
+            sock.family(),
+            &host,
+            port,
+            sock.deadline(),
+        );
+        Ok(match to.await {
+            Ok(to) => sock.sendto(&data, to).await.map(|n| n as u64),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn recvfrom(
+        &mut self,
+        res: Resource<TcpSocket>,
+        max_len: u64,
+    ) -> Res<(Vec<u8>, SocketAddress)> {
+        let received = self.socket(&res)?.recvfrom(max_len).await;
+        Ok(received.map(|(bytes, from)| (bytes, addr_to_wit(from))))
+    }
+
+    // `recvfrom` (`in_place`'s definition in the linker receives into the
+    // lent buffer).
+    async fn recvfrom_into(
+        &mut self,
+        res: Resource<TcpSocket>,
+        max_len: u64,
+    ) -> Res<(Vec<u8>, SocketAddress)> {
+        self.recvfrom(res, max_len).await
+    }
+
     async fn subscribe(
         &mut self,
         res: Resource<TcpSocket>,
@@ -582,7 +648,7 @@ fn v6_segments(v6: &Ipv6Addr) -> (u16, u16, u16, u16, u16, u16, u16, u16) {
     (a, b, c, d, e, f, g, h)
 }
 
-fn addr_to_wit(addr: SocketAddr) -> SocketAddress {
+pub(crate) fn addr_to_wit(addr: SocketAddr) -> SocketAddress {
     match addr {
         SocketAddr::V4(v4) => {
             let [a, b, c, d] = v4.ip().octets();

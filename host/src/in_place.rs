@@ -1,6 +1,6 @@
-//! `send` and `sendall` that read the plugin's `list<u8>` where it lies,
-//! and `recv` and `recv-into` that receive into the plugin's memory
-//! ([`crate::placed`]).
+//! `send`, `sendall` and `sendto` that read the plugin's `list<u8>` where
+//! it lies, and `recv`, `recv-into` and `recvfrom-into` that receive into
+//! the plugin's memory ([`crate::placed`]).
 //!
 //! Through `bindgen!`, a `list<u8>` argument arrives as a `Vec<u8>`: the
 //! canonical ABI copies the plugin's bytes into host memory before the host
@@ -28,12 +28,13 @@
 //! [`Shared::send_with`]: crate::socket::Shared::send_with
 //! [`Shared::sendall_with`]: crate::socket::Shared::sendall_with
 
-use crate::bindings::TransferError;
+use crate::bindings::{ErrorCode, TransferError};
+use crate::datagram::destination;
 use crate::placed::Lent;
 use crate::socket::{Shared, TcpSocket};
 use crate::sys::WaitOn;
 use crate::{SockshimView, sys};
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ const RECV: &str = "[method]socket.recv";
 const RECV_INTO: &str = "[method]socket.recv-into";
 const SEND: &str = "[method]socket.send";
 const SENDALL: &str = "[method]socket.sendall";
+const SENDTO: &str = "[method]socket.sendto";
+const RECVFROM_INTO: &str = "[method]socket.recvfrom-into";
 
 /// How [`add_to_linker`] defines the functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +72,8 @@ pub fn add_to_linker<T: SockshimView + 'static>(
     let defined = match calls {
         Calls::Async => define_async(linker),
         Calls::OnThread => define_on_thread(linker),
-    };
+    }
+    .and_then(|()| define_sendto(linker));
     linker.allow_shadowing(false);
     defined
 }
@@ -174,6 +178,52 @@ fn define_async<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::
                 let result: Result<(), TransferError> =
                     shared.sendall_with(len, send_rest(&mut store, data)).await;
                 Ok((result,))
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// `sendto`, which reads the plugin's list in place, and `recvfrom-into`,
+/// which receives into the plugin's lent buffer ([`ReceivedFrom`]); async
+/// in either linker (resolving a name waits for the host's resolver,
+/// whichever way the socket waits).
+///
+/// [`ReceivedFrom`]: crate::placed::ReceivedFrom
+fn define_sendto<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    type Args = (Resource<TcpSocket>, WasmList<u8>, String, u16);
+    let mut socket = linker.instance(INTERFACE)?;
+    socket.func_wrap_async(
+        SENDTO,
+        |mut store: StoreContextMut<'_, T>, (res, data, host, port): Args| {
+            Box::new(async move {
+                let view = store.data_mut().sockshim();
+                let policy = Arc::clone(&view.ctx.policy);
+                let sock = view.table.get(&res)?;
+                if !sock.is_datagram() {
+                    let code = ErrorCode::invalid("sendto needs a datagram socket (use send)");
+                    return Ok((Err(code),));
+                }
+                let (family, deadline) = (sock.family(), sock.deadline());
+                let shared = sock.shared();
+                let to = match destination(&shared, &policy, family, &host, port, deadline).await {
+                    Ok(to) => SockAddr::from(to),
+                    Err(code) => return Ok((Err(code),)),
+                };
+                let len = data.len();
+                let sent = shared
+                    .send_with(len, move |s| sys::send_to(s, data.as_le_slice(&store), &to))
+                    .await;
+                Ok((sent.map(|n| n as u64),))
+            })
+        },
+    )?;
+    socket.func_wrap_async(
+        RECVFROM_INTO,
+        |mut store: StoreContextMut<'_, T>, (res, max_len): (Resource<TcpSocket>, u64)| {
+            Box::new(async move {
+                let shared = socket_of(&mut store, &res)?;
+                Ok((shared.receive_from_placed(max_len).await,))
             })
         },
     )?;

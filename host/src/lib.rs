@@ -1,7 +1,7 @@
 //! # sockshim-host
 //!
 //! A [wasmtime] embedding of the `sockshim:socket` contract (`wit/socket.wit`):
-//! TCP sockets with the semantics of CPython's `socket` module, implemented
+//! TCP and UDP sockets with the semantics of CPython's `socket` module, implemented
 //! on native non-blocking OS sockets (socket2) on tokio's reactor (or, for a
 //! plugin with a thread of its own, [`SockshimCtx::waiting_on_thread`], in
 //! ppoll(2) on that thread), and held to a deny-by-default network
@@ -67,6 +67,7 @@
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod compiled;
+mod datagram;
 mod deadline;
 pub mod error;
 mod host;
@@ -76,11 +77,13 @@ pub mod policy;
 mod quota;
 mod readiness;
 pub mod runner;
+pub mod sandboxes;
 mod socket;
 mod sys;
 #[cfg(test)]
 mod testing;
 
+pub use datagram::MAX_DATAGRAM;
 pub use deadline::Timeout;
 pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};

@@ -4,9 +4,11 @@
 use clap::{Parser, Subcommand};
 use sockshim_host::compiled::CompileCache;
 use sockshim_host::runner::PluginHost;
+use sockshim_host::sandboxes::Sandboxes;
 use sockshim_host::{Policy, Rule, SockshimCtx};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use wasmtime::error::Context as _;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -23,6 +25,21 @@ struct Cli {
 enum Command {
     /// Run a wasm32-wasip2 command component (a plugin).
     Run(RunArgs),
+    /// Run the plugins a SANDBOXES.toml manifest lists, each in its own
+    /// sandbox, in one host process, until its test plugins end.
+    Up(UpArgs),
+}
+
+#[derive(Parser, Debug)]
+struct UpArgs {
+    /// How long, in seconds, each plugin with a readiness condition may
+    /// take to get ready (default: the manifest's `ready-timeout`, else 30).
+    #[arg(long = "ready-timeout", value_name = "SECS")]
+    ready_timeout: Option<f64>,
+    /// The manifest: `[[plugin]]` tables with name, component, args, env,
+    /// dirs, allow-connect, allow-bind, ready and test.
+    #[arg(value_name = "SANDBOXES.toml")]
+    manifest: PathBuf,
 }
 
 #[derive(Parser, Debug)]
@@ -90,7 +107,7 @@ fn main() -> ExitCode {
                 .collect();
             let message = message.join(" ");
             let message = message.trim_start_matches("error: ");
-            eprintln!("sockshim: {message} (see `sockshim run --help`)");
+            eprintln!("sockshim: {message} (see `sockshim --help`)");
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -99,8 +116,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    let Command::Run(args) = cli.command;
-    match run(args) {
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Up(args) => up(args),
+    };
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("sockshim: {e:#}");
@@ -177,4 +197,30 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         );
     }
     code
+}
+
+/// `sockshim up`: the manifest's plugins on one multi-threaded runtime,
+/// their sockets on its reactor; the exit code is the test plugins'.
+fn up(args: UpArgs) -> wasmtime::Result<i32> {
+    let mut sandboxes = Sandboxes::from_manifest(&args.manifest)?;
+    if let Some(secs) = args.ready_timeout {
+        let timeout = Duration::try_from_secs_f64(secs).map_err(|_| {
+            wasmtime::format_err!("--ready-timeout {secs} is not a number of seconds")
+        })?;
+        sandboxes = sandboxes.ready_timeout(timeout);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let finished = runtime.block_on(sandboxes.run())?;
+    for ended in &finished.tests {
+        match &ended.result {
+            Ok(code) => eprintln!("sockshim up: {} exited with code {code}", ended.name),
+            Err(e) => eprintln!("sockshim up: {} trapped: {e}", ended.name),
+        }
+    }
+    // Stopped plugins end with the runtime, without waiting for them.
+    runtime.shutdown_background();
+    Ok(finished.code())
 }

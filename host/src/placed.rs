@@ -31,7 +31,7 @@
 //! `bindgen!` and the derive macros generate, pinned here by the exact
 //! wasmtime version in Cargo.toml.
 
-use crate::bindings::ErrorCode;
+use crate::bindings::{ErrorCode, SocketAddress};
 use crate::deadline::{Deadline, call_now_draining, call_waiting_on_thread};
 use crate::socket::Shared;
 use crate::sys::{self, StopSignal};
@@ -158,7 +158,7 @@ impl Received {
 
 /// Allocates `max_len` bytes in the plugin, has `receive` fill them, and
 /// gives back what the bytes do not fill.
-fn place_received<T>(
+pub(crate) fn place_received<T>(
     cx: &mut LowerContext<'_, T>,
     max_len: usize,
     receive: impl FnOnce(&mut [u8]) -> Result<usize, ErrorCode>,
@@ -270,5 +270,82 @@ unsafe impl Lower for PlacedList {
         *cx.get::<4>(offset) = ptr.to_le_bytes();
         *cx.get::<4>(offset + 4) = len.to_le_bytes();
         Ok(())
+    }
+}
+
+/// `recvfrom-into`'s outcome before it is lowered: a datagram from `from`
+/// that the socket may hear waits (a peek saw it), to be received into the
+/// plugin's lent buffer of `max_len` bytes during lowering, or an error.
+pub enum ReceivedFrom {
+    /// A datagram waits; its sender is known from the peek.
+    Ready {
+        /// The socket.
+        shared: Arc<Shared>,
+        /// The plugin's buffer size.
+        max_len: usize,
+        /// The datagram's sender.
+        from: SocketAddress,
+    },
+    /// The receive failed.
+    Failed(ErrorCode),
+}
+
+/// The lowered type: what the WIT says `recvfrom-into` returns.
+type WitFrom = Result<(PlacedList, SocketAddress), ErrorCode>;
+
+impl ReceivedFrom {
+    fn place<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<WitFrom> {
+        match self {
+            ReceivedFrom::Failed(code) => Ok(Err(code.clone())),
+            ReceivedFrom::Ready {
+                shared,
+                max_len,
+                from,
+            } => {
+                let placed = place_received(cx, *max_len, |buf| {
+                    let recv = |s: &Socket| sys::recv_from(s, buf).map(|(n, _)| n);
+                    // A datagram does not tell whether another waits: the
+                    // readiness tokio remembers stays, and the next receive
+                    // tries first.
+                    call_now_draining(&shared.io, Interest::READABLE, recv, |_| false)
+                        .map_err(ErrorCode::from)
+                })?;
+                Ok(placed.map(|list| (list, *from)))
+            }
+        }
+    }
+}
+
+// SAFETY: `ReceivedFrom` lowers exactly as
+// `result<tuple<list<u8>, socket-address>, error-code>`: its `Lower`
+// representation, ABI and type check are that type's, and lowering
+// delegates to it, as `Received` does for its type.
+unsafe impl ComponentType for ReceivedFrom {
+    type Lower = <WitFrom as ComponentType>::Lower;
+    const ABI: CanonicalAbiInfo = <WitFrom as ComponentType>::ABI;
+
+    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+        <WitFrom as ComponentType>::typecheck(ty, types)
+    }
+}
+
+// SAFETY: as for `ComponentType`; the lowering writes what `WitFrom` writes.
+unsafe impl Lower for ReceivedFrom {
+    fn linear_lower_to_flat<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        ty: InterfaceType,
+        dst: &mut MaybeUninit<Self::Lower>,
+    ) -> wasmtime::Result<()> {
+        self.place(cx)?.linear_lower_to_flat(cx, ty, dst)
+    }
+
+    fn linear_lower_to_memory<T>(
+        &self,
+        cx: &mut LowerContext<'_, T>,
+        ty: InterfaceType,
+        offset: usize,
+    ) -> wasmtime::Result<()> {
+        self.place(cx)?.linear_lower_to_memory(cx, ty, offset)
     }
 }

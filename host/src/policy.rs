@@ -364,7 +364,8 @@ impl Policy {
     /// an implicit bind of the wildcard address with port 0 first. That bind
     /// is let through when the plugin may connect somewhere; the listen that
     /// may follow is checked on its own, with its real local address, against
-    /// the bind rules, so the wildcard bind cannot be used to serve.
+    /// the bind rules, so the wildcard bind cannot be used to serve. UDP
+    /// follows the datagram rules ([`Policy::allows_wasi_udp`]).
     pub fn allows_wasi(
         &self,
         addr: SocketAddr,
@@ -373,15 +374,132 @@ impl Policy {
         use wasmtime_wasi::sockets::SocketAddrUse as Use;
         let implicit_bind = addr.ip().is_unspecified() && addr.port() == 0;
         match use_ {
-            Use::TcpBind | Use::UdpBind => {
+            Use::UdpBind | Use::UdpSend | Use::UdpReceive => self.allows_wasi_udp(addr, use_),
+            Use::TcpBind => {
                 self.allows(Operation::Bind, addr) || (implicit_bind && !self.connect.is_empty())
             }
             Use::TcpListen => self.allows(Operation::Bind, addr),
-            Use::TcpConnect | Use::UdpSend => self.allows(Operation::Connect, addr),
-            // A bound socket takes connections and datagrams from anyone, as
-            // sockshim's own accept does.
-            Use::TcpAccept | Use::UdpReceive => true,
+            Use::TcpConnect => self.allows(Operation::Connect, addr),
+            // A bound socket takes connections from anyone, as sockshim's
+            // own accept does.
+            Use::TcpAccept => true,
         }
+    }
+}
+
+/// Who a datagram socket receives from, as its bind decided
+/// ([`Policy::allows_datagram_bind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receives {
+    /// Anyone: the socket was bound under a bind rule.
+    FromAnyone,
+    /// Only senders a connect rule allows: the socket was bound to an
+    /// ephemeral port of the wildcard address because the plugin may send
+    /// somewhere (explicitly, or implicitly by its first `sendto` or
+    /// `connect`); the host drops the others' datagrams, but for those of
+    /// the socket's latest destinations (which a rule naming their host
+    /// allowed; `crate::datagram` keeps them).
+    FromConnectRules,
+}
+
+/// The rules for datagrams (UDP), apart from the stream rules above so
+/// that each stays readable:
+///
+/// - a destination (`sendto`, `connect`) needs a connect rule, and a
+///   broadcast or multicast destination one that names such an address
+///   ([`Policy::allows_datagram_to`]);
+/// - a bind needs a bind rule and then receives from anyone; without one,
+///   the wildcard address with port 0 (what the kernel binds implicitly
+///   on the first send) is allowed when a connect rule exists, and the
+///   socket then receives only from senders a connect rule allows
+///   ([`Policy::allows_datagram_bind`], [`Policy::allows_datagram_from`]).
+impl Policy {
+    /// May a datagram go to `addr`?
+    pub fn allows_datagram_to(&self, addr: SocketAddr) -> bool {
+        self.allows(Operation::Connect, addr)
+            && (!is_broadcast_or_multicast(addr.ip())
+                || self.names_special(Operation::Connect, addr))
+    }
+
+    /// May a datagram go to `addr`, which `host` (a name, or a literal
+    /// address) resolved to? A rule naming the host allows every address
+    /// it resolves to, as for streams, but for broadcast and multicast.
+    pub fn allows_datagram_to_resolved(&self, host: &str, addr: SocketAddr) -> bool {
+        self.allows_datagram_to(addr)
+            || (self.allows_name(Operation::Connect, host, addr.port())
+                && !is_broadcast_or_multicast(addr.ip()))
+    }
+
+    /// May a datagram socket bind `addr`, and whom does it receive from
+    /// then? `None` when the bind is denied.
+    pub fn allows_datagram_bind(&self, addr: SocketAddr) -> Option<Receives> {
+        let special = is_broadcast_or_multicast(addr.ip());
+        if self.allows(Operation::Bind, addr)
+            && (!special || self.names_special(Operation::Bind, addr))
+        {
+            return Some(Receives::FromAnyone);
+        }
+        let implicit = addr.ip().is_unspecified() && addr.port() == 0;
+        (implicit && !self.connect.is_empty()).then_some(Receives::FromConnectRules)
+    }
+
+    /// May a datagram socket that receives as `receives` says take a
+    /// datagram from `sender`?
+    pub fn allows_datagram_from(&self, receives: Receives, sender: SocketAddr) -> bool {
+        match receives {
+            Receives::FromAnyone => true,
+            Receives::FromConnectRules => self.allows_datagram_to(sender),
+        }
+    }
+
+    /// [`Policy::allows_wasi`] for UDP. wasmtime-wasi asks about a
+    /// received datagram with its sender alone, not the socket it arrived
+    /// on, so the host cannot tell a socket bound under a bind rule from one
+    /// bound implicitly. What cannot be told apart is held to the stricter
+    /// rule: a datagram from a sender no connect rule allows is dropped
+    /// unless every UDP socket of its family the plugin can bind receives
+    /// from anyone, that is, unless no connect rule exists (no implicit
+    /// bind) or a bind rule covers the wildcard address with port 0. So a
+    /// `std::net::UdpSocket` server bound under a bind rule of a plugin
+    /// that also has connect rules receives only from those; sockshim's
+    /// own datagram sockets, which know how they were bound, do not have
+    /// this limit.
+    pub fn allows_wasi_udp(
+        &self,
+        addr: SocketAddr,
+        use_: wasmtime_wasi::sockets::SocketAddrUse,
+    ) -> bool {
+        use wasmtime_wasi::sockets::SocketAddrUse as Use;
+        match use_ {
+            Use::UdpBind => self.allows_datagram_bind(addr).is_some(),
+            Use::UdpSend => self.allows_datagram_to(addr),
+            Use::UdpReceive => {
+                let wildcard = SocketAddr::new(unspecified(addr.is_ipv6()), 0);
+                let anyone = self.connect.is_empty()
+                    || self.allows_datagram_bind(wildcard) == Some(Receives::FromAnyone);
+                anyone || self.allows_datagram_to(addr)
+            }
+            _ => false,
+        }
+    }
+
+    /// Does a rule of `op` that matches `addr` name a broadcast or
+    /// multicast address itself (a block inside those ranges), rather than
+    /// cover it by a wider block or `*`?
+    fn names_special(&self, op: Operation, addr: SocketAddr) -> bool {
+        self.rules(op).iter().any(|r| {
+            matches!(r.host, HostPattern::Cidr { network, .. } if is_broadcast_or_multicast(network))
+                && r.matches_addr(addr)
+        })
+    }
+}
+
+/// Is `ip` the limited broadcast address or a multicast address (IPv4 or
+/// IPv6, an IPv4-mapped one judged as IPv4)?
+fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
     }
 }
 
@@ -544,5 +662,93 @@ mod tests {
         assert!(!p.allows_wasi(addr("0.0.0.0:8080"), Use::TcpBind));
         // With no connect rule even the implicit bind is refused.
         assert!(!Policy::deny_all().allows_wasi(addr("0.0.0.0:0"), Use::TcpBind));
+    }
+
+    #[test]
+    fn datagram_destinations_need_a_connect_rule_and_special_ones_a_name() {
+        let p = Policy::deny_all()
+            .allow_connect(rule("*:53"))
+            .allow_connect(rule("0.0.0.0/0:5000"))
+            .allow_connect(rule("239.1.2.3:5353"));
+        assert!(p.allows_datagram_to(addr("10.0.0.1:53")));
+        assert!(!p.allows_datagram_to(addr("10.0.0.1:54")));
+        // `*` and /0 cover broadcast and multicast, but do not name them.
+        assert!(!p.allows_datagram_to(addr("255.255.255.255:53")));
+        assert!(!p.allows_datagram_to(addr("224.0.0.251:5000")));
+        assert!(!p.allows_datagram_to(addr("[ff02::fb]:53")));
+        assert!(!p.allows_datagram_to(addr("[::ffff:255.255.255.255]:53")));
+        assert!(p.allows_datagram_to(addr("239.1.2.3:5353")));
+        let broadcast = Policy::deny_all().allow_connect(rule("255.255.255.255:67"));
+        assert!(broadcast.allows_datagram_to(addr("255.255.255.255:67")));
+        // A name rule allows what the name resolved to, but for broadcast
+        // and multicast.
+        let named = Policy::deny_all().allow_connect(rule("dns.example:53"));
+        assert!(named.allows_datagram_to_resolved("dns.example", addr("192.0.2.1:53")));
+        assert!(!named.allows_datagram_to_resolved("dns.example", addr("192.0.2.1:54")));
+        assert!(!named.allows_datagram_to_resolved("other.example", addr("192.0.2.1:53")));
+        assert!(!named.allows_datagram_to_resolved("dns.example", addr("224.0.0.1:53")));
+        assert!(!named.allows_datagram_to("192.0.2.1:53".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_datagram_bind_receives_from_anyone_only_under_a_bind_rule() {
+        let connect_only = Policy::deny_all().allow_connect(rule("127.0.0.1:9"));
+        let wildcard = addr("0.0.0.0:0");
+        assert_eq!(
+            connect_only.allows_datagram_bind(wildcard),
+            Some(Receives::FromConnectRules)
+        );
+        assert_eq!(
+            connect_only.allows_datagram_bind(addr("[::]:0")),
+            Some(Receives::FromConnectRules)
+        );
+        assert_eq!(
+            connect_only.allows_datagram_bind(addr("0.0.0.0:5000")),
+            None
+        );
+        assert_eq!(connect_only.allows_datagram_bind(addr("127.0.0.1:0")), None);
+        assert_eq!(Policy::deny_all().allows_datagram_bind(wildcard), None);
+        let from = Receives::FromConnectRules;
+        assert!(connect_only.allows_datagram_from(from, addr("127.0.0.1:9")));
+        assert!(!connect_only.allows_datagram_from(from, addr("127.0.0.1:10")));
+        assert!(!connect_only.allows_datagram_from(from, addr("10.0.0.1:9")));
+
+        let server = Policy::deny_all().allow_bind(rule("127.0.0.1:*"));
+        assert_eq!(
+            server.allows_datagram_bind(addr("127.0.0.1:5353")),
+            Some(Receives::FromAnyone)
+        );
+        assert!(server.allows_datagram_from(Receives::FromAnyone, addr("10.9.8.7:1234")));
+        // A multicast group is bound only when a rule names it.
+        let any = Policy::deny_all().allow_bind(rule("*:*"));
+        assert_eq!(any.allows_datagram_bind(addr("224.0.0.251:5353")), None);
+    }
+
+    #[test]
+    fn wasi_udp_is_held_to_the_datagram_rules() {
+        use wasmtime_wasi::sockets::SocketAddrUse as Use;
+        // The case of the issue: only a connect rule; std::net binds
+        // 0.0.0.0:0, which passes, and then hears only from 127.0.0.1:9.
+        let p = Policy::deny_all().allow_connect(rule("127.0.0.1:9"));
+        assert!(p.allows_wasi(addr("0.0.0.0:0"), Use::UdpBind));
+        assert!(!p.allows_wasi(addr("127.0.0.1:0"), Use::UdpBind));
+        assert!(p.allows_wasi(addr("127.0.0.1:9"), Use::UdpSend));
+        assert!(!p.allows_wasi(addr("127.0.0.1:10"), Use::UdpSend));
+        assert!(p.allows_wasi(addr("127.0.0.1:9"), Use::UdpReceive));
+        assert!(!p.allows_wasi(addr("127.0.0.1:40000"), Use::UdpReceive));
+        assert!(!p.allows_wasi(addr("10.0.0.1:9"), Use::UdpReceive));
+        // A server's policy: bind rules only, so every socket was bound
+        // under one and hears from anyone.
+        let server = Policy::deny_all().allow_bind(rule("127.0.0.1:*"));
+        assert!(server.allows_wasi(addr("127.0.0.1:0"), Use::UdpBind));
+        assert!(!server.allows_wasi(addr("0.0.0.0:0"), Use::UdpBind));
+        assert!(server.allows_wasi(addr("10.0.0.1:4000"), Use::UdpReceive));
+        // Both kinds of rule, the bind rule short of the wildcard: what
+        // cannot be told apart is held to the connect rules.
+        let both = server.clone().allow_connect(rule("127.0.0.1:9"));
+        assert!(!both.allows_wasi(addr("10.0.0.1:4000"), Use::UdpReceive));
+        let wide = both.allow_bind(rule("0.0.0.0:*"));
+        assert!(wide.allows_wasi(addr("10.0.0.1:4000"), Use::UdpReceive));
+        assert!(!wide.allows_wasi(addr("[2001:db8::1]:4000"), Use::UdpReceive));
     }
 }

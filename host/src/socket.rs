@@ -81,6 +81,9 @@ pub struct SendfileRequest {
 pub(crate) struct Shared {
     pub(crate) io: SocketIo,
     pub(crate) timeout: AtomicTimeout,
+    /// What a datagram socket needs to receive under the policy; `None`
+    /// for a stream socket.
+    pub(crate) datagram: Option<crate::datagram::Datagram>,
 }
 
 impl Shared {
@@ -106,6 +109,9 @@ impl Shared {
     /// into a buffer the plugin `lent` (`recv-into`) on a socket that waits
     /// on its thread: that one waits while its result is lowered.
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64, lent: Lent) -> Received {
+        if let Some(datagram) = &self.datagram {
+            return self.receive_datagram(datagram, max_len).await;
+        }
         if max_len == 0 {
             return Received::Copied(Vec::new());
         }
@@ -189,7 +195,7 @@ impl Shared {
 pub(crate) struct AtomicTimeout(AtomicU64);
 
 impl AtomicTimeout {
-    fn new(timeout: Timeout) -> AtomicTimeout {
+    pub(crate) fn new(timeout: Timeout) -> AtomicTimeout {
         AtomicTimeout(AtomicU64::new(Self::encode(timeout)))
     }
 
@@ -211,7 +217,7 @@ impl AtomicTimeout {
         }
     }
 
-    fn set(&self, timeout: Timeout) {
+    pub(crate) fn set(&self, timeout: Timeout) {
         self.0.store(Self::encode(timeout), Ordering::Relaxed);
     }
 }
@@ -256,11 +262,20 @@ impl TcpSocket {
             shared: Arc::new(Shared {
                 io: SocketIo::new(sock, wait_on),
                 timeout: AtomicTimeout::new(timeout),
+                datagram: None,
             }),
             family,
             lingers: false,
             slot: None,
         }
+    }
+
+    /// Makes a freshly made socket a datagram socket ([`crate::datagram`]).
+    pub(crate) fn with_datagram(mut self, datagram: crate::datagram::Datagram) -> TcpSocket {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.datagram = Some(datagram);
+        }
+        self
     }
 
     /// Counts the socket against its plugin's limit until it is closed.

@@ -2,7 +2,7 @@
 //! calls (wasmtime's own `unsafe` traits and loaders are used in `placed`
 //! and `compiled`).
 
-use socket2::Socket;
+use socket2::{SockAddr, Socket};
 use std::fs::File;
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
@@ -20,6 +20,39 @@ pub fn recv_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
     // and `n` is at most its length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+/// `recvfrom(2)` into the spare capacity of `buf`, without zeroing it
+/// first: one datagram, truncated to the spare capacity (zero consumes it);
+/// returns the count received and the sender, and grows `buf.len()` by the
+/// count.
+pub fn recv_from_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<(usize, SockAddr)> {
+    let (n, from) = sock.recv_from(buf.spare_capacity_mut())?;
+    // SAFETY: recvfrom(2) initialised the first `n` bytes of the spare
+    // capacity, and without MSG_TRUNC `n` is at most its length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok((n, from))
+}
+
+/// `recvfrom(2)` into `buf`: one datagram, truncated to `buf`.
+pub fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and
+    // recvfrom(2) writes only initialised bytes into the buffer, so `buf`
+    // holds valid `u8`s afterwards.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    sock.recv_from(uninit)
+}
+
+/// `recvfrom(2)` of one byte with `MSG_PEEK`: the sender of the datagram
+/// that waits, which stays for the next receive.
+pub fn peek_from(sock: &Socket) -> io::Result<SockAddr> {
+    sock.peek_from(&mut [MaybeUninit::uninit(); 1])
+        .map(|(_, from)| from)
+}
+
+/// `sendto(2)` with `MSG_NOSIGNAL`.
+pub fn send_to(sock: &Socket, data: &[u8], to: &SockAddr) -> io::Result<usize> {
+    sock.send_to_with_flags(data, to, libc::MSG_NOSIGNAL)
 }
 
 /// `recv(2)` into `buf`.

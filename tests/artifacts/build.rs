@@ -14,6 +14,9 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ("http-get", &["http-get"]),
     ("file-server", &["file-server"]),
     ("tcp-proxy", &["tcp-proxy"]),
+    ("udp-echo", &["udp-echo"]),
+    ("dns-query", &["dns-query"]),
+    ("echo-check", &["echo-check"]),
 ];
 
 fn main() {

@@ -22,7 +22,9 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 mod data;
 
 pub use data::{fnv1a, fnv1a_continue, pattern};
-pub use sockshim_test_artifacts::{ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST};
+pub use sockshim_test_artifacts::{
+    DNS_QUERY, ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST, UDP_ECHO,
+};
 
 /// The host every test shares: one engine, one linker.
 pub fn host() -> &'static PluginHost {
@@ -198,6 +200,22 @@ impl Running {
                     "the plugin never printed `{prefix}`:\n--- stdout\n{out}--- stderr\n{}",
                     String::from_utf8_lossy(&self.stderr.contents())
                 );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits (up to 60 s) for a stderr line containing `text`, and returns
+    /// it.
+    pub async fn stderr_line_containing(&self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let err = String::from_utf8_lossy(&self.stderr.contents()).into_owned();
+            if let Some(line) = err.lines().find(|l| l.contains(text)) {
+                return line.to_string();
+            }
+            if self.task.is_finished() || tokio::time::Instant::now() > deadline {
+                panic!("the plugin never printed `{text}` on stderr:\n{err}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -381,13 +381,3 @@ async fn ipv6_sockets_connect_and_carry_bytes() {
         "{out}"
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn datagram_sockets_are_refused_clearly_for_now() {
-    let out = run_guest("datagram", &[], loopback()).await.success();
-    let v = out.get("datagram");
-    assert!(
-        v.starts_with("InvalidInput") && v.contains("datagram"),
-        "{out}"
-    );
-}

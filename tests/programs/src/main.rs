@@ -7,6 +7,7 @@
 #[path = "../../src/data.rs"]
 mod data;
 mod readiness;
+mod udp;
 
 use data::{fnv1a, pattern};
 use sockshim::fs::File;
@@ -48,13 +49,11 @@ fn main() -> ExitCode {
         ("addresses", [addr]) => addresses(addr),
         ("resolve", [host]) => resolve(host),
         ("ipv6", [addr]) => ipv6(addr),
-        ("datagram", []) => {
-            report(
-                "datagram",
-                outcome(&Socket::new(Family::Ipv4, Kind::Datagram)),
-            );
-            Ok(())
-        }
+        ("udp-basics", [addr]) => udp::basics(addr),
+        ("udp-connected", [addr]) => udp::connected(addr),
+        ("udp-refused", [addr]) => udp::refused(addr),
+        ("udp-policy", [allowed, denied]) => udp::policy(allowed, denied),
+        ("udp-std-policy", [allowed, denied]) => udp::std_policy(allowed, denied),
         ("env", [name]) => {
             report("value", std::env::var(name).unwrap_or_default());
             Ok(())
