@@ -6,6 +6,7 @@
 
 #[path = "../../src/data.rs"]
 mod data;
+mod names;
 
 use data::{fnv1a, pattern};
 use sockshim::fs::File;
@@ -71,6 +72,13 @@ fn main() -> ExitCode {
         ("makefile-write", [addr]) => makefile_write(addr),
         ("makefile-outlives-socket", [addr]) => makefile_outlives_socket(addr),
         ("makefile-timeout", [addr]) => makefile_timeout(addr),
+        ("args", args) => names::args(args),
+        ("create-connection", [addr]) => names::create_connection(addr),
+        ("create-server", [addr]) => names::create_server(addr),
+        ("bind", [addr]) => names::bind(addr),
+        ("unresolvable", [addr]) => names::unresolvable(addr),
+        ("default-timeout", [addr]) => names::create_connection_default_timeout(addr),
+        ("errnos", [limit]) => names::errnos(parse(limit)),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);
