@@ -64,10 +64,16 @@
 
 #![deny(missing_docs)]
 
+// The ~80 generated items are the contract's Rust names, which the public
+// API mentions but a reader of the front page does not need: the contract
+// is documented in `wit/socket.wit`.
+#[doc(hidden)]
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod compiled;
 mod deadline;
+// Only `wasi_errno` is public in it, and that for the crate's binaries.
+#[doc(hidden)]
 pub mod error;
 mod host;
 mod in_place;
