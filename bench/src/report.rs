@@ -275,6 +275,56 @@ impl Table {
     }
 }
 
+/// One Markdown table of every workload's ratios, for `docs/benchmarks.md`
+/// (`--markdown`): a row per workload with sockshim's own figure, then per
+/// other system sockshim ÷ it, the median with its spread (min–max), and
+/// the same for CPU time. Systems are columns in the order they first
+/// appear; a workload without a system leaves its cell empty.
+pub fn markdown(tables: &[Table]) -> String {
+    let mut columns: Vec<&'static str> = Vec::new();
+    for table in tables {
+        for other in table.others() {
+            let label = table.systems[other].label;
+            if !columns.contains(&label) {
+                columns.push(label);
+            }
+        }
+    }
+    let mut out = String::from("| workload | sockshim |");
+    for label in &columns {
+        let _ = write!(out, " ÷ {label} |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(columns.len()));
+    out.push('\n');
+    for table in tables {
+        let (_, _, fig_head, _) = table.unit.names();
+        let own = table
+            .subject
+            .and_then(|s| table.figures(s, Figure::Main))
+            .map_or("n/a".to_string(), |s| {
+                format!("{} {fig_head}", num(s.median))
+            });
+        let _ = write!(out, "| {} | {own} |", table.title);
+        for label in &columns {
+            let other = table.others().find(|&o| table.systems[o].label == *label);
+            let cell = match other {
+                None => String::new(),
+                Some(other) => {
+                    let ratio = |what| match table.ratios(other, what) {
+                        Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+                        None => "n/a".to_string(),
+                    };
+                    format!("{}; CPU {}", ratio(Figure::Main), ratio(Figure::Cpu))
+                }
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Ends a table line, with one more column if `last` is given.
 fn end_line(out: &mut String, last: Option<String>) {
     let _ = match last {
@@ -398,6 +448,27 @@ mod tests {
         assert!(json.get("peer_cpu_s_per_gib").is_none());
         assert!(json.get("cpu_with_peer_vs_native").is_none());
         assert!(!t.to_text().contains("peer"));
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_workload_and_a_column_per_other_system() {
+        let t = table(
+            Unit::Throughput,
+            vec![
+                vec![sample(1000, 500), sample(2000, 1000)],
+                vec![sample(500, 500), sample(500, 250)],
+            ],
+        );
+        let md = markdown(&[t]);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines[0], "| workload | sockshim | ÷ native |", "{md}");
+        assert_eq!(lines[1], "|---|---|---|", "{md}");
+        assert!(
+            lines[2].starts_with("| t | ")
+                && lines[2].ends_with(" | 0.75 (0.50–1.00); CPU 1.25 (0.50–2.00) |"),
+            "{md}"
+        );
+        assert_eq!(lines.len(), 3, "{md}");
     }
 
     #[test]
