@@ -276,51 +276,41 @@ impl Table {
 }
 
 /// One Markdown table of every workload's ratios, for `docs/benchmarks.md`
-/// (`--markdown`): a row per workload with sockshim's own figure, then per
-/// other system sockshim ÷ it, the median with its spread (min–max), and
-/// the same for CPU time. Systems are columns in the order they first
-/// appear; a workload without a system leaves its cell empty.
+/// (`--markdown`): per workload, sockshim's own figure, then a row per
+/// other system with sockshim ÷ it, the median and its spread (min–max),
+/// for the workload's figure (throughput, time or rate) and for CPU time.
+/// The workload's name is its title up to the first colon.
 pub fn markdown(tables: &[Table]) -> String {
-    let mut columns: Vec<&'static str> = Vec::new();
-    for table in tables {
-        for other in table.others() {
-            let label = table.systems[other].label;
-            if !columns.contains(&label) {
-                columns.push(label);
-            }
-        }
-    }
-    let mut out = String::from("| workload | sockshim |");
-    for label in &columns {
-        let _ = write!(out, " ÷ {label} |");
-    }
-    out.push_str("\n|---|---|");
-    out.push_str(&"---|".repeat(columns.len()));
-    out.push('\n');
+    let mut out = String::from(
+        "| workload | sockshim | sockshim ÷ | throughput, time or rate | CPU |\n|---|---|---|---|---|\n",
+    );
     for table in tables {
         let (_, _, fig_head, _) = table.unit.names();
+        let name = table.title.split(':').next().unwrap_or_default();
         let own = table
             .subject
             .and_then(|s| table.figures(s, Figure::Main))
             .map_or("n/a".to_string(), |s| {
                 format!("{} {fig_head}", num(s.median))
             });
-        let _ = write!(out, "| {} | {own} |", table.title);
-        for label in &columns {
-            let other = table.others().find(|&o| table.systems[o].label == *label);
-            let cell = match other {
-                None => String::new(),
-                Some(other) => {
-                    let ratio = |what| match table.ratios(other, what) {
-                        Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
-                        None => "n/a".to_string(),
-                    };
-                    format!("{}; CPU {}", ratio(Figure::Main), ratio(Figure::Cpu))
-                }
+        let ratio = |other, what| match table.ratios(other, what) {
+            Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+            None => "n/a".to_string(),
+        };
+        for (row, other) in table.others().enumerate() {
+            let (name, own) = if row == 0 {
+                (name, own.as_str())
+            } else {
+                ("", "")
             };
-            let _ = write!(out, " {cell} |");
+            let _ = writeln!(
+                out,
+                "| {name} | {own} | {} | {} | {} |",
+                table.systems[other].label,
+                ratio(other, Figure::Main),
+                ratio(other, Figure::Cpu)
+            );
         }
-        out.push('\n');
     }
     out
 }
@@ -451,24 +441,24 @@ mod tests {
     }
 
     #[test]
-    fn markdown_has_a_row_per_workload_and_a_column_per_other_system() {
-        let t = table(
+    fn markdown_has_a_row_per_other_system_with_both_ratios() {
+        let mut t = table(
             Unit::Throughput,
             vec![
                 vec![sample(1000, 500), sample(2000, 1000)],
                 vec![sample(500, 500), sample(500, 250)],
             ],
         );
+        t.title = "bulk: 1 GiB per run".into();
         let md = markdown(&[t]);
         let lines: Vec<&str> = md.lines().collect();
-        assert_eq!(lines[0], "| workload | sockshim | ÷ native |", "{md}");
-        assert_eq!(lines[1], "|---|---|---|", "{md}");
+        assert_eq!(lines.len(), 3, "{md}");
+        assert!(lines[0].starts_with("| workload | sockshim |"), "{md}");
+        assert!(lines[2].starts_with("| bulk | "), "{md}");
         assert!(
-            lines[2].starts_with("| t | ")
-                && lines[2].ends_with(" | 0.75 (0.50–1.00); CPU 1.25 (0.50–2.00) |"),
+            lines[2].ends_with(" | native | 0.75 (0.50–1.00) | 1.25 (0.50–2.00) |"),
             "{md}"
         );
-        assert_eq!(lines.len(), 3, "{md}");
     }
 
     #[test]
