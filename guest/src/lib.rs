@@ -58,7 +58,7 @@
 //! | a name that did not resolve      | `AddrNotAvailable`, message "the name `…` did not resolve to …" | `socket.gaierror` |
 //! | `access-denied` (host policy)    | `PermissionDenied`, message "access denied: …" | `PermissionError` |
 //! | `invalid-argument`               | `InvalidInput`, message "invalid argument: …" | `ValueError` / `OSError` (`EINVAL`) |
-//! | `limit-reached` (sockets per plugin) | `EMFILE` (WASI 33), "Too many open files" | `OSError` (`EMFILE`) |
+//! | `limit-reached` (sockets per plugin) | `EMFILE` (WASI 33), "No file descriptors available" | `OSError` (`EMFILE`) |
 //! | `os(errno)`, anything else       | from the errno       | `OSError`                |
 //! | the socket was closed            | `EBADF` (WASI 8), "Bad file descriptor" | `OSError` (`EBADF`) |
 //!

@@ -120,8 +120,8 @@ impl Socket {
     /// `socket.socket(family, type)`. It starts with the
     /// [default timeout](getdefaulttimeout).
     ///
-    /// Fails with `EMFILE` ([`io::Error::raw_os_error`] is WASI's 33, "Too
-    /// many open files", as in CPython) when the plugin already has as many
+    /// Fails with `EMFILE` ([`io::Error::raw_os_error`] is WASI's 33, as
+    /// CPython's `OSError(EMFILE)`) when the plugin already has as many
     /// sockets open as the host allows, and with
     /// [`ErrorKind::InvalidInput`] for [`Kind::Datagram`].
     pub fn new(family: Family, kind: Kind) -> io::Result<Socket> {
