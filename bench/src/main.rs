@@ -7,7 +7,7 @@
 //!
 //! Guests run in this process in wasmtime; every peer runs in a child
 //! process, so the CPU time measured (getrusage of this process) is the
-//! guest side's alone. See `--help` and the README.
+//! guest side's alone. See `--help` and docs/benchmarks.md.
 
 mod child;
 mod measure;
@@ -67,7 +67,7 @@ workload (or, with --json, one JSON object).
                      use, every peer on the second: the loopback's receive
                      work for what the guest sends then always runs on, and
                      is charged to, the guest's CPU (on one CPU it lands on
-                     whichever process runs, see the README); round trips
+                     whichever process runs, see docs/benchmarks.md); round trips
                      pay cross-CPU wake-ups
   --time-limit SECS  give up after this long (default: 600 quick, 3600 full)
   --buffer BYTES     the buffer of every system's bulk sends and receives and

@@ -134,8 +134,8 @@ impl SockshimCtx {
     /// the reactor and the suspension of the plugin's fiber, which is
     /// most of what an async host adds to a round trip: on one CPU the
     /// benchmark's ping-pong round trip was shorter in each of seven
-    /// alternated pairs, median 1.16× native against 1.24× (the README's
-    /// Benchmarks section). On two CPUs, in the regime of slow cross-CPU
+    /// alternated pairs, median 1.16× native against 1.24×
+    /// (docs/benchmarks.md). On two CPUs, in the regime of slow cross-CPU
     /// wake-ups, it came out slower than on the reactor.
     ///
     /// Link such plugins with [`add_to_linker_waiting_on_thread`], which
