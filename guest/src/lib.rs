@@ -19,7 +19,8 @@
 //! Addresses are anything that implements [`ToAddress`]: `("host", port)`,
 //! a [`std::net::SocketAddr`], or a `"host:port"` string. Timeouts are
 //! `Option<Duration>`: `None` blocks, `Some(Duration::ZERO)` is
-//! non-blocking, anything else is a timeout.
+//! non-blocking, anything else is a timeout; [`create_connection`]'s `None`
+//! is CPython's omitted argument, the [default timeout](getdefaulttimeout).
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
