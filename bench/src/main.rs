@@ -7,7 +7,7 @@
 //!
 //! Guests run in this process in wasmtime; every peer runs in a child
 //! process, so the CPU time measured (getrusage of this process) is the
-//! guest side's alone. See `--help` and the README.
+//! guest side's alone. See `--help` and docs/benchmarks.md.
 
 mod child;
 mod measure;
@@ -33,7 +33,7 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
-usage: sockshim-bench [--quick] [--json] [--only WORKLOAD]... [--system KEY]...
+usage: sockshim-bench [--quick] [--json | --markdown] [--only WORKLOAD]... [--system KEY]...
                       [--reps N] [--pooling | --no-pooling] [--time-limit SECONDS]
                       [--sockshim-recv recv|recv_into] [--one-cpu | --split-cpus]
                       [--buffer BYTES]
@@ -47,6 +47,9 @@ workload (or, with --json, one JSON object).
                      (default: 5 repetitions, 1 GiB, 50,000, 2,000, and 1, 100
                      and 1,000 instances)
   --json             print one JSON object on stdout (the tables go to stderr)
+  --markdown         print one Markdown table of every workload's ratios on
+                     stdout (the tables go to stderr): docs/benchmarks.md's
+                     table
   --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale or
                      hostcalls (repeatable, or comma-separated)
   --system KEY       run only this system (repeatable, or comma-separated),
@@ -64,7 +67,7 @@ workload (or, with --json, one JSON object).
                      use, every peer on the second: the loopback's receive
                      work for what the guest sends then always runs on, and
                      is charged to, the guest's CPU (on one CPU it lands on
-                     whichever process runs, see the README); round trips
+                     whichever process runs, see docs/benchmarks.md); round trips
                      pay cross-CPU wake-ups
   --time-limit SECS  give up after this long (default: 600 quick, 3600 full)
   --buffer BYTES     the buffer of every system's bulk sends and receives and
@@ -97,6 +100,8 @@ const WORKLOADS: [&str; 6] = [
 pub struct Config {
     pub quick: bool,
     pub json: bool,
+    /// Print one Markdown table of the ratios on stdout (`--markdown`).
+    pub markdown: bool,
     pub only: Vec<String>,
     /// JSON keys of the systems to run (all when empty).
     pub systems: Vec<String>,
@@ -128,6 +133,7 @@ impl Config {
         let mut cfg = Config {
             quick,
             json: false,
+            markdown: false,
             only: vec![],
             systems: vec![],
             reps: if quick { 3 } else { 5 },
@@ -161,6 +167,7 @@ impl Config {
             match arg.as_str() {
                 "--quick" => {}
                 "--json" => cfg.json = true,
+                "--markdown" => cfg.markdown = true,
                 "--pooling" => cfg.pooling = true,
                 "--no-pooling" => cfg.pooling = false,
                 "--one-cpu" => cfg.one_cpu = true,
@@ -214,6 +221,9 @@ impl Config {
         }
         if cfg.one_cpu && cfg.split_cpus {
             return Err("--one-cpu and --split-cpus exclude each other".into());
+        }
+        if cfg.json && cfg.markdown {
+            return Err("--json and --markdown exclude each other".into());
         }
         Ok(cfg)
     }
@@ -358,7 +368,7 @@ fn bench(argv: &[String]) -> Result<()> {
         },
     );
     let show = |text: &str| {
-        if cfg.json {
+        if cfg.json || cfg.markdown {
             eprintln!("{text}");
         } else {
             println!("{text}");
@@ -379,6 +389,7 @@ fn bench(argv: &[String]) -> Result<()> {
     } else {
         None
     };
+    let mut tables = Vec::new();
     type Workload = fn(&wasm::Wasm, &Config) -> Result<Vec<report::Table>>;
     let workloads: [(&str, Workload); 4] = [
         ("bulk", workloads::bulk),
@@ -391,6 +402,7 @@ fn bench(argv: &[String]) -> Result<()> {
             for table in run(wasm, &cfg)? {
                 show(&table.to_text());
                 json.insert(table.key.clone(), table.to_json());
+                tables.push(table);
             }
         }
     }
@@ -408,6 +420,9 @@ fn bench(argv: &[String]) -> Result<()> {
 
     let wall = started.elapsed().as_secs_f64();
     show(&format!("total wall time: {wall:.0} s"));
+    if cfg.markdown {
+        print!("{header}.\n\n{}", report::markdown(&tables));
+    }
     if cfg.json {
         let meta = json!({
             "mode": mode,

@@ -275,6 +275,46 @@ impl Table {
     }
 }
 
+/// One Markdown table of every workload's ratios, for `docs/benchmarks.md`
+/// (`--markdown`): per workload, sockshim's own figure, then a row per
+/// other system with sockshim ÷ it, the median and its spread (min–max),
+/// for the workload's figure (throughput, time or rate) and for CPU time.
+/// The workload's name is its title up to the first colon.
+pub fn markdown(tables: &[Table]) -> String {
+    let mut out = String::from(
+        "| workload | sockshim | sockshim ÷ | throughput, time or rate | CPU |\n|---|---|---|---|---|\n",
+    );
+    for table in tables {
+        let (_, _, fig_head, _) = table.unit.names();
+        let name = table.title.split(':').next().unwrap_or_default();
+        let own = table
+            .subject
+            .and_then(|s| table.figures(s, Figure::Main))
+            .map_or("n/a".to_string(), |s| {
+                format!("{} {fig_head}", num(s.median))
+            });
+        let ratio = |other, what| match table.ratios(other, what) {
+            Some(s) => format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max),
+            None => "n/a".to_string(),
+        };
+        for (row, other) in table.others().enumerate() {
+            let (name, own) = if row == 0 {
+                (name, own.as_str())
+            } else {
+                ("", "")
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {own} | {} | {} | {} |",
+                table.systems[other].label,
+                ratio(other, Figure::Main),
+                ratio(other, Figure::Cpu)
+            );
+        }
+    }
+    out
+}
+
 /// Ends a table line, with one more column if `last` is given.
 fn end_line(out: &mut String, last: Option<String>) {
     let _ = match last {
@@ -398,6 +438,27 @@ mod tests {
         assert!(json.get("peer_cpu_s_per_gib").is_none());
         assert!(json.get("cpu_with_peer_vs_native").is_none());
         assert!(!t.to_text().contains("peer"));
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_other_system_with_both_ratios() {
+        let mut t = table(
+            Unit::Throughput,
+            vec![
+                vec![sample(1000, 500), sample(2000, 1000)],
+                vec![sample(500, 500), sample(500, 250)],
+            ],
+        );
+        t.title = "bulk: 1 GiB per run".into();
+        let md = markdown(&[t]);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 3, "{md}");
+        assert!(lines[0].starts_with("| workload | sockshim |"), "{md}");
+        assert!(lines[2].starts_with("| bulk | "), "{md}");
+        assert!(
+            lines[2].ends_with(" | native | 0.75 (0.50–1.00) | 1.25 (0.50–2.00) |"),
+            "{md}"
+        );
     }
 
     #[test]

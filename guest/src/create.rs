@@ -2,7 +2,7 @@
 //! `getaddrinfo`.
 
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::address::{Address, ToAddress, ip_from_wit};
@@ -31,16 +31,24 @@ pub fn resolve(host: &str) -> io::Result<Vec<IpAddr>> {
 /// Connects a new TCP socket to `addr`; corresponds to Python's
 /// `socket.create_connection(address, timeout)`.
 ///
-/// A host name is resolved with [`resolve`]; a literal IP address is used
-/// as it is. Each address is tried in order, as CPython does: a new socket
-/// of the address's family is created, its timeout set to `timeout`, and
-/// connected. The first socket that connects is returned; if none does,
-/// the error of the last attempt.
+/// A literal IP address is connected to as it is. A host name is handed to
+/// the host, so that the host's policy sees the name the plugin used and a
+/// name rule (`--allow-connect localhost:8000`) applies: the name is
+/// resolved once to learn which address families it has, in the resolver's
+/// order, and for each family a new socket of that family is created, its
+/// timeout set, and connected by the name (the host uses the first address
+/// of that family its policy allows). The first socket that connects is
+/// returned; if none does, the error of the last attempt. CPython tries
+/// every address; here the host tries one per family.
 ///
-/// `timeout` is set on the socket before connecting and stays set, as
-/// [`Socket::settimeout`] takes it: `None` blocks (Python's `timeout=None`).
-/// For Python's behaviour when the argument is omitted, pass
-/// [`getdefaulttimeout()`](crate::getdefaulttimeout).
+/// `timeout` is Python's argument: `Some(d)` sets `d` on the socket before
+/// connecting, and it stays set, as [`Socket::settimeout`] takes it. `None`
+/// leaves the socket with the [default timeout](crate::getdefaulttimeout)
+/// every new socket starts with, as CPython's `create_connection(address)`
+/// does when the argument is omitted; the default blocks unless
+/// [`setdefaulttimeout`](crate::setdefaulttimeout) changed it. To block
+/// whatever the default, create the [`Socket`], call `settimeout(None)` and
+/// [`connect`](Socket::connect).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -50,13 +58,17 @@ pub fn resolve(host: &str) -> io::Result<Vec<IpAddr>> {
 /// ```
 pub fn create_connection(addr: impl ToAddress, timeout: Option<Duration>) -> io::Result<Socket> {
     let addr = addr.to_address()?;
-    let ips = match addr.host().parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => resolve(addr.host())?,
-    };
+    if let Ok(ip) = addr.host().parse::<IpAddr>() {
+        return connect_to(Family::of(ip), &addr, timeout);
+    }
+    if addr.host().contains(':') {
+        // An IPv6 literal with a zone, such as "fe80::1%2".
+        return connect_to(Family::Ipv6, &addr, timeout);
+    }
+    let ips = resolve(addr.host()).map_err(|e| unresolved(addr.host(), "any address", e))?;
     let mut last_error = None;
-    for ip in ips {
-        match connect_to(SocketAddr::new(ip, addr.port()), timeout) {
+    for family in families(&ips) {
+        match connect_to(family, &addr, timeout) {
             Ok(socket) => return Ok(socket),
             Err(error) => last_error = Some(error),
         }
@@ -64,9 +76,23 @@ pub fn create_connection(addr: impl ToAddress, timeout: Option<Duration>) -> io:
     Err(last_error.unwrap_or_else(|| no_addresses(&addr)))
 }
 
-fn connect_to(addr: SocketAddr, timeout: Option<Duration>) -> io::Result<Socket> {
-    let socket = Socket::new(Family::of(addr.ip()), Kind::Stream)?;
-    socket.settimeout(timeout)?;
+/// The families of `ips`, each once, in the order they first appear.
+fn families(ips: &[IpAddr]) -> Vec<Family> {
+    let mut families = Vec::new();
+    for ip in ips {
+        let family = Family::of(*ip);
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    families
+}
+
+fn connect_to(family: Family, addr: &Address, timeout: Option<Duration>) -> io::Result<Socket> {
+    let socket = Socket::new(family, Kind::Stream)?;
+    if let Some(timeout) = timeout {
+        socket.settimeout(Some(timeout))?;
+    }
     socket.connect(addr)?;
     Ok(socket)
 }
@@ -91,43 +117,59 @@ pub fn create_server(addr: impl ToAddress) -> io::Result<Socket> {
 ///
 /// The family follows the host part: a literal IPv6 address gives an IPv6
 /// socket; a literal IPv4 address or an empty host (every IPv4 address)
-/// an IPv4 socket; a name is resolved with [`resolve`] and the socket bound
-/// to its first IPv4 address, or its first IPv6 address if it has no IPv4
-/// one. As in CPython, `SO_REUSEADDR` is set (a failure to set it is
-/// ignored), then the socket is bound and put in listening mode.
+/// an IPv4 socket; a name gives an IPv4 socket if it resolves to an IPv4
+/// address, else an IPv6 one, and the socket is bound by the name, so that
+/// the host's policy sees it and a name rule (`--allow-bind
+/// localhost:8000`) applies; the host binds the first address of that
+/// family its policy allows. As in CPython, `SO_REUSEADDR` is set (a
+/// failure to set it is ignored), then the socket is bound and put in
+/// listening mode.
 pub fn create_server_with(addr: impl ToAddress, backlog: u32) -> io::Result<Socket> {
     let addr = addr.to_address()?;
-    let (family, host) = bind_target(&addr)?;
+    let family = bind_family(&addr)?;
     let socket = Socket::new(family, Kind::Stream)?;
     // CPython: "Fail later on bind(), for platforms which may not support
     // this option."
     let _ = socket.setsockopt(SockOpt::ReuseAddr(true));
-    socket.bind((host.as_str(), addr.port()))?;
+    socket.bind(&addr)?;
     socket.listen(backlog)?;
     Ok(socket)
 }
 
-/// The family of the socket to create for binding `addr`, and the host to
-/// bind it to.
-fn bind_target(addr: &Address) -> io::Result<(Family, String)> {
+/// The family of the socket to create for binding `addr`.
+fn bind_family(addr: &Address) -> io::Result<Family> {
     let host = addr.host();
     if host.is_empty() {
-        return Ok((Family::Ipv4, String::new()));
+        return Ok(Family::Ipv4);
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok((Family::of(ip), host.to_owned()));
+        return Ok(Family::of(ip));
     }
     if host.contains(':') {
         // An IPv6 literal with a zone, such as "fe80::1%eth0".
-        return Ok((Family::Ipv6, host.to_owned()));
+        return Ok(Family::Ipv6);
     }
-    let ips = resolve(host)?;
-    let ip = ips
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or_else(|| ips.first())
-        .ok_or_else(|| no_addresses(addr))?;
-    Ok((Family::of(*ip), ip.to_string()))
+    let families = families(&resolve(host).map_err(|e| unresolved(host, "any address", e))?);
+    if families.contains(&Family::Ipv4) {
+        return Ok(Family::Ipv4);
+    }
+    families.first().copied().ok_or_else(|| no_addresses(addr))
+}
+
+/// The error of an operation on the name `host` that failed with
+/// `address-not-available`, saying that the name did not resolve to `what`
+/// ("any address", "an IPv4 address"), where the host's answer alone reads
+/// "address not available". Any other error is returned as it is. Like
+/// CPython's `socket.gaierror`, it carries no errno.
+pub(crate) fn unresolved(host: &str, what: &str, error: io::Error) -> io::Error {
+    if error.kind() == ErrorKind::AddrNotAvailable {
+        io::Error::new(
+            ErrorKind::AddrNotAvailable,
+            format!("the name `{host}` did not resolve to {what}"),
+        )
+    } else {
+        error
+    }
 }
 
 fn no_addresses(addr: &Address) -> io::Error {

@@ -53,8 +53,10 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
         ErrorCode::InvalidArgument(text) => {
             io::Error::new(ErrorKind::InvalidInput, format!("invalid argument: {text}"))
         }
+        // CPython's `OSError(EMFILE)`: the host's text (which limit) is
+        // dropped, since only an OS error carries `raw_os_error`.
         ErrorCode::LimitReached(text) => {
-            io::Error::new(ErrorKind::QuotaExceeded, format!("limit reached: {text}"))
+            os_error(EMFILE, || format!("too many open sockets: {text}"))
         }
         // CPython raises `BlockingIOError` with `EINPROGRESS`.
         ErrorCode::InProgress => in_progress(),
@@ -184,11 +186,24 @@ fn errno(code: i32, kind: ErrorKind, message: &'static str) -> io::Error {
     }
 }
 
+/// An error whose `raw_os_error` is the WASI errno `code` on
+/// `wasm32-wasip2`, with the kind and message the standard library gives
+/// that errno (for `EBADF` and `EMFILE`, kind `Uncategorized`: CPython's
+/// plain `OSError`). Elsewhere, where errno numbers differ, an
+/// [`ErrorKind::Other`] error with `message`.
+fn os_error(code: i32, message: impl FnOnce() -> String) -> io::Error {
+    if cfg!(target_os = "wasi") {
+        io::Error::from_raw_os_error(code)
+    } else {
+        io::Error::other(message())
+    }
+}
+
 /// The error every method of a closed [`Socket`](crate::Socket) returns:
-/// kind [`ErrorKind::Other`], message "socket is closed" (Python raises
-/// `OSError: [Errno 9] Bad file descriptor`).
+/// `EBADF`, "Bad file descriptor (os error 8)", as CPython raises
+/// `OSError: [Errno 9] Bad file descriptor` (9 is Linux's number).
 pub(crate) fn closed() -> io::Error {
-    io::Error::other("socket is closed")
+    os_error(wasi_errno::EBADF, || "socket is closed".to_string())
 }
 
 /// Converts the error of a `sendall` or `sendfile` into an [`io::Error`] whose kind is that
@@ -307,10 +322,6 @@ mod tests {
                 ErrorCode::InvalidArgument("x".into()),
                 ErrorKind::InvalidInput,
             ),
-            (
-                ErrorCode::LimitReached("x".into()),
-                ErrorKind::QuotaExceeded,
-            ),
             (ErrorCode::InProgress, ErrorKind::WouldBlock),
         ];
         for (code, kind) in cases {
@@ -359,6 +370,16 @@ mod tests {
     #[test]
     fn os_errors_keep_their_errno() {
         assert_eq!(from_code(ErrorCode::Os(42)).raw_os_error(), Some(42));
+    }
+
+    #[cfg(target_os = "wasi")]
+    #[test]
+    fn closed_sockets_and_the_socket_limit_carry_ebadf_and_emfile() {
+        assert_eq!(closed().raw_os_error(), Some(wasi_errno::EBADF));
+        assert_eq!(
+            from_code(ErrorCode::LimitReached("x".into())).raw_os_error(),
+            Some(wasi_errno::EMFILE)
+        );
     }
 
     #[cfg(target_os = "wasi")]

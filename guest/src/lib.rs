@@ -34,7 +34,8 @@
 //! Addresses are anything that implements [`ToAddress`]: `("host", port)`,
 //! a [`std::net::SocketAddr`], or a `"host:port"` string. Timeouts are
 //! `Option<Duration>`: `None` blocks, `Some(Duration::ZERO)` is
-//! non-blocking, anything else is a timeout.
+//! non-blocking, anything else is a timeout; [`create_connection`]'s `None`
+//! is CPython's omitted argument, the [default timeout](getdefaulttimeout).
 //!
 //! ```no_run
 //! use std::io::{Read, Write};
@@ -70,15 +71,28 @@
 //! | `not-connected`                  | `NotConnected`       | `OSError` (`ENOTCONN`)   |
 //! | `address-in-use`                 | `AddrInUse`          | `OSError` (`EADDRINUSE`) |
 //! | `address-not-available`          | `AddrNotAvailable`   | `OSError` (`EADDRNOTAVAIL`) |
+//! | a name that did not resolve      | `AddrNotAvailable`, message "the name `…` did not resolve to …" | `socket.gaierror` |
 //! | `access-denied` (host policy)    | `PermissionDenied`, message "access denied: …" | `PermissionError` |
 //! | `invalid-argument`               | `InvalidInput`, message "invalid argument: …" | `ValueError` / `OSError` (`EINVAL`) |
-//! | `limit-reached` (e.g. sockets per plugin) | `QuotaExceeded`, message "limit reached: …" | `OSError` (`EMFILE`) |
+//! | `limit-reached` (sockets per plugin) | `EMFILE` (WASI 33), "No file descriptors available" | `OSError` (`EMFILE`) |
 //! | `os(errno)`, anything else       | from the errno       | `OSError`                |
-//! | the socket was closed            | `Other`, message "socket is closed" | `OSError` (`EBADF`) |
+//! | the socket was closed            | `EBADF` (WASI 8), "Bad file descriptor" | `OSError` (`EBADF`) |
 //!
 //! On `wasm32-wasip2`, the errors from `would-block` to
-//! `address-not-available` also carry their WASI errno
-//! ([`std::io::Error::raw_os_error`]), as `os(errno)` errors do. Errors from
+//! `address-not-available`, `limit-reached` and a closed socket's also
+//! carry their WASI errno ([`std::io::Error::raw_os_error`]), as `os(errno)`
+//! errors do; for the last two, as for CPython's plain `OSError`, the kind
+//! is none of the named ones, so match on `raw_os_error()`. WASI numbers
+//! errno values its own way (wasi-libc's `errno.h`: `EBADF` is 8,
+//! `ECONNREFUSED` 14, `EMFILE` 33), so a message reads "Connection refused
+//! (os error 14)" where Linux would say 111.
+//!
+//! # How much one receive takes
+//!
+//! The host moves at most 16 MiB per receive. [`Socket::recv`]`(n)` with
+//! `n` above that is an `InvalidInput` error, since it cannot return what
+//! it promises to wait for; [`Socket::recv_into`] with a larger buffer
+//! reads at most 16 MiB and returns the count, as any short read does. Errors from
 //! [`Socket::sendall`] also say how many bytes were sent: see
 //! [`PartialTransfer`] and [`bytes_sent`].
 //!

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::address::{ToAddress, socket_addr_from_wit};
+use crate::address::{Address, ToAddress, socket_addr_from_wit};
 use crate::bindings;
 use crate::error::{closed, errno_of_code, from_code, from_transfer};
 use crate::fs::File;
@@ -77,8 +77,8 @@ impl Kind {
 /// Every method takes `&self`, [`close`](Socket::close) included, so a
 /// socket can be shared by reference; [`Read`] and [`Write`] are also
 /// implemented for `&Socket`. After `close`, every method that talks to the
-/// socket fails with an error of kind [`ErrorKind::Other`] and message
-/// "socket is closed" (where Python raises `OSError` `EBADF`). Dropping a
+/// socket fails with `EBADF` ([`io::Error::raw_os_error`] is WASI's 8,
+/// "Bad file descriptor"), as Python raises `OSError` `EBADF`. Dropping a
 /// socket closes it.
 ///
 /// The connection itself lives as long as the socket or any file object
@@ -123,8 +123,9 @@ impl Socket {
     /// `socket.socket(family, type)`. It starts with the
     /// [default timeout](getdefaulttimeout).
     ///
-    /// Fails with [`ErrorKind::QuotaExceeded`] when the plugin already has
-    /// as many sockets open as the host allows.
+    /// Fails with `EMFILE` ([`io::Error::raw_os_error`] is WASI's 33, as
+    /// CPython's `OSError(EMFILE)`) when the plugin already has as many
+    /// sockets open as the host allows.
     pub fn new(family: Family, kind: Kind) -> io::Result<Socket> {
         let inner = bindings::Socket::create(family.to_wit(), kind.to_wit()).map_err(from_code)?;
         Ok(Socket::from_host(inner, family, kind))
@@ -168,7 +169,7 @@ impl Socket {
         let addr = addr.to_address()?;
         self.host()?
             .connect(addr.host(), addr.port())
-            .map_err(from_code)
+            .map_err(|code| self.by_name(&addr, from_code(code)))
     }
 
     /// Connects as [`connect`](Socket::connect) does, and returns 0 on
@@ -327,9 +328,9 @@ impl Socket {
     /// Readiness is level-triggered: the pollable stays ready for as long as
     /// the socket is, and each `ready` or `block` looks again, so one
     /// pollable serves any number of waits. It does not keep the socket
-    /// open: once the socket is closed the pollable is ready for good. While
-    /// it lives it counts against the plugin's limit of open sockets; past
-    /// the limit this fails with [`ErrorKind::QuotaExceeded`].
+    /// open: once the socket is closed the pollable is ready for good. It
+    /// holds no host descriptor and does not count against the plugin's
+    /// limit of open sockets, so subscribing for every wait is cheap.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -358,7 +359,22 @@ impl Socket {
         let addr = addr.to_address()?;
         self.host()?
             .bind(addr.host(), addr.port())
-            .map_err(from_code)
+            .map_err(|code| self.by_name(&addr, from_code(code)))
+    }
+
+    /// `error` of a connect or bind to `addr`: when `addr`'s host is a
+    /// name that did not resolve to an address of this socket's family,
+    /// says so instead of "address not available".
+    fn by_name(&self, addr: &Address, error: io::Error) -> io::Error {
+        let host = addr.host();
+        if host.is_empty() || host.contains(':') || host.parse::<IpAddr>().is_ok() {
+            return error;
+        }
+        let what = match self.family {
+            Family::Ipv4 => "an IPv4 address",
+            Family::Ipv6 => "an IPv6 address",
+        };
+        crate::create::unresolved(host, what, error)
     }
 
     /// Puts the socket in listening mode; corresponds to Python's
@@ -386,7 +402,10 @@ impl Socket {
     /// An empty result means the peer has closed its side (end of stream);
     /// `recv(0)` returns an empty result at once. A `bufsize` above the
     /// host's maximum per call (16 MiB) fails with
-    /// [`ErrorKind::InvalidInput`]; the host allocates at most what arrived.
+    /// [`ErrorKind::InvalidInput`], while [`recv_into`](Socket::recv_into)
+    /// with a larger buffer reads at most 16 MiB (see the crate's
+    /// "How much one receive takes"); the host allocates at most what
+    /// arrived.
     ///
     /// On a datagram socket it receives one datagram, as
     /// [`recvfrom`](Socket::recvfrom) does: an empty result is an empty
@@ -399,7 +418,8 @@ impl Socket {
     /// Receives up to `buf.len()` bytes into `buf` and returns how many were
     /// received, zero at end of stream; corresponds to Python's
     /// `socket.recv_into(buffer)`. A buffer larger than the host's maximum
-    /// per call receives at most that maximum.
+    /// per call (16 MiB) receives at most that maximum, as a short read; a
+    /// [`recv`](Socket::recv) asking for more is an error instead.
     ///
     /// The host receives straight into `buf`: the kernel's copy is the only
     /// one (see [`receives_in_place`](crate::receives_in_place)).
@@ -584,8 +604,8 @@ impl Socket {
     ///
     /// Closing twice does nothing. It takes `&self` so that any holder of a
     /// shared reference can close the socket; afterwards every method that
-    /// talks to the socket, through any reference, fails with an error of
-    /// kind [`ErrorKind::Other`] and message "socket is closed".
+    /// talks to the socket, through any reference, fails with `EBADF`
+    /// ([`io::Error::raw_os_error`] is WASI's 8), as in CPython.
     /// [`family`](Socket::family), [`kind`](Socket::kind),
     /// [`gettimeout`](Socket::gettimeout) and
     /// [`getblocking`](Socket::getblocking) keep working.

@@ -68,6 +68,8 @@ impl TransferError {
 }
 
 /// errno values as WASI (and so wasi-libc, the guest's libc) numbers them.
+/// Internal: public for the crate's own binaries and benchmarks.
+#[doc(hidden)]
 pub mod wasi_errno {
     /// `EIO`, for what has no better number.
     pub const EIO: i32 = 29;

@@ -22,8 +22,8 @@
 //! future, without wasmtime's async call path (a boxed future per call, the
 //! fiber's poll context). In alternated one-CPU benchmark pairs that took
 //! the ping-pong round trip (two calls) from 1.17× to 1.14× native and the
-//! bulk send's CPU from 1.19× to 1.14× (medians; the README's Benchmarks
-//! section).
+//! bulk send's CPU from 1.19× to 1.14× (medians; the measurement is in
+//! git's history of README.md, before docs/benchmarks.md).
 //!
 //! [`Shared::send_with`]: crate::socket::Shared::send_with
 //! [`Shared::sendall_with`]: crate::socket::Shared::sendall_with

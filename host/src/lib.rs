@@ -64,11 +64,17 @@
 
 #![deny(missing_docs)]
 
+// The ~80 generated items are the contract's Rust names, which the public
+// API mentions but a reader of the front page does not need: the contract
+// is documented in `wit/socket.wit`.
+#[doc(hidden)]
 #[allow(missing_docs)]
 pub mod bindings;
 pub mod compiled;
 mod datagram;
 mod deadline;
+// Only `wasi_errno` is public in it, and that for the crate's binaries.
+#[doc(hidden)]
 pub mod error;
 mod host;
 mod in_place;
@@ -132,8 +138,8 @@ impl SockshimCtx {
     /// the reactor and the suspension of the plugin's fiber, which is
     /// most of what an async host adds to a round trip: on one CPU the
     /// benchmark's ping-pong round trip was shorter in each of seven
-    /// alternated pairs, median 1.16× native against 1.24× (the README's
-    /// Benchmarks section). On two CPUs, in the regime of slow cross-CPU
+    /// alternated pairs, median 1.16× native against 1.24×
+    /// (docs/benchmarks.md). On two CPUs, in the regime of slow cross-CPU
     /// wake-ups, it came out slower than on the reactor.
     ///
     /// Link such plugins with [`add_to_linker_waiting_on_thread`], which

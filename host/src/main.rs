@@ -74,16 +74,16 @@ struct RunArgs {
     /// Compile the plugin on every run; keep nothing on disk.
     #[arg(long = "no-cache")]
     no_cache: bool,
-    /// The plugin: a wasm32-wasip2 command component.
-    #[arg(value_name = "PLUGIN.wasm")]
-    plugin: PathBuf,
-    /// Arguments passed to the plugin.
+    /// The plugin (a wasm32-wasip2 command component), then its arguments.
+    /// Everything from the plugin's path on belongs to the plugin, flags
+    /// too, as with `wasmtime run`.
     #[arg(
-        value_name = "ARGS",
+        value_name = "PLUGIN.wasm [ARGS]",
+        required = true,
         trailing_var_arg = true,
-        allow_hyphen_values = true
+        num_args = 1..
     )]
-    args: Vec<String>,
+    plugin_and_args: Vec<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -97,17 +97,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            // One clear line, not clap's multi-line usage block: the message
-            // and its details, up to the first blank line.
-            let text = e.to_string();
-            let message: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let message = message.join(" ");
-            let message = message.trim_start_matches("error: ");
-            eprintln!("sockshim: {message} (see `sockshim --help`)");
+            eprintln!("sockshim: {} (see `sockshim --help`)", one_line(&e));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -127,6 +117,29 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// One clear line from a clap error, not its multi-line usage block: the
+/// message and its tips (clap's "a similar argument exists: '--allow-bind'"
+/// for a misspelt flag), without the usage.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut message = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        // "use '-- --flag'" is wrong advice here: after the plugin's path
+        // every argument is the plugin's anyway.
+        if line.is_empty() || line.starts_with("tip: to pass") {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(line.trim_start_matches("error: "));
+    }
+    message
 }
 
 /// The cache of compiled plugins the flags ask for. A directory named with
@@ -158,13 +171,16 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
     // (two futex wake-ups and a thread switch per stat or open, which a
     // file server pays on every request).
     wasi.allow_blocking_current_thread(true);
-    let argv0 = args
-        .plugin
+    let Some((plugin, plugin_args)) = args.plugin_and_args.split_first() else {
+        wasmtime::bail!("no plugin given");
+    };
+    let plugin = Path::new(plugin);
+    let argv0 = plugin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".to_string());
     wasi.arg(argv0);
-    wasi.args(&args.args);
+    wasi.args(plugin_args);
     wasi.envs(&args.env);
     for dir in &args.dirs {
         let (host, guest) = dir.split_once("::").unwrap_or((dir, dir));
@@ -182,7 +198,7 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         .context("cannot start the async runtime")?;
     let host = PluginHost::new()?;
     let cache = compile_cache(args.no_cache, args.cache_dir.as_deref());
-    let component = host.load_with(&args.plugin, cache.as_ref())?;
+    let component = host.load_with(plugin, cache.as_ref())?;
     let ctx = SockshimCtx::new(policy)
         .with_max_sockets(args.max_sockets)
         .waiting_on_thread()

@@ -149,6 +149,11 @@ impl FromStr for Rule {
             spec: spec.to_string(),
             why: why.to_string(),
         };
+        if let Some(instead) = url_as_rule(spec) {
+            return Err(fail(&format!(
+                "a rule is HOST:PORT, not a URL; for this URL write `{instead}`"
+            )));
+        }
         let (host, ports) = if let Some(rest) = spec.strip_prefix('[') {
             let (host, rest) = rest
                 .split_once(']')
@@ -170,6 +175,29 @@ impl FromStr for Rule {
         let ports = parse_ports(ports).map_err(|why| fail(&why))?;
         Ok(Rule { host, ports })
     }
+}
+
+/// The rule a user who wrote the URL `spec` (`http://localhost:8000/x`)
+/// meant: its host and port, the scheme's default port if it names none.
+/// `None` when `spec` is not a URL.
+fn url_as_rule(spec: &str) -> Option<String> {
+    let (scheme, rest) = spec.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let port = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    };
+    let has_port = port.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if has_port {
+        return Some(authority.to_string());
+    }
+    let port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "80",
+        "https" | "wss" => "443",
+        _ => "PORT",
+    };
+    Some(format!("{authority}:{port}"))
 }
 
 fn parse_host(host: &str) -> Result<HostPattern, String> {
@@ -515,6 +543,23 @@ pub(crate) fn unspecified(ipv6: bool) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_refused_with_the_rule_it_meant() {
+        for (url, meant) in [
+            ("http://localhost:8000/", "localhost:8000"),
+            ("https://example.com/path?q", "example.com:443"),
+            ("http://example.com", "example.com:80"),
+            ("http://[::1]:8080/x", "[::1]:8080"),
+            ("http://[::1]/", "[::1]:80"),
+        ] {
+            let err = url.parse::<Rule>().unwrap_err().to_string();
+            assert!(err.contains("not a URL"), "{url}: {err}");
+            assert!(err.contains(&format!("`{meant}`")), "{url}: {err}");
+            // What it suggests is itself a rule.
+            assert!(meant.parse::<Rule>().is_ok(), "{meant}");
+        }
+    }
 
     fn rule(spec: &str) -> Rule {
         spec.parse().unwrap()

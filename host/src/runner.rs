@@ -112,11 +112,12 @@ impl PluginHost {
     ) -> wasmtime::Result<Component> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        check_component(path, &bytes)?;
         compiled::compile(&self.engine, &bytes, cache).map_err(|e| {
             wasmtime::format_err!(
                 "{} is not a valid wasm component: {}",
                 path.display(),
-                first_line(&e)
+                joined_lines(&e)
             )
         })
     }
@@ -168,7 +169,9 @@ pub const YIELD_INTERVAL: Duration = Duration::from_millis(10);
 /// The epoch callback of [`PluginHost`]'s stores, for a store whose epoch
 /// deadline is 1: at every epoch the plugin yields to the async executor,
 /// and once `stop` (the store's [`SockshimCtx::stop_waits`]) was given it
-/// traps instead of running on.
+/// traps instead of running on. Internal: public for the tests and the
+/// benchmark, which build stores of their own.
+#[doc(hidden)]
 pub fn yield_or_stop<T: 'static>(
     stop: Option<StopWaits>,
 ) -> impl FnMut(StoreContextMut<'_, T>) -> wasmtime::Result<UpdateDeadline> + Send + Sync + 'static
@@ -196,6 +199,43 @@ fn spawn_epoch_ticker(engine: &Engine) {
         })
         .map(drop)
         .unwrap_or_else(|e| eprintln!("sockshim: cannot start the epoch ticker: {e}"));
+}
+
+/// The errors a newcomer meets before wasmtime's parser would: a file that
+/// is not WebAssembly at all, and a core module where a component is
+/// needed (a `wasm32-wasip1` or `wasm32-unknown-unknown` build). WAT text
+/// is left to wasmtime, which compiles it.
+fn check_component(path: &Path, bytes: &[u8]) -> wasmtime::Result<()> {
+    const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    let is_text = bytes.trim_ascii_start().starts_with(b"(");
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', version @ ..]) if version == CORE_MODULE_VERSION => {
+            wasmtime::bail!(
+                "{} is a core WebAssembly module, not a component: build the plugin with \
+                 `cargo build --target wasm32-wasip2`",
+                path.display()
+            )
+        }
+        Some([0, b'a', b's', b'm', ..]) => Ok(()),
+        _ if is_text => Ok(()),
+        _ => wasmtime::bail!(
+            "{} is not a WebAssembly file (it does not start with the wasm magic \
+             number); a plugin is a component built with `cargo build --target wasm32-wasip2`",
+            path.display()
+        ),
+    }
+}
+
+/// An error chain on one line: its lines, blank ones dropped, joined, so
+/// that a message is never cut mid-sentence.
+fn joined_lines(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
 }
 
 /// The first line of an error chain, for one-line messages.

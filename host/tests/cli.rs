@@ -151,7 +151,7 @@ fn an_unreadable_or_invalid_plugin_is_one_clear_line() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("is not a valid wasm component"), "{err}");
+    assert!(err.contains("is not a WebAssembly file"), "{err}");
     assert!(!err.contains("backtrace"), "{err}");
 }
 

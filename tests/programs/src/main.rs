@@ -8,6 +8,7 @@
 mod data;
 mod readiness;
 mod udp;
+mod names;
 
 use data::{fnv1a, pattern};
 use sockshim::fs::File;
@@ -81,6 +82,13 @@ fn main() -> ExitCode {
         ("selector-echo-server", [n]) => readiness::selector_echo_server(parse(n)),
         ("selector-api", []) => readiness::selector_api(),
         ("pollables-dropped", [addr]) => readiness::pollables_dropped(addr),
+        ("args", args) => names::args(args),
+        ("create-connection", [addr]) => names::create_connection(addr),
+        ("create-server", [addr]) => names::create_server(addr),
+        ("bind", [addr]) => names::bind(addr),
+        ("unresolvable", [addr]) => names::unresolvable(addr),
+        ("default-timeout", [addr]) => names::create_connection_default_timeout(addr),
+        ("errnos", [limit]) => names::errnos(parse(limit)),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);
