@@ -64,7 +64,11 @@ async fn check_select_timeouts(ctx: SockshimCtx) {
             .starts_with("InvalidInput"),
         "{out}"
     );
-    assert_eq!(out.get("select_closed"), "Other: socket is closed", "{out}");
+    assert_eq!(
+        out.get("select_closed"),
+        "Uncategorized: Bad file descriptor (os error 8)",
+        "{out}"
+    );
 
     assert_eq!(out.num("poll_ready"), 0, "{out}");
     assert_waited(&out, "poll_ms", 300);
@@ -405,7 +409,7 @@ async fn the_selector_keeps_pythons_rules() {
     }
     assert_eq!(
         out.get("register_closed"),
-        "Other: socket is closed",
+        "Uncategorized: Bad file descriptor (os error 8)",
         "{out}"
     );
     assert_eq!(out.num("fileno_closed"), u32::MAX as u64, "{out}");
@@ -438,7 +442,7 @@ async fn check_pollables_dropped(ctx: SockshimCtx) {
     assert_eq!(out.get("pollable_after"), "true", "{out}");
     assert_eq!(
         out.get("closed_while_waiting"),
-        "Other: socket is closed",
+        "Uncategorized: Bad file descriptor (os error 8)",
         "{out}"
     );
     assert_eq!(out.num("dropped_ready"), 0, "{out}");

@@ -6,9 +6,9 @@
 
 #[path = "../../src/data.rs"]
 mod data;
+mod names;
 mod readiness;
 mod udp;
-mod names;
 
 use data::{fnv1a, pattern};
 use sockshim::fs::File;
