@@ -174,7 +174,8 @@ impl Peer {
         let mut argv = vec!["peer".to_string(), role.to_string()];
         argv.extend_from_slice(args);
         let proc = Proc::spawn_on(&argv, PEER_CPU.get().copied())?;
-        let port = if role == "client" {
+        // The roles that only connect report no port.
+        let port = if ["client", "manyconn"].contains(&role) {
             0
         } else {
             proc.expect("port", Duration::from_secs(20))?.parse()?

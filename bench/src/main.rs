@@ -14,6 +14,7 @@ mod measure;
 mod native;
 mod native_async;
 mod peer;
+mod readiness;
 mod report;
 mod wasm;
 mod workloads;
@@ -84,13 +85,15 @@ workload (or, with --json, one JSON object).
 /// The largest `--buffer`: what one sockshim `recv` may take.
 const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
 
-const WORKLOADS: [&str; 6] = [
+const WORKLOADS: [&str; 8] = [
     "bulk",
     "pingpong",
     "sendfile",
     "connrate",
     "hostcalls",
     "scale",
+    "readiness",
+    "manyconn",
 ];
 
 /// What to run, and how big.
@@ -110,6 +113,13 @@ pub struct Config {
     pub scale_idle: usize,
     pub scale_bytes: u64,
     pub scale_msg: usize,
+    /// The readiness workload's numbers of registered sockets.
+    pub readiness_sockets: Vec<usize>,
+    /// Waits timed per readiness run.
+    pub readiness_waits: u32,
+    /// The manyconn workload's connections, and exchanges on each.
+    pub manyconn_conns: usize,
+    pub manyconn_rounds: u64,
     pub pooling: bool,
     /// Everything (this process, its threads, the peers) on one CPU.
     pub one_cpu: bool,
@@ -144,6 +154,10 @@ impl Config {
             scale_idle: 4,
             scale_bytes: if quick { 64 << 20 } else { 256 << 20 },
             scale_msg: 16 * 1024,
+            readiness_sockets: vec![1, 100, 1000],
+            readiness_waits: if quick { 2_000 } else { 10_000 },
+            manyconn_conns: if quick { 100 } else { 1000 },
+            manyconn_rounds: 100,
             pooling: false,
             one_cpu: false,
             split_cpus: false,
@@ -398,6 +412,17 @@ fn bench(argv: &[String]) -> Result<()> {
         let (text, value) = workloads::hostcalls(wasm, &cfg)?;
         show(&text);
         json.insert("host_calls".into(), value);
+    }
+    if let (true, Some(wasm)) = (cfg.runs("readiness"), &wasm) {
+        let (text, value) = readiness::readiness(wasm, &cfg)?;
+        show(&text);
+        json.insert("readiness".into(), value);
+    }
+    if let (true, Some(wasm)) = (cfg.runs("manyconn"), &wasm) {
+        for table in readiness::manyconn(wasm, &cfg)? {
+            show(&table.to_text());
+            json.insert(table.key.clone(), table.to_json());
+        }
     }
     drop(wasm);
     if cfg.runs("scale") {
