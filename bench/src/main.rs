@@ -16,6 +16,7 @@ mod native_async;
 mod peer;
 mod readiness;
 mod report;
+mod static_files;
 mod wasm;
 mod workloads;
 
@@ -85,7 +86,7 @@ workload (or, with --json, one JSON object).
 /// The largest `--buffer`: what one sockshim `recv` may take.
 const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
 
-const WORKLOADS: [&str; 8] = [
+const WORKLOADS: [&str; 9] = [
     "bulk",
     "pingpong",
     "sendfile",
@@ -94,6 +95,7 @@ const WORKLOADS: [&str; 8] = [
     "scale",
     "readiness",
     "manyconn",
+    "static",
 ];
 
 /// What to run, and how big.
@@ -120,6 +122,8 @@ pub struct Config {
     /// The manyconn workload's connections, and exchanges on each.
     pub manyconn_conns: usize,
     pub manyconn_rounds: u64,
+    /// Seconds of load per static run.
+    pub static_secs: u64,
     pub pooling: bool,
     /// Everything (this process, its threads, the peers) on one CPU.
     pub one_cpu: bool,
@@ -158,6 +162,7 @@ impl Config {
             readiness_waits: if quick { 2_000 } else { 10_000 },
             manyconn_conns: if quick { 100 } else { 1000 },
             manyconn_rounds: 100,
+            static_secs: if quick { 1 } else { 5 },
             pooling: false,
             one_cpu: false,
             split_cpus: false,
@@ -422,6 +427,20 @@ fn bench(argv: &[String]) -> Result<()> {
         for table in readiness::manyconn(wasm, &cfg)? {
             show(&table.to_text());
             json.insert(table.key.clone(), table.to_json());
+        }
+    }
+    if let (true, Some(wasm)) = (cfg.runs("static"), &wasm) {
+        match static_files::static_files(wasm, &cfg)? {
+            Ok(tables) => {
+                for table in tables {
+                    show(&table.to_text());
+                    json.insert(table.key.clone(), table.to_json());
+                }
+            }
+            Err(reason) => {
+                show(&reason);
+                json.insert("static".into(), json!({ "skipped": reason }));
+            }
         }
     }
     drop(wasm);

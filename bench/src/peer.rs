@@ -18,6 +18,8 @@
 //! - `hold`: accept connections and keep them open without reading or
 //!   writing (so they are never readable on the other side) until the
 //!   `drop` command closes them all; for the readiness workload.
+//! - `http PORT PATH CONNS SECS`: the static workload's load generator when
+//!   wrk is missing, see [`crate::static_files::http_peer`]; does not listen.
 //! - `manyconn CONNS MSG ROUNDS`: the many-connection echo's client, see
 //!   [`crate::readiness::manyconn_peer`]; does not listen.
 
@@ -72,6 +74,9 @@ pub fn main(args: &[String]) -> Result<()> {
         ["client"] => client(commands),
         ["scale", mains, idle] => scale(mains.parse()?, idle.parse()?, commands),
         ["hold"] => hold(commands),
+        ["http", port, path, conns, secs] => {
+            crate::static_files::http_peer(port.parse()?, path, conns.parse()?, secs.parse()?)
+        }
         ["manyconn", conns, msg, rounds] => {
             crate::readiness::manyconn_peer(conns.parse()?, msg.parse()?, rounds.parse()?, commands)
         }

@@ -51,6 +51,10 @@ fn system(sys: Sys) -> System {
             label: "sockshim",
             key: "sockshim",
         },
+        Sys::Guest(Guest::FileServer) => System {
+            label: "file-server plugin",
+            key: "file_server",
+        },
     }
 }
 
