@@ -217,11 +217,43 @@ fn wait_listening(port: u16) -> Result<()> {
     }
 }
 
-/// What one load run measured: requests answered and the seconds it took.
+/// What one load run measured: requests answered, the seconds it took,
+/// and, from wrk, the bytes it read (answers cut off at the end included).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Load {
     requests: f64,
     secs: f64,
+    bytes: Option<f64>,
+}
+
+impl Load {
+    /// In files of `size` bytes: wrk stops at its deadline in the middle of
+    /// answers, which for a 64 MiB file is much of what was sent, so for
+    /// large files what it read counts, not the requests it completed.
+    fn in_files_of(self, size: u64) -> Load {
+        match self.bytes {
+            Some(bytes) if size >= 1 << 20 => Load {
+                requests: bytes / size as f64,
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
+/// wrk's amount read (`260.00MB`; wrk's units are powers of 1024).
+fn wrk_bytes(amount: &str) -> Option<f64> {
+    let split = amount.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = amount.split_at(split);
+    let scale = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some(number.parse::<f64>().ok()? * scale)
 }
 
 /// The load generator: wrk, or the benchmark's own.
@@ -292,9 +324,15 @@ fn parse_wrk(out: &str) -> Result<Load> {
     if requests <= 0.0 || rate <= 0.0 {
         return Err(format!("wrk completed no request: {out}").into());
     }
+    // `N requests in 2.00s, 260.00MB read`
+    let bytes = out.lines().find_map(|l| {
+        let read = l.trim().strip_suffix(" read")?;
+        wrk_bytes(read.rsplit_once(", ")?.1)
+    });
     Ok(Load {
         requests,
         secs: requests / rate,
+        bytes,
     })
 }
 
@@ -305,9 +343,11 @@ fn parse_own(rest: &str) -> Result<Load> {
         words.next().map(str::parse::<f64>),
         words.next().map(str::parse::<f64>),
     ) {
-        (Some(Ok(requests)), Some(Ok(secs))) if requests > 0.0 && secs > 0.0 => {
-            Ok(Load { requests, secs })
-        }
+        (Some(Ok(requests)), Some(Ok(secs))) if requests > 0.0 && secs > 0.0 => Ok(Load {
+            requests,
+            secs,
+            bytes: None,
+        }),
         _ => Err(format!("the load generator said {rest:?}").into()),
     }
 }
@@ -341,7 +381,9 @@ pub fn static_files(wasm: &Wasm, cfg: &Config) -> Result<std::result::Result<Vec
             if i == 0 {
                 let server = Nginx::start(&nginx, &site.dir)?;
                 let (cpu0, user0) = server.cpu();
-                let load = loader.run(server.port, case.file, case.conns, secs)?;
+                let load = loader
+                    .run(server.port, case.file, case.conns, secs)?
+                    .in_files_of(case.bytes);
                 let (cpu1, user1) = server.cpu();
                 Ok(per_request(
                     load,
@@ -360,7 +402,9 @@ pub fn static_files(wasm: &Wasm, cfg: &Config) -> Result<std::result::Result<Vec
                     return Err(format!("the file-server plugin did not start: {e}").into());
                 }
                 let (cpu0, user0) = cpu_times();
-                let load = loader.run(port, case.file, case.conns, secs);
+                let load = loader
+                    .run(port, case.file, case.conns, secs)
+                    .map(|l| l.in_files_of(case.bytes));
                 let (cpu1, user1) = cpu_times();
                 wasm.stop(server, Duration::from_secs(10));
                 Ok(per_request(
@@ -496,9 +540,21 @@ mod tests {
             parse_wrk(out).unwrap(),
             Load {
                 requests: 62000.0,
-                secs: 2.0
+                secs: 2.0,
+                bytes: Some(260.0 * 1024.0 * 1024.0),
             }
         );
+        // A large file counts what was read, cut-off answers included.
+        let big = Load {
+            requests: 10.0,
+            secs: 1.0,
+            bytes: Some(704.0 * 1024.0 * 1024.0),
+        };
+        assert_eq!(big.in_files_of(64 << 20).requests, 11.0);
+        assert_eq!(big.in_files_of(4096).requests, 10.0);
+        assert_eq!(wrk_bytes("1.50GB"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(wrk_bytes("12.00KB"), Some(12.0 * 1024.0));
+        assert_eq!(wrk_bytes("lots"), None);
         let errors = format!("{out}  Non-2xx or 3xx responses: 12\n");
         assert!(parse_wrk(&errors).is_err());
         assert!(parse_wrk("Requests/sec: 0\n").is_err());
@@ -510,6 +566,7 @@ mod tests {
             Load {
                 requests: 1000.0,
                 secs: 2.0,
+                bytes: None,
             },
             Duration::from_millis(500),
             Duration::from_millis(100),
@@ -521,7 +578,8 @@ mod tests {
             parse_own("2000 1.5").unwrap(),
             Load {
                 requests: 2000.0,
-                secs: 1.5
+                secs: 1.5,
+                bytes: None,
             }
         );
         assert!(parse_own("0 1.5").is_err());
