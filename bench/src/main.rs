@@ -44,13 +44,25 @@ Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
 0.2 and 0.3 on loopback, in paired repetitions, and prints one table per
 workload (or, with --json, one JSON object).
 
-  --quick            about a minute: 3 repetitions, 256 MiB transfers,
-                     10,000 round trips, 500 connections, 1 and 100 instances
-                     (default: 5 repetitions, 1 GiB, 50,000, 2,000, and 1, 100
-                     and 1,000 instances)
+  --quick            about two minutes: 3 repetitions, 256 MiB transfers,
+                     10,000 round trips, 500 connections, 1 and 100 instances,
+                     2,000 readiness waits, 100 echoed connections, 1 s of
+                     HTTP load per static run (default: 5 repetitions, 1 GiB,
+                     50,000, 2,000, 1, 100 and 1,000 instances, 10,000 waits,
+                     1,000 connections, 5 s)
   --json             print one JSON object on stdout (the tables go to stderr)
-  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale or
-                     hostcalls (repeatable, or comma-separated)
+  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale,
+                     hostcalls, readiness, manyconn or static (repeatable, or
+                     comma-separated). readiness: one wait over 1, 100 and
+                     1,000 sockets with one ready, sockshim's selector.wait
+                     and poll against epoll_wait(2) and poll(2), in ns;
+                     manyconn: one plugin echoing 1,000 connections (100
+                     quick) through its selector against a mio echo on one
+                     thread, msg/s and CPU per message; static: the
+                     file-server plugin against nginx (one worker, sendfile
+                     on) under wrk or the bench's own load generator, 4 KiB
+                     at 1 and 16 connections and 64 MiB at 4; skipped
+                     without nginx (apt-get install nginx-light wrk)
   --system KEY       run only this system (repeatable, or comma-separated),
                      by its JSON key: native, wasi_sockets, wasi_sockets_p3,
                      sockshim; native_sendfile, native_read_write,
