@@ -1,7 +1,8 @@
 //! The `static` workload of issue 22: static files over keep-alive HTTP/1.1
 //! from nginx (nginx-light, one worker, `sendfile on`, started here from a
 //! config written to a temporary directory) and from the `file-server`
-//! example plugin run in this process, under the same load generator: wrk
+//! example plugin run in this process as `sockshim run` runs it (a thread
+//! of its own, sockets and file operations waiting there), under the same load generator: wrk
 //! when it is installed, else the benchmark's own (`peer http`, a child
 //! process). Without nginx the rows are skipped with the reason.
 
@@ -23,7 +24,7 @@ const SYSTEMS: [System; 2] = [
         key: "nginx",
     },
     System {
-        label: "file-server plugin",
+        label: "file-server (as sockshim run)",
         key: "file_server",
     },
 ];

@@ -56,8 +56,11 @@ pub enum Guest {
     P3,
     /// The `sockshim` crate.
     Sockshim,
-    /// The `file-server` example plugin (the static workload), linked and
-    /// waiting as the sockshim guest.
+    /// The `file-server` example plugin (the static workload), run as
+    /// `sockshim run` runs a plugin: on a thread of its own, its sockets
+    /// waiting there (ppoll) and its file operations blocking that thread
+    /// (`allow_blocking_current_thread`) rather than hopping to tokio's
+    /// blocking pool; whatever `--sockshim-waits` says.
     FileServer,
 }
 
@@ -248,8 +251,11 @@ impl Wasm {
         data_dir: Option<&Path>,
         stdout: Option<MemoryOutputPipe>,
     ) -> Started {
-        let on_thread =
-            matches!(guest, Guest::Sockshim | Guest::FileServer) && self.sockshim_on_thread;
+        let on_thread = match guest {
+            Guest::Sockshim => self.sockshim_on_thread,
+            Guest::FileServer => true,
+            Guest::P2 | Guest::P3 => false,
+        };
         let (run, stop) = self.guest_writing_to(guest, args, data_dir, stdout, on_thread);
         let task = if on_thread {
             let runtime = self.runtime.handle().clone();
@@ -326,6 +332,10 @@ impl Wasm {
         // nothing instead, as nginx's access_log is off).
         if guest != Guest::FileServer {
             wasi.inherit_stderr();
+        }
+        if guest == Guest::FileServer && on_thread {
+            // As `sockshim run`: the plugin has the thread to itself.
+            wasi.allow_blocking_current_thread(true);
         }
         if let Some(dir) = data_dir {
             wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadOnly)
