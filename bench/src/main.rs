@@ -46,7 +46,7 @@ workload (or, with --json, one JSON object).
 
   --quick            about two minutes: 3 repetitions, 256 MiB transfers,
                      10,000 round trips, 500 connections, 1 and 100 instances,
-                     2,000 readiness waits, 100 echoed connections, 1 s of
+                     1,000 readiness waits, 100 echoed connections, 1 s of
                      HTTP load per static run (default: 5 repetitions, 1 GiB,
                      50,000, 2,000, 1, 100 and 1,000 instances, 10,000 waits,
                      1,000 connections, 5 s)
@@ -171,7 +171,7 @@ impl Config {
             scale_bytes: if quick { 64 << 20 } else { 256 << 20 },
             scale_msg: 16 * 1024,
             readiness_sockets: vec![1, 100, 1000],
-            readiness_waits: if quick { 2_000 } else { 10_000 },
+            readiness_waits: if quick { 1_000 } else { 10_000 },
             manyconn_conns: if quick { 100 } else { 1000 },
             manyconn_rounds: 100,
             static_secs: if quick { 1 } else { 5 },
