@@ -22,12 +22,21 @@ const GUESTS: &[(&str, &str, &str)] = &[
         "bench-sockshim.wasm",
         "GUEST_SOCKSHIM",
     ),
+    // The example plugin the static workload serves files with.
+    ("file-server", "file-server.wasm", "FILE_SERVER"),
 ];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.join("..").canonicalize().unwrap();
-    for dir in ["bench/guests", "guest", "wit", "Cargo.toml", "Cargo.lock"] {
+    for dir in [
+        "bench/guests",
+        "examples/file-server",
+        "guest",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     let sendfile = guest_has_sendfile(&workspace);

@@ -8,7 +8,7 @@ while the chosen workload's peer process lives, sorts them by whose code
 they are in, and prints the counts side by side with sockshim's extra as a
 share of native's total:
 
-    python3 bench/profile_cpu.py [--workload send|receive|server|pingpong]
+    python3 bench/profile_cpu.py [--workload send|receive|server|pingpong|manyconn]
                                  [--runs N] [--reps N] [--waits thread|reactor]
 
 The workloads: `send` is the bulk guest -> native sink (the default),
@@ -65,6 +65,8 @@ WORKLOADS = {
     "receive": ("bulk", 1, "bulk native source -> guest (the guest connects)"),
     "server": ("bulk", 3, "bulk native client -> guest server"),
     "pingpong": ("pingpong", 0, "1-byte ping-pong"),
+    # The peer that drives the timed runs (the warm-up has a peer of its own).
+    "manyconn": ("manyconn", 0, "many connections echoed by one single-threaded server"),
 }
 SAMPLE = re.compile(r"\s*(\d+)/(\d+)\s+([\d.]+):\s+\S+\s+(.*)\((.*)\)\s*$")
 FORK = re.compile(r"PERF_RECORD_FORK\((\d+):(\d+)\):\((\d+):(\d+)\)")

@@ -57,6 +57,20 @@ pub fn pin_this_thread(cpu: usize) -> std::io::Result<()> {
     set_affinity(&only(cpu))
 }
 
+/// Counts `pid`, a child not started through [`Proc`] (nginx), among
+/// those [`kill_all`] kills.
+pub fn track(pid: u32) {
+    ALIVE.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Forgets a child [`track`]ed, once it has been waited for.
+pub fn untrack(pid: u32) {
+    ALIVE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+}
+
 /// Kills every child still alive (used before a forced exit).
 pub fn kill_all() {
     let pids = std::mem::take(&mut *ALIVE.lock().unwrap_or_else(|e| e.into_inner()));
@@ -174,7 +188,8 @@ impl Peer {
         let mut argv = vec!["peer".to_string(), role.to_string()];
         argv.extend_from_slice(args);
         let proc = Proc::spawn_on(&argv, PEER_CPU.get().copied())?;
-        let port = if role == "client" {
+        // The roles that only connect report no port.
+        let port = if ["client", "manyconn", "http"].contains(&role) {
             0
         } else {
             proc.expect("port", Duration::from_secs(20))?.parse()?

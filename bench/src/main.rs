@@ -14,7 +14,9 @@ mod measure;
 mod native;
 mod native_async;
 mod peer;
+mod readiness;
 mod report;
+mod static_files;
 mod wasm;
 mod workloads;
 
@@ -42,16 +44,28 @@ Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
 0.2 and 0.3 on loopback, in paired repetitions, and prints one table per
 workload (or, with --json, one JSON object).
 
-  --quick            about a minute: 3 repetitions, 256 MiB transfers,
-                     10,000 round trips, 500 connections, 1 and 100 instances
-                     (default: 5 repetitions, 1 GiB, 50,000, 2,000, and 1, 100
-                     and 1,000 instances)
+  --quick            about two minutes: 3 repetitions, 256 MiB transfers,
+                     10,000 round trips, 500 connections, 1 and 100 instances,
+                     1,000 readiness waits, 100 echoed connections, 1 s of
+                     HTTP load per static run (default: 5 repetitions, 1 GiB,
+                     50,000, 2,000, 1, 100 and 1,000 instances, 10,000 waits,
+                     1,000 connections, 5 s)
   --json             print one JSON object on stdout (the tables go to stderr)
   --markdown         print one Markdown table of every workload's ratios on
                      stdout (the tables go to stderr): docs/benchmarks.md's
                      table
-  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale or
-                     hostcalls (repeatable, or comma-separated)
+  --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale,
+                     hostcalls, readiness, manyconn or static (repeatable, or
+                     comma-separated). readiness: one wait over 1, 100 and
+                     1,000 sockets with one ready, sockshim's selector.wait
+                     and poll against epoll_wait(2) and poll(2), in ns;
+                     manyconn: one plugin echoing 1,000 connections (100
+                     quick) through its selector against a mio echo on one
+                     thread, msg/s and CPU per message; static: the
+                     file-server plugin against nginx (one worker, sendfile
+                     on) under wrk or the bench's own load generator, 4 KiB
+                     at 1 and 16 connections and 64 MiB at 4; skipped
+                     without nginx (apt-get install nginx-light wrk)
   --system KEY       run only this system (repeatable, or comma-separated),
                      by its JSON key: native, wasi_sockets, wasi_sockets_p3,
                      sockshim; native_sendfile, native_read_write,
@@ -87,13 +101,16 @@ workload (or, with --json, one JSON object).
 /// The largest `--buffer`: what one sockshim `recv` may take.
 const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
 
-const WORKLOADS: [&str; 6] = [
+const WORKLOADS: [&str; 9] = [
     "bulk",
     "pingpong",
     "sendfile",
     "connrate",
     "hostcalls",
     "scale",
+    "readiness",
+    "manyconn",
+    "static",
 ];
 
 /// What to run, and how big.
@@ -115,6 +132,15 @@ pub struct Config {
     pub scale_idle: usize,
     pub scale_bytes: u64,
     pub scale_msg: usize,
+    /// The readiness workload's numbers of registered sockets.
+    pub readiness_sockets: Vec<usize>,
+    /// Waits timed per readiness run.
+    pub readiness_waits: u32,
+    /// The manyconn workload's connections, and exchanges on each.
+    pub manyconn_conns: usize,
+    pub manyconn_rounds: u64,
+    /// Seconds of load per static run.
+    pub static_secs: u64,
     pub pooling: bool,
     /// Everything (this process, its threads, the peers) on one CPU.
     pub one_cpu: bool,
@@ -150,6 +176,11 @@ impl Config {
             scale_idle: 4,
             scale_bytes: if quick { 64 << 20 } else { 256 << 20 },
             scale_msg: 16 * 1024,
+            readiness_sockets: vec![1, 100, 1000],
+            readiness_waits: if quick { 1_000 } else { 10_000 },
+            manyconn_conns: if quick { 100 } else { 1000 },
+            manyconn_rounds: 100,
+            static_secs: if quick { 1 } else { 5 },
             pooling: false,
             one_cpu: false,
             split_cpus: false,
@@ -410,6 +441,31 @@ fn bench(argv: &[String]) -> Result<()> {
         let (text, value) = workloads::hostcalls(wasm, &cfg)?;
         show(&text);
         json.insert("host_calls".into(), value);
+    }
+    if let (true, Some(wasm)) = (cfg.runs("readiness"), &wasm) {
+        let (text, value) = readiness::readiness(wasm, &cfg)?;
+        show(&text);
+        json.insert("readiness".into(), value);
+    }
+    if let (true, Some(wasm)) = (cfg.runs("manyconn"), &wasm) {
+        for table in readiness::manyconn(wasm, &cfg)? {
+            show(&table.to_text());
+            json.insert(table.key.clone(), table.to_json());
+        }
+    }
+    if let (true, Some(wasm)) = (cfg.runs("static"), &wasm) {
+        match static_files::static_files(wasm, &cfg)? {
+            Ok(tables) => {
+                for table in tables {
+                    show(&table.to_text());
+                    json.insert(table.key.clone(), table.to_json());
+                }
+            }
+            Err(reason) => {
+                show(&reason);
+                json.insert("static".into(), json!({ "skipped": reason }));
+            }
+        }
     }
     drop(wasm);
     if cfg.runs("scale") {

@@ -26,7 +26,7 @@ pub struct Sample {
 }
 
 /// CPU time of this process so far: (user + system, user).
-fn cpu_times() -> (Duration, Duration) {
+pub fn cpu_times() -> (Duration, Duration) {
     // SAFETY: getrusage writes one `rusage` into the zeroed value we pass.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -70,6 +70,12 @@ pub fn measure_with_peer(peer_pid: u32, f: impl FnOnce() -> Result<()>) -> Resul
 /// User plus system CPU time of process `pid` so far (all its threads),
 /// from `/proc/PID/stat`.
 pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    process_cpu_times(pid).map(|(all, _)| all)
+}
+
+/// The CPU time of process `pid` so far, as [`process_cpu_time`], and its
+/// user-mode part: (user + system, user).
+pub fn process_cpu_times(pid: u32) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, field 2, is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -79,9 +85,8 @@ pub fn process_cpu_time(pid: u32) -> Option<Duration> {
     // SAFETY: sysconf(3) takes no pointers.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let per_second = u64::try_from(per_second).ok().filter(|&t| t > 0)?;
-    Some(Duration::from_nanos(
-        (utime + stime).saturating_mul(1_000_000_000 / per_second),
-    ))
+    let time = |ticks: u64| Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / per_second));
+    Some((time(utime + stime), time(utime)))
 }
 
 /// A field of /proc/self/status, in its own unit (kB for memory).

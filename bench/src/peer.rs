@@ -15,6 +15,13 @@
 //!   while refused), write BYTES, shut down, read until end of stream, print
 //!   `done`.
 //! - `scale MAINS IDLE`: the scale workload's coordinator, see [`scale`].
+//! - `hold`: accept connections and keep them open without reading or
+//!   writing (so they are never readable on the other side) until the
+//!   `drop` command closes them all; for the readiness workload.
+//! - `http PORT PATH CONNS SECS`: the static workload's load generator when
+//!   wrk is missing, see [`crate::static_files::http_peer`]; does not listen.
+//! - `manyconn CONNS MSG ROUNDS`: the many-connection echo's client, see
+//!   [`crate::readiness::manyconn_peer`]; does not listen.
 
 use crate::Result;
 use std::io::{self, BufRead, Read, Write};
@@ -24,7 +31,7 @@ use std::time::{Duration, Instant};
 
 const BUF: usize = 64 * 1024;
 /// No single socket wait of a peer lasts longer than this.
-const IO_TIMEOUT: Duration = Duration::from_secs(120);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(120);
 /// A peer never outlives this, whatever happens to its parent.
 const LIFETIME: Duration = Duration::from_secs(3 * 3600);
 
@@ -66,6 +73,13 @@ pub fn main(args: &[String]) -> Result<()> {
         }),
         ["client"] => client(commands),
         ["scale", mains, idle] => scale(mains.parse()?, idle.parse()?, commands),
+        ["hold"] => hold(commands),
+        ["http", port, path, conns, secs] => {
+            crate::static_files::http_peer(port.parse()?, path, conns.parse()?, secs.parse()?)
+        }
+        ["manyconn", conns, msg, rounds] => {
+            crate::readiness::manyconn_peer(conns.parse()?, msg.parse()?, rounds.parse()?, commands)
+        }
         _ => Err(format!("peer: bad arguments {args:?}").into()),
     }
 }
@@ -145,6 +159,49 @@ fn fill(conn: &mut TcpStream, bytes: u64) -> io::Result<()> {
         left -= n as u64;
     }
     Ok(())
+}
+
+/// The `hold` role: see the module's documentation.
+fn hold(commands: Receiver<String>) -> Result<()> {
+    let listener = listen()?;
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let accepted = std::sync::Arc::clone(&held);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            match conn {
+                Ok(conn) => accepted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conn),
+                Err(e) => eprintln!("peer hold: accept failed: {e}"),
+            }
+        }
+    });
+    for line in commands {
+        if line.trim() == "drop" {
+            held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            println!("dropped");
+            io::stdout().flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Connects to 127.0.0.1:`port`, retrying for 20 s while nobody listens.
+pub fn connect_retrying(port: u16) -> Result<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpStream::connect((Ipv4Addr::LOCALHOST, port)) {
+            Ok(conn) => return Ok(conn),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if Instant::now() > deadline {
+                    return Err(format!("peer: nobody listens on {port}").into());
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn client(commands: Receiver<String>) -> Result<()> {

@@ -20,6 +20,11 @@ pub enum Unit {
     RoundTrip,
     /// `amount` connections: connections per second, CPU µs per connection.
     Rate,
+    /// `amount` messages echoed: messages per second, CPU µs per message.
+    Messages,
+    /// `amount` HTTP requests answered: requests per second, CPU µs per
+    /// request.
+    Requests,
 }
 
 impl Unit {
@@ -28,7 +33,7 @@ impl Unit {
         match self {
             Unit::Throughput => amount / wall / 1e6,
             Unit::RoundTrip => wall / amount * 1e6,
-            Unit::Rate => amount / wall,
+            Unit::Rate | Unit::Messages | Unit::Requests => amount / wall,
         }
     }
 
@@ -36,7 +41,7 @@ impl Unit {
         let cpu = cpu.as_secs_f64();
         match self {
             Unit::Throughput => cpu / (amount / (1u64 << 30) as f64),
-            Unit::RoundTrip | Unit::Rate => cpu / amount * 1e6,
+            Unit::RoundTrip | Unit::Rate | Unit::Messages | Unit::Requests => cpu / amount * 1e6,
         }
     }
 
@@ -46,6 +51,8 @@ impl Unit {
             Unit::Throughput => ("mbps", "cpu_s_per_gib", "MB/s", "CPU s/GiB"),
             Unit::RoundTrip => ("us_per_rt", "cpu_us_per_rt", "µs/round trip", "CPU µs/rt"),
             Unit::Rate => ("conn_per_s", "cpu_us_per_conn", "conn/s", "CPU µs/conn"),
+            Unit::Messages => ("msg_per_s", "cpu_us_per_msg", "msg/s", "CPU µs/msg"),
+            Unit::Requests => ("req_per_s", "cpu_us_per_req", "req/s", "CPU µs/req"),
         }
     }
 
@@ -65,7 +72,7 @@ impl Unit {
         match self {
             Unit::Throughput => "throughput",
             Unit::RoundTrip => "time",
-            Unit::Rate => "rate",
+            Unit::Rate | Unit::Messages | Unit::Requests => "rate",
         }
     }
 }
@@ -228,6 +235,8 @@ impl Table {
             Unit::Throughput => "bytes",
             Unit::RoundTrip => "round_trips",
             Unit::Rate => "connections",
+            Unit::Messages => "messages",
+            Unit::Requests => "requests",
         };
         obj.insert(amount_key.into(), json!(self.amount as u64));
         obj.insert("repetitions".into(), json!(self.samples.len()));

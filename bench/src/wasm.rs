@@ -56,6 +56,12 @@ pub enum Guest {
     P3,
     /// The `sockshim` crate.
     Sockshim,
+    /// The `file-server` example plugin (the static workload), run as
+    /// `sockshim run` runs a plugin: on a thread of its own, its sockets
+    /// waiting there (ppoll) and its file operations blocking that thread
+    /// (`allow_blocking_current_thread`) rather than hopping to tokio's
+    /// blocking pool; whatever `--sockshim-waits` says.
+    FileServer,
 }
 
 /// Where a guest finds the preopened directory of the file workloads.
@@ -73,6 +79,9 @@ pub struct Wasm {
     /// The sockshim guest, linked for sockets that wait on its thread
     /// (`add_to_linker_waiting_on_thread`, as `sockshim run` links it).
     sockshim_on_thread_pre: wasmtime_wasi::p2::bindings::CommandPre<State>,
+    /// The `file-server` example, on the reactor and on its thread.
+    file_server: wasmtime_wasi::p2::bindings::CommandPre<State>,
+    file_server_on_thread: wasmtime_wasi::p2::bindings::CommandPre<State>,
     policy: std::sync::Arc<Policy>,
     /// Whether the sockshim guest's sockets wait on its thread
     /// (`--sockshim-waits thread`) when it runs through [`Wasm::start`].
@@ -144,12 +153,15 @@ impl Wasm {
         )?)
         .map_err(werr)?;
         let sockshim_guest = load(&engine, Path::new(guests::GUEST_SOCKSHIM))?;
-        let sockshim_pre = |linker: &Linker<State>| {
-            let pre = linker.instantiate_pre(&sockshim_guest).map_err(werr)?;
+        let sockshim_pre = |linker: &Linker<State>, component: &Component| {
+            let pre = linker.instantiate_pre(component).map_err(werr)?;
             wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(werr)
         };
-        let sockshim = sockshim_pre(&linker)?;
-        let sockshim_on_thread_pre = sockshim_pre(&thread_linker)?;
+        let sockshim = sockshim_pre(&linker, &sockshim_guest)?;
+        let sockshim_on_thread_pre = sockshim_pre(&thread_linker, &sockshim_guest)?;
+        let file_server_component = load(&engine, Path::new(guests::FILE_SERVER))?;
+        let file_server = sockshim_pre(&linker, &file_server_component)?;
+        let file_server_on_thread = sockshim_pre(&thread_linker, &file_server_component)?;
 
         let policy = Policy::deny_all()
             .allow_connect("127.0.0.1:*".parse()?)
@@ -163,6 +175,8 @@ impl Wasm {
             p3,
             sockshim,
             sockshim_on_thread_pre,
+            file_server,
+            file_server_on_thread,
             policy: std::sync::Arc::new(policy),
             sockshim_on_thread: false,
         })
@@ -204,10 +218,11 @@ impl Wasm {
             Ok(store) => store.data().sockshim.stop_waits(),
             Err(_) => None,
         };
-        let sockshim = if on_thread {
-            self.sockshim_on_thread_pre.clone()
-        } else {
-            self.sockshim.clone()
+        let sockshim = match (guest, on_thread) {
+            (Guest::FileServer, true) => self.file_server_on_thread.clone(),
+            (Guest::FileServer, false) => self.file_server.clone(),
+            (_, true) => self.sockshim_on_thread_pre.clone(),
+            (_, false) => self.sockshim.clone(),
         };
         let (p2, p3) = (self.p2.clone(), self.p3.clone());
         let what = format!("{guest:?} guest {args:?}");
@@ -216,7 +231,7 @@ impl Wasm {
             let result = match guest {
                 Guest::P3 => run_p3(&mut store, &p3).await,
                 Guest::P2 => run_p2(&mut store, &p2).await,
-                Guest::Sockshim => run_p2(&mut store, &sockshim).await,
+                Guest::Sockshim | Guest::FileServer => run_p2(&mut store, &sockshim).await,
             };
             result.map_err(|e| format!("{what}: {e}").into())
         };
@@ -236,7 +251,11 @@ impl Wasm {
         data_dir: Option<&Path>,
         stdout: Option<MemoryOutputPipe>,
     ) -> Started {
-        let on_thread = guest == Guest::Sockshim && self.sockshim_on_thread;
+        let on_thread = match guest {
+            Guest::Sockshim => self.sockshim_on_thread,
+            Guest::FileServer => true,
+            Guest::P2 | Guest::P3 => false,
+        };
         let (run, stop) = self.guest_writing_to(guest, args, data_dir, stdout, on_thread);
         let task = if on_thread {
             let runtime = self.runtime.handle().clone();
@@ -268,6 +287,17 @@ impl Wasm {
         Ok(String::from_utf8_lossy(&stdout.contents()).into_owned())
     }
 
+    /// Stops a started guest that would run on (a server): aborts its task
+    /// and ends its waits on its thread, then waits at most `timeout` for it
+    /// to be gone.
+    pub fn stop(&self, started: Started, timeout: Duration) {
+        started.task.abort();
+        if let Some(stop) = &started.stop {
+            stop.stop();
+        }
+        let _ = wait_for(&self.runtime, started.task, timeout);
+    }
+
     /// Waits at most `timeout` for a started guest; past that, aborts its
     /// task (see [`wait_for`]) and stops its waits on its thread.
     pub fn wait(&self, started: Started, timeout: Duration) -> Result<()> {
@@ -294,8 +324,19 @@ impl Wasm {
             Guest::P2 => "bench-p2",
             Guest::P3 => "bench-p3",
             Guest::Sockshim => "bench-sockshim",
+            Guest::FileServer => "file-server",
         };
-        wasi.arg(program).args(args).inherit_stderr();
+        wasi.arg(program).args(args);
+        // The file server logs a line per request: thousands a second
+        // under load, which would bury the tables (it is written to
+        // nothing instead, as nginx's access_log is off).
+        if guest != Guest::FileServer {
+            wasi.inherit_stderr();
+        }
+        if guest == Guest::FileServer && on_thread {
+            // As `sockshim run`: the plugin has the thread to itself.
+            wasi.allow_blocking_current_thread(true);
+        }
         if let Some(dir) = data_dir {
             wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadOnly)
                 .map_err(werr)?;
@@ -318,7 +359,7 @@ impl Wasm {
         };
         let engine = match guest {
             Guest::P3 => &self.concurrent_engine,
-            Guest::P2 | Guest::Sockshim => &self.engine,
+            Guest::P2 | Guest::Sockshim | Guest::FileServer => &self.engine,
         };
         let mut store = Store::new(engine, state);
         store.set_epoch_deadline(1);

@@ -51,12 +51,16 @@ fn system(sys: Sys) -> System {
             label: "sockshim",
             key: "sockshim",
         },
+        Sys::Guest(Guest::FileServer) => System {
+            label: "file-server plugin",
+            key: "file_server",
+        },
     }
 }
 
 /// A generous bound on one run: a minute plus 10 MB/s (or 1 ms per
 /// operation); nothing measured here comes near it unless it is stuck.
-fn bound(bytes: u64, ops: u64) -> Duration {
+pub(crate) fn bound(bytes: u64, ops: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(bytes / 10_000_000 * 1000 + ops)
 }
 
@@ -64,7 +68,7 @@ fn bound(bytes: u64, ops: u64) -> Duration {
 /// first once as a warm-up, then `cfg.reps` times in rotating order:
 /// repetition r starts with system r mod n. `run` returns `None` for a
 /// system that cannot run.
-fn paired(
+pub(crate) fn paired(
     what: &str,
     names: &[System],
     cfg: &Config,
@@ -89,7 +93,7 @@ fn paired(
     Ok(samples)
 }
 
-fn args(words: &[&dyn std::fmt::Display]) -> Vec<String> {
+pub(crate) fn args(words: &[&dyn std::fmt::Display]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
 
@@ -111,7 +115,7 @@ fn recv_args(
 }
 
 /// A port nobody listens on now (bound and released), for guest servers.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

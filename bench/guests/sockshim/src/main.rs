@@ -20,10 +20,16 @@
 //!   list: the call with cold caches, as after a bulk send. The bench's
 //!   `hostcalls` workload runs it; `sockshim run` can too.
 //!
+//! - `readiness HOLD ECHO N ITERS` and `manyconn PORT CONNS`: the cost of
+//!   one readiness wait over N sockets, and a single-threaded echo server
+//!   for many connections through the selector; see [`readiness`].
+//!
 //! `recv_into` and `sendall` are the calls a Python program moving bulk data
 //! would make (`sock.recv_into(buf)`, `sock.sendall(buf)`); `recv` and
 //! `serve` take an optional last argument, `recv` (Python's
 //! `sock.recv(bufsize)`) or `recv_into` (the default).
+
+mod readiness;
 
 use sockshim::{SockOpt, Socket};
 use std::io::{self, Read};
@@ -47,6 +53,8 @@ fn main() -> ExitCode {
         ["sendfile", addr, path] => sendfile(addr, path),
         ["scale", addr, idle, bytes, msg] => scale(addr, num(idle), num(bytes), num(msg)),
         ["calls", n] => calls(num(n)),
+        ["readiness", hold, echo, n, iters] => readiness::readiness(hold, echo, num(n), num(iters)),
+        ["manyconn", port, conns] => readiness::manyconn(num(port), num(conns)),
         _ => Err(io::Error::other(format!("bad arguments: {args:?}"))),
     };
     match result {
