@@ -97,8 +97,10 @@ async fn address_for(
     }
     match policy.permitted(op, host, port, &of_family).first() {
         Some(ip) => Ok(SocketAddr::new(*ip, port)),
+        // Not which addresses: that would map the host's internal names
+        // for the plugin.
         None => Err(denied(&format!(
-            "{host}:{port} (resolved to {of_family:?})"
+            "{host}:{port} (none of its addresses is allowed)"
         ))),
     }
 }

@@ -274,13 +274,15 @@ fn add_to_linker_with<T: SockshimView + 'static>(
 /// Holds wasmtime-wasi's own sockets (wasi:sockets, which Rust's `std::net`
 /// uses in a plugin) to `policy`, so a plugin cannot step around sockshim's
 /// policy through them. Turns on TCP and UDP (wasmtime-wasi leaves them off),
-/// and name lookup only when a rule names a host.
+/// and name lookup only when the policy lets the host look up every name
+/// ([`Policy::resolves_every_name`]): wasmtime-wasi 48 cannot check a
+/// lookup name by name, and an open lookup is a channel out of the sandbox.
 pub fn apply_policy_to_wasi(builder: &mut wasmtime_wasi::WasiCtxBuilder, policy: &Policy) {
     let policy = Arc::new(policy.clone());
     builder
         .allow_tcp(true)
         .allow_udp(true)
-        .allow_ip_name_lookup(policy.has_name_rules())
+        .allow_ip_name_lookup(policy.resolves_every_name())
         .socket_addr_check(move |addr, use_| {
             let allowed = policy.allows_wasi(addr, use_);
             Box::pin(async move { allowed })

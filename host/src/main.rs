@@ -35,6 +35,12 @@ struct RunArgs {
     /// --allow-connect. Repeatable.
     #[arg(long = "allow-bind", value_name = "SPEC")]
     allow_bind: Vec<Rule>,
+    /// Let the host look up NAME (`example.com`, `*.example.com`) for the
+    /// plugin although no rule above names it; the addresses found must
+    /// match an address rule. Without it, or a rule naming the host, a name
+    /// is refused without a DNS lookup. Repeatable.
+    #[arg(long = "allow-resolve", value_name = "NAME", value_parser = parse_resolve)]
+    allow_resolve: Vec<Rule>,
     /// Preopen HOST_DIR for the plugin, as GUEST_DIR (default: the same
     /// path). Repeatable.
     #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]")]
@@ -67,6 +73,16 @@ struct RunArgs {
         allow_hyphen_values = true
     )]
     args: Vec<String>,
+}
+
+fn parse_resolve(s: &str) -> Result<Rule, String> {
+    match format!("{s}:*").parse::<Rule>() {
+        Ok(rule) if !matches!(rule.host, sockshim_host::policy::HostPattern::Cidr { .. }) => {
+            Ok(rule)
+        }
+        Ok(_) => Err(format!("`{s}` is an address, not a name to resolve")),
+        Err(_) => Err(format!("`{s}` is not a host name or `*.`-pattern")),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -130,6 +146,10 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         .into_iter()
         .fold(Policy::deny_all(), Policy::allow_connect);
     let policy = args.allow_bind.into_iter().fold(policy, Policy::allow_bind);
+    let policy = args
+        .allow_resolve
+        .into_iter()
+        .fold(policy, Policy::allow_resolve);
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio();
