@@ -493,7 +493,7 @@ impl HostSocket for SockshimCtxView<'_> {
 
     async fn drop(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<()> {
         let sock = self.table.delete(res)?;
-        sock.close();
+        sock.close().await;
         Ok(())
     }
 }

@@ -189,6 +189,9 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         .context("cannot set up the plugin's socket waits")?;
     let stats = ctx.transfer_stats();
     let code = runtime.block_on(host.run(&component, wasi, ctx));
+    // Not a wait for the blocking pool: a read of sendfile's fallback or a
+    // name lookup still in progress there must not hold up the exit.
+    runtime.shutdown_background();
     if args.stats {
         eprintln!(
             "sockshim: sendfile carried {} bytes by sendfile(2) and {} bytes by the read+send fallback",

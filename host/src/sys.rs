@@ -40,6 +40,20 @@ pub fn send(sock: &Socket, data: &[u8]) -> io::Result<usize> {
     sock.send_with_flags(data, libc::MSG_NOSIGNAL)
 }
 
+/// `ioctl(SIOCOUTQ)` (tcp(7)): the bytes in the socket's send queue that
+/// the peer has not yet acknowledged.
+pub fn unacknowledged_bytes(sock: &Socket) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (the same request number as TIOCOUTQ) writes one int
+    // through the pointer, which points at a live, exclusively borrowed int;
+    // the descriptor is open for the call (borrowed).
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
 /// poll(2) without waiting: `Ok` when a read of `file` would not block
 /// (bytes wait, the writer is gone, or an error is pending), `WouldBlock`
 /// otherwise.

@@ -1,0 +1,91 @@
+//! Issue 26's hardening of the `sockshim` command, run as a process against
+//! native peers: what only a whole process shows (that it exits, and when).
+
+use sockshim_test_artifacts::SOCKSHIM_TEST_GUEST;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// `sockshim run ARGS`, output captured, with its cache of compiled plugins
+/// in the build's scratch directory rather than the user's.
+fn sockshim(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sockshim"))
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start sockshim")
+}
+
+/// Waits up to `bound` for `child`; kills it and returns `None` past that.
+fn wait_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn output(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A native peer that accepts connections and never reads them.
+fn silent_peer() -> (TcpListener, String, std::thread::JoinHandle<Vec<TcpStream>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepting = listener.try_clone().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        if let Ok((s, _)) = accepting.accept() {
+            held.push(s);
+        }
+        held
+    });
+    (listener, addr, held)
+}
+
+/// Issue 26, defect 1: a plugin that sets `SO_LINGER` to `u32::MAX`
+/// (forever, to the kernel) on a connection whose peer does not read, and
+/// then closes it, exits it, or traps with it open, made `sockshim run`
+/// hang: the explicit close parked a blocking-pool thread the runtime
+/// waited for at exit, and the others ran the lingering close(2) inline.
+/// Now the process ends within the bounded linger.
+#[test]
+fn a_lingering_socket_does_not_hold_up_the_exit() {
+    for how in ["close", "exit", "trap"] {
+        let (_listener, addr, _held) = silent_peer();
+        let mut child = sockshim(&[
+            "--allow-connect",
+            &addr,
+            SOCKSHIM_TEST_GUEST,
+            "linger",
+            &addr,
+            &u32::MAX.to_string(),
+            how,
+        ]);
+        // The bounded linger is 10 s; 60 s is generous.
+        let status = wait_within(&mut child, Duration::from_secs(60));
+        let text = output(child);
+        let status = status.unwrap_or_else(|| panic!("{how}: sockshim did not exit:\n{text}"));
+        assert!(text.contains("filled="), "{how}: {text}");
+        match how {
+            "trap" => assert!(!status.success(), "{how}: {text}"),
+            _ => assert!(status.success(), "{how}: {text}"),
+        }
+    }
+}
