@@ -71,6 +71,7 @@ mod deadline;
 pub mod error;
 mod host;
 mod in_place;
+pub mod limits;
 mod placed;
 pub mod policy;
 mod quota;
@@ -82,6 +83,7 @@ mod sys;
 mod testing;
 
 pub use deadline::Timeout;
+pub use limits::PluginLimits;
 pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
 pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};

@@ -89,3 +89,50 @@ fn a_lingering_socket_does_not_hold_up_the_exit() {
         }
     }
 }
+
+/// Issue 26, defect 3: a plugin could grow its memory without bound. With
+/// `--max-memory` it cannot, and reaching the limit ends it with an error;
+/// under the limit it runs as before.
+#[test]
+fn max_memory_bounds_the_plugin() {
+    let mut child = sockshim(&[
+        "--max-memory",
+        "64M",
+        SOCKSHIM_TEST_GUEST,
+        "allocate",
+        "256",
+    ]);
+    let status = wait_within(&mut child, Duration::from_secs(60)).expect("sockshim hung");
+    let text = output(child);
+    assert!(!status.success(), "{text}");
+    assert!(!text.contains("allocated="), "{text}");
+    assert!(text.contains("sockshim:"), "a clean error: {text}");
+    let mut child = sockshim(&["--max-memory", "64M", SOCKSHIM_TEST_GUEST, "allocate", "16"]);
+    let status = wait_within(&mut child, Duration::from_secs(60)).expect("sockshim hung");
+    let text = output(child);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("allocated=16"), "{text}");
+}
+
+/// The issue's Proof, "Stopping": `--timeout` ends a plugin blocked in a
+/// wait (here a recv from a peer that never sends) with exit code 124.
+#[test]
+fn timeout_ends_a_plugin_blocked_in_recv() {
+    let (_listener, addr, _held) = silent_peer();
+    let started = Instant::now();
+    let mut child = sockshim(&[
+        "--timeout",
+        "1",
+        "--allow-connect",
+        &addr,
+        SOCKSHIM_TEST_GUEST,
+        "recv-all",
+        &addr,
+    ]);
+    let status = wait_within(&mut child, Duration::from_secs(60));
+    let text = output(child);
+    let status = status.unwrap_or_else(|| panic!("--timeout did not end the plugin:\n{text}"));
+    assert_eq!(status.code(), Some(124), "{text}");
+    assert!(text.contains("--timeout"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}

@@ -1,0 +1,66 @@
+//! Issue 26's hardening, in process: what a hostile plugin cannot do to the
+//! host that runs it (limits it reaches end it, not the host).
+
+use sockshim_host::{PluginLimits, SockshimCtx};
+use sockshim_tests::*;
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// Runs the test guest with `args` under `limits`: what `run_limited`
+/// returned, and stdout and stderr.
+async fn run_limited(args: &[&str], limits: PluginLimits) -> (wasmtime::Result<i32>, String) {
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let stderr = MemoryOutputPipe::new(1 << 20);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(stdout.clone()).stderr(stderr.clone());
+    wasi.arg("sockshim-test-guest").args(args);
+    let result = host()
+        .run_limited(
+            &component(SOCKSHIM_TEST_GUEST),
+            wasi,
+            SockshimCtx::new(loopback()),
+            limits,
+        )
+        .await;
+    let text = format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&stdout.contents()),
+        String::from_utf8_lossy(&stderr.contents())
+    );
+    (result, text)
+}
+
+/// Issue 26, defect 3: no `ResourceLimiter` and no resource-table cap, so
+/// a plugin could grow its memory, and fill the store's resource table,
+/// without bound. Reaching either limit now ends the plugin with an error;
+/// the host runs the next plugin as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_limits_end_the_plugin_not_the_host() {
+    let small_memory = PluginLimits {
+        max_memory: 64 << 20,
+        ..PluginLimits::default()
+    };
+    let (result, text) = run_limited(&["allocate", "256"], small_memory).await;
+    assert!(
+        !matches!(result, Ok(0)),
+        "grew past --max-memory: {result:?}\n{text}"
+    );
+    assert!(!text.contains("allocated="), "{text}");
+
+    // 50 sockets in a table capped at 30 entries (the socket limit, 1024,
+    // is not what stops it).
+    let few_resources = PluginLimits {
+        max_resources: 30,
+        ..PluginLimits::default()
+    };
+    let (result, text) = run_limited(&["socket-limit", "50"], few_resources).await;
+    assert!(
+        result.is_err(),
+        "held 50 sockets in 30 entries: {result:?}\n{text}"
+    );
+
+    // The host goes on.
+    let (result, text) = run_limited(&["allocate", "16"], small_memory).await;
+    assert_eq!(result.unwrap(), 0, "{text}");
+    assert!(text.contains("allocated=16"), "{text}");
+}
