@@ -11,6 +11,7 @@ use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
 use crate::quota::Slot;
 use crate::readiness::{self, MAX_POLL_ENTRIES, Selector, SocketReadiness};
+use crate::resolve::Resolver;
 use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
 use crate::sys::WaitOn;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
@@ -62,6 +63,7 @@ impl SockshimCtxView<'_> {
 /// it against the policy.
 async fn address_for(
     policy: &Policy,
+    resolver: &Resolver,
     op: Operation,
     family: AddressFamily,
     host: &str,
@@ -79,7 +81,7 @@ async fn address_for(
         ))
     };
     if let Some(addr) = literal_address(op, host, port, ipv6)? {
-        if !policy.allows(op, addr) {
+        if !policy.allows(op, addr) && !resolver.granted(policy, op, addr) {
             return Err(denied(&addr.to_string()));
         }
         return Ok(addr);
@@ -87,7 +89,7 @@ async fn address_for(
     if !policy.may_resolve(op, host, port) {
         return Err(denied(&format!("{host}:{port}")));
     }
-    let resolved = lookup(host, deadline).await?;
+    let resolved = resolver.lookup(host, deadline).await?;
     let of_family: Vec<IpAddr> = resolved
         .into_iter()
         .filter(|ip| ip.is_ipv6() == ipv6)
@@ -136,32 +138,6 @@ fn literal_address(
     Ok(None)
 }
 
-/// getaddrinfo(3) on tokio's blocking pool, bounded by the operation's
-/// deadline.
-async fn lookup(host: &str, deadline: Deadline) -> Result<Vec<IpAddr>, ErrorCode> {
-    if host.is_empty() || host.len() > 253 || host.contains('\0') {
-        return Err(ErrorCode::invalid(format!("`{host}` is not a host name")));
-    }
-    let lookup = tokio::net::lookup_host((host, 0));
-    let addrs = match deadline {
-        Deadline::Never | Deadline::Now => lookup.await,
-        Deadline::At(at) => match tokio::time::timeout_at(at, lookup).await {
-            Ok(addrs) => addrs,
-            Err(_) => return Err(ErrorCode::Timeout),
-        },
-    };
-    // A name that does not resolve (EAI_NONAME and friends come back as
-    // io errors without an errno).
-    let addrs = addrs.map_err(|_| ErrorCode::AddressNotAvailable)?;
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for addr in addrs {
-        if !ips.contains(&addr.ip()) {
-            ips.push(addr.ip());
-        }
-    }
-    Ok(ips)
-}
-
 /// An address of the other family is an error, as in Python (an IPv4
 /// address on an IPv6 socket must be written IPv4-mapped, `::ffff:a.b.c.d`).
 fn for_family(ip: IpAddr, ipv6: bool) -> Result<IpAddr, ErrorCode> {
@@ -193,7 +169,8 @@ impl Host for SockshimCtxView<'_> {
                 "the host's policy does not allow this plugin to resolve `{host}`"
             ))));
         }
-        let resolved = match lookup(&host, Deadline::Never).await {
+        let resolver = Arc::clone(&self.ctx.resolver);
+        let resolved = match resolver.lookup(&host, Deadline::Never).await {
             Ok(resolved) => resolved,
             Err(e) => return Ok(Err(e)),
         };
@@ -203,6 +180,9 @@ impl Host for SockshimCtxView<'_> {
                 "the host's policy allows none of the addresses of `{host}`"
             ))));
         }
+        // What a name rule allowed, its addresses are allowed too when the
+        // plugin connects to or binds them next (`create_connection`).
+        resolver.grant(&host, &allowed);
         Ok(Ok(allowed.into_iter().map(ip_to_wit).collect()))
     }
 
@@ -289,6 +269,7 @@ impl HostSocket for SockshimCtxView<'_> {
         let deadline = sock.deadline();
         let addr = match address_for(
             &self.ctx.policy,
+            &self.ctx.resolver,
             Operation::Connect,
             sock.family(),
             &host,
@@ -307,6 +288,7 @@ impl HostSocket for SockshimCtxView<'_> {
         let sock = self.socket(&res)?;
         let addr = match address_for(
             &self.ctx.policy,
+            &self.ctx.resolver,
             Operation::Bind,
             sock.family(),
             &host,

@@ -76,6 +76,7 @@ mod placed;
 pub mod policy;
 mod quota;
 mod readiness;
+mod resolve;
 pub mod runner;
 mod socket;
 mod sys;
@@ -86,6 +87,7 @@ pub use deadline::Timeout;
 pub use limits::PluginLimits;
 pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
+pub use resolve::MAX_LOOKUPS;
 pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
 
 use std::sync::Arc;
@@ -104,6 +106,9 @@ pub struct SockshimCtx {
     pub(crate) default_timeout: Timeout,
     pub(crate) transfer_stats: Arc<TransferStats>,
     pub(crate) wait_on: WaitOn,
+    /// The plugin's name lookups in progress, and what its name rules
+    /// granted.
+    pub(crate) resolver: Arc<resolve::Resolver>,
 }
 
 impl SockshimCtx {
@@ -116,6 +121,7 @@ impl SockshimCtx {
             default_timeout: Timeout::Blocking,
             transfer_stats: Arc::default(),
             wait_on: WaitOn::Reactor,
+            resolver: resolve::Resolver::new(MAX_LOOKUPS),
         }
     }
 
