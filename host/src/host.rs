@@ -37,7 +37,9 @@ impl SockshimCtxView<'_> {
     /// Counts a new socket (or selector, or pollable) against the plugin's
     /// limit, until the slot drops.
     fn reserve_socket(&mut self) -> Result<Slot, ErrorCode> {
-        self.ctx.quota.reserve()
+        // wasi:sockets sockets the plugin holds count too.
+        let wasi = crate::wasi_count::wasi_sockets_in(self.table);
+        self.ctx.quota.reserve_beside(wasi)
     }
 
     fn file_for_reading(

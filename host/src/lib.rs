@@ -82,6 +82,7 @@ mod socket;
 mod sys;
 #[cfg(test)]
 mod testing;
+mod wasi_count;
 
 pub use deadline::Timeout;
 pub use limits::PluginLimits;
@@ -89,6 +90,7 @@ pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
 pub use resolve::MAX_LOOKUPS;
 pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
+pub use wasi_count::count_wasi_sockets;
 
 use std::sync::Arc;
 use sys::WaitOn;

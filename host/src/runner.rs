@@ -7,7 +7,7 @@
 use crate::compiled::{self, CompileCache};
 use crate::{
     PluginLimits, SockshimCtx, SockshimCtxView, SockshimView, StopWaits, add_to_linker,
-    add_to_linker_waiting_on_thread, apply_policy_to_wasi,
+    add_to_linker_waiting_on_thread, apply_policy_to_wasi, count_wasi_sockets,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -99,6 +99,7 @@ impl PluginHost {
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        count_wasi_sockets(&mut linker)?;
         let mut thread_linker = linker.clone();
         add_to_linker(&mut linker)?;
         add_to_linker_waiting_on_thread(&mut thread_linker)?;

@@ -64,3 +64,19 @@ async fn store_limits_end_the_plugin_not_the_host() {
     assert_eq!(result.unwrap(), 0, "{text}");
     assert!(text.contains("allocated=16"), "{text}");
 }
+
+/// Issue 26, defect 2: wasi:sockets (Rust's std::net in the plugin) was
+/// outside the per-plugin socket limit, so a plugin could take every
+/// descriptor of the process through it. Its sockets count now, with
+/// sockshim's, and the one past the limit fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_sockets_count_against_the_socket_limit() {
+    let (_listener, addr) = native_listener();
+    let ctx = SockshimCtx::new(loopback()).with_max_sockets(5);
+    let out = spawn_with(SOCKSHIM_TEST_GUEST, &["std-connect-many", &addr, "20"], ctx)
+        .finish()
+        .await
+        .success();
+    assert_eq!(out.num("connected"), 5, "{out}");
+    assert_ne!(out.get("stopped"), "none", "{out}");
+}
