@@ -1,7 +1,7 @@
 //! `sockshim`: run a wasm32-wasip2 plugin with sockshim sockets under a
 //! network policy.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use sockshim_host::compiled::CompileCache;
 use sockshim_host::runner::PluginHost;
 use sockshim_host::{PluginLimits, Policy, Rule, SockshimCtx, StopWaits};
@@ -133,6 +133,41 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
 }
 
+/// `argv` with a `--` after the plugin's path, so that everything after it
+/// goes to the plugin even when it is spelled like a flag of `sockshim run`
+/// (`file-server --timeout 2`): clap would otherwise take a known flag
+/// after the plugin's path as its own. Unchanged when there is no plugin
+/// path, or the user wrote a `--` before it.
+fn separate_plugin_args(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if argv.get(1).is_none_or(|a| a != "run") {
+        return argv;
+    }
+    let cli = Cli::command();
+    let Some(run) = cli.find_subcommand("run") else {
+        return argv;
+    };
+    let takes_value = |long: &str| {
+        run.get_arguments()
+            .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let mut i = 2;
+    while let Some(arg) = argv.get(i).and_then(|a| a.to_str()) {
+        if arg == "--" {
+            return argv;
+        }
+        match arg.strip_prefix("--") {
+            Some(flag) if !flag.contains('=') && takes_value(flag) => i += 2,
+            Some(_) => i += 1,
+            None if arg.starts_with('-') && arg.len() > 1 => i += 1,
+            None => {
+                argv.insert(i + 1, "--".into());
+                return argv;
+            }
+        }
+    }
+    argv
+}
+
 /// The exit code after `--timeout`, as timeout(1)'s.
 const TIMED_OUT: i32 = 124;
 
@@ -169,7 +204,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(separate_plugin_args(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             // One clear line, not clap's multi-line usage block: the message

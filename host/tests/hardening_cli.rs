@@ -136,3 +136,24 @@ fn timeout_ends_a_plugin_blocked_in_recv() {
     assert!(text.contains("--timeout"), "{text}");
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
+
+/// A plugin argument spelled like a flag of `sockshim run` goes to the
+/// plugin: `--timeout` after the plugin's path is the plugin's (the file
+/// server has a `--timeout` of its own), not the wall-time limit.
+#[test]
+fn a_plugin_argument_spelled_like_a_flag_goes_to_the_plugin() {
+    // The guest's `resolve NAME` prints `resolve=...` and exits 0; had
+    // sockshim taken the flag for itself, it would have wanted a value, or
+    // left the guest without a NAME: exit 2 either way.
+    for args in [
+        &[SOCKSHIM_TEST_GUEST, "resolve", "--timeout"][..],
+        &[SOCKSHIM_TEST_GUEST, "resolve", "--stats"][..],
+        &["--stats", SOCKSHIM_TEST_GUEST, "resolve", "--no-cache"][..],
+    ] {
+        let mut child = sockshim(args);
+        let status = wait_within(&mut child, Duration::from_secs(60)).expect("sockshim hung");
+        let text = output(child);
+        assert!(status.success(), "{args:?}: {text}");
+        assert!(text.contains("resolve="), "{args:?}: {text}");
+    }
+}
