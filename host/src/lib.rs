@@ -74,6 +74,8 @@ mod in_place;
 pub mod limits;
 mod placed;
 pub mod policy;
+#[doc(hidden)]
+pub mod policy_fuzz;
 mod quota;
 mod readiness;
 mod resolve;
