@@ -517,7 +517,14 @@ impl TcpSocket {
             None
         } else {
             let dup = req.file.try_clone().map_err(|e| fail(e.into(), 0))?;
-            Some(sys::register_readable(dup).map_err(|e| fail(e.into(), 0))?)
+            match sys::register_readable(dup) {
+                Ok(pipe) => Some(pipe),
+                // A device without poll support (`/dev/zero`,
+                // `/dev/urandom`): poll(2) counts it always readable, so
+                // it is read as it comes.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => None,
+                Err(e) => return Err(fail(e.into(), 0)),
+            }
         };
         let mut buf = Vec::with_capacity(FALLBACK_CHUNK);
         let mut sent: u64 = 0;
@@ -726,11 +733,14 @@ impl Drop for TcpSocket {
     }
 }
 
-/// Can the file be read at an offset (unlike a pipe or a socket)?
+/// Can the file be read at an offset: a regular file or a block device,
+/// unlike a pipe, a socket, or a character device (a terminal has bytes
+/// when someone types them, and pread(2) on it fails with `ESPIPE`), which
+/// `sendfile` reads as a stream, waiting until it is readable.
 fn is_seekable(file: &File) -> bool {
     file.metadata().is_ok_and(|m| {
         let kind = m.file_type();
-        !(kind.is_fifo() || kind.is_socket())
+        kind.is_file() || kind.is_block_device()
     })
 }
 

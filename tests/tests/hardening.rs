@@ -80,3 +80,59 @@ async fn wasi_sockets_count_against_the_socket_limit() {
     assert_eq!(out.num("connected"), 5, "{out}");
     assert_ne!(out.get("stopped"), "none", "{out}");
 }
+
+/// A pseudo-terminal's master and the path of its slave (`/dev/pts/N`).
+fn pseudo_terminal() -> (std::fs::File, String) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: posix_openpt returns a new descriptor we own (checked), and
+    // ptsname_r writes a NUL-terminated path into the buffer it is given.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        (std::fs::File::from_raw_fd(master), path)
+    }
+}
+
+/// Issue 26, defect 7: `sendfile`'s fallback took a character device for
+/// a seekable file and read it at an offset on tokio's blocking pool: a
+/// terminal failed with `ESPIPE`, and a device that blocks held a pool
+/// thread past every timeout. It is read as a stream now, after waiting on
+/// the reactor until it is readable, within the call's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sendfile_from_a_terminal_waits_for_it_within_the_deadline() {
+    use std::io::{Read, Write};
+    let (mut master, slave) = pseudo_terminal();
+    let (dir, name) = slave.rsplit_once('/').unwrap();
+    master.write_all(b"hello\n").unwrap();
+    let (addr, server) = serve_one(|mut s| {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    let guest_path = format!("/pts/{name}");
+    let out = run_guest_in(
+        "sendfile-deadline",
+        &[&addr, &guest_path, "1000"],
+        SockshimCtx::new(loopback()),
+        &[(std::path::Path::new(dir), "/pts")],
+    )
+    .await
+    .success();
+    let got = server.join().unwrap();
+    assert!(out.get("outcome").starts_with("TimedOut"), "{out}");
+    assert_eq!(out.num("bytes_sent"), 6, "{out}");
+    assert!(out.num("elapsed_ms") >= 900, "{out}");
+    assert_eq!(got, b"hello\n");
+    drop(master);
+}
