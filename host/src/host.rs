@@ -1,19 +1,18 @@
 //! The glue between the generated bindings and the native sockets: resource
 //! handles, the policy, the per-plugin socket limit, address conversions.
 
-use crate::SockshimCtxView;
 use crate::bindings::{
     AddressFamily, ErrorCode, Events, Host, HostSelector, HostSocket, IpAddress, Ipv4SocketAddress,
     Ipv6SocketAddress, OptionName, PollEntry, ReadyEntry, Selected, ShutdownHow, SocketAddress,
     SocketOption, SocketType, Timeout as WitTimeout, TransferError,
 };
 use crate::deadline::{Deadline, Timeout};
-use crate::policy::{Operation, Policy, unspecified};
+use crate::policy::{Operation, unspecified};
 use crate::quota::Slot;
 use crate::readiness::{self, MAX_POLL_ENTRIES, Selector, SocketReadiness};
-use crate::resolve::Resolver;
 use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
 use crate::sys::WaitOn;
+use crate::{SockshimCtx, SockshimCtxView};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -64,14 +63,14 @@ impl SockshimCtxView<'_> {
 /// address) to the address `op` will use on a socket of `family`, checking
 /// it against the policy.
 async fn address_for(
-    policy: &Policy,
-    resolver: &Resolver,
+    ctx: &SockshimCtx,
     op: Operation,
     family: AddressFamily,
     host: &str,
     port: u16,
     deadline: Deadline,
 ) -> Result<SocketAddr, ErrorCode> {
+    let (policy, resolver, wait_on) = (&*ctx.policy, &*ctx.resolver, &ctx.wait_on);
     let ipv6 = family == AddressFamily::Ipv6;
     let verb = match op {
         Operation::Connect => "connect to",
@@ -91,7 +90,7 @@ async fn address_for(
     if !policy.may_resolve(op, host, port) {
         return Err(denied(&format!("{host}:{port}")));
     }
-    let resolved = resolver.lookup(host, deadline).await?;
+    let resolved = resolver.lookup(host, deadline, wait_on).await?;
     let of_family: Vec<IpAddr> = resolved
         .into_iter()
         .filter(|ip| ip.is_ipv6() == ipv6)
@@ -172,7 +171,10 @@ impl Host for SockshimCtxView<'_> {
             ))));
         }
         let resolver = Arc::clone(&self.ctx.resolver);
-        let resolved = match resolver.lookup(&host, Deadline::Never).await {
+        let resolved = match resolver
+            .lookup(&host, Deadline::Never, &self.ctx.wait_on)
+            .await
+        {
             Ok(resolved) => resolved,
             Err(e) => return Ok(Err(e)),
         };
@@ -270,8 +272,7 @@ impl HostSocket for SockshimCtxView<'_> {
         // One deadline for resolution and connection together.
         let deadline = sock.deadline();
         let addr = match address_for(
-            &self.ctx.policy,
-            &self.ctx.resolver,
+            self.ctx,
             Operation::Connect,
             sock.family(),
             &host,
@@ -289,8 +290,7 @@ impl HostSocket for SockshimCtxView<'_> {
     async fn bind(&mut self, res: Resource<TcpSocket>, host: String, port: u16) -> Res<()> {
         let sock = self.socket(&res)?;
         let addr = match address_for(
-            &self.ctx.policy,
-            &self.ctx.resolver,
+            self.ctx,
             Operation::Bind,
             sock.family(),
             &host,

@@ -12,7 +12,7 @@ use crate::bindings::ErrorCode;
 use crate::deadline::Deadline;
 use crate::error::wasi_errno;
 use crate::policy::{Operation, Policy, is_connect_destination, is_special};
-use crate::sys::{self, LookupFailure};
+use crate::sys::{self, LookupFailure, StopSignal, WaitOn};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
@@ -52,7 +52,19 @@ impl Resolver {
         &self,
         host: &str,
         deadline: Deadline,
+        wait_on: &WaitOn,
     ) -> Result<Vec<IpAddr>, ErrorCode> {
+        let stop = match wait_on {
+            WaitOn::Thread(stop) => Some(Arc::clone(stop)),
+            WaitOn::Reactor => None,
+        };
+        tokio::select! {
+            found = self.lookup_until(host, deadline) => found,
+            () = stopped(stop) => Err(ErrorCode::Os(wasi_errno::from_host(libc::ECANCELED))),
+        }
+    }
+
+    async fn lookup_until(&self, host: &str, deadline: Deadline) -> Result<Vec<IpAddr>, ErrorCode> {
         let name = match CString::new(host) {
             Ok(name) if !host.is_empty() && host.len() <= 253 => name,
             _ => return Err(ErrorCode::invalid(format!("`{host}` is not a host name"))),
@@ -120,6 +132,20 @@ impl Resolver {
     }
 }
 
+/// Ends when `stop` (the `StopWaits` of a plugin that waits on its thread)
+/// is given; never without one. Dropping the plugin's future ends the
+/// lookup's wait on the reactor; a plugin on its thread is stopped only by
+/// its signal, which a name lookup does not watch: this looks at it every
+/// 10 ms instead.
+async fn stopped(stop: Option<Arc<StopSignal>>) {
+    let Some(stop) = stop else {
+        return std::future::pending().await;
+    };
+    while !stop.is_stopped() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// What the plugin sees of a failed lookup: `EAI_AGAIN` (try again later)
 /// as `os(EAGAIN)`, told apart from a name without addresses
 /// (`address-not-available`).
@@ -148,11 +174,14 @@ mod tests {
         let _b = Arc::clone(&resolver.lookups).acquire_owned().await.unwrap();
         let soon = Deadline::At(tokio::time::Instant::now() + Duration::from_millis(200));
         assert!(matches!(
-            resolver.lookup("localhost", soon).await,
+            resolver.lookup("localhost", soon, &WaitOn::Reactor).await,
             Err(ErrorCode::Timeout)
         ));
         drop(a);
-        let found = resolver.lookup("localhost", Deadline::Never).await.unwrap();
+        let found = resolver
+            .lookup("localhost", Deadline::Never, &WaitOn::Reactor)
+            .await
+            .unwrap();
         assert!(found.iter().any(|ip| ip.is_loopback()), "{found:?}");
         // Every permit back once the lookups are over.
         assert_eq!(resolver.lookups.available_permits(), 1);
@@ -174,14 +203,16 @@ mod tests {
         // address, or no answer at all where no name server is reachable.
         let resolver = Resolver::new(1);
         match resolver
-            .lookup("no-such-host.invalid", Deadline::Never)
+            .lookup("no-such-host.invalid", Deadline::Never, &WaitOn::Reactor)
             .await
         {
             Err(ErrorCode::AddressNotAvailable) | Err(ErrorCode::Os(6)) => {}
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            resolver.lookup("nul\0name", Deadline::Never).await,
+            resolver
+                .lookup("nul\0name", Deadline::Never, &WaitOn::Reactor)
+                .await,
             Err(ErrorCode::InvalidArgument(_))
         ));
     }
@@ -205,5 +236,29 @@ mod tests {
         assert!(!resolver.granted(&policy, Operation::Connect, addr(public, 80)));
         assert!(!resolver.granted(&policy, Operation::Bind, addr(public, 443)));
         assert!(!resolver.granted(&policy, Operation::Connect, addr(private, 443)));
+    }
+
+    /// Issue 26, defect 7: `StopWaits` could not end a name lookup. A
+    /// plugin on its thread waiting for a lookup (here for a permit, all
+    /// of them held as by slow resolutions) ends with `ECANCELED` when
+    /// stopped.
+    #[tokio::test]
+    async fn stop_waits_ends_a_lookup() {
+        let resolver = Resolver::new(1);
+        let _held = Arc::clone(&resolver.lookups).acquire_owned().await.unwrap();
+        let stop = Arc::new(StopSignal::new().unwrap());
+        let wait_on = WaitOn::Thread(Arc::clone(&stop));
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.stop();
+        });
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            resolver.lookup("localhost", Deadline::Never, &wait_on),
+        )
+        .await
+        .expect("the stop did not end the lookup");
+        assert!(matches!(found, Err(ErrorCode::Os(11))), "{found:?}"); // WASI's ECANCELED
+        stopper.await.unwrap();
     }
 }
