@@ -3,12 +3,17 @@
 //! and of the host, as the `wasmtime` command does with its cache.
 //!
 //! An entry is the plugin compiled by [`Component::serialize`], named after
-//! a hash of the plugin's bytes and the engine's
-//! [`precompile_compatibility_hash`](Engine::precompile_compatibility_hash),
+//! the SHA-256 of the plugin's bytes and the engine's
+//! [`precompile_compatibility_hash`](Engine::precompile_compatibility_hash)
+//! (a cryptographic hash: two plugins crafted to collide cannot share an
+//! entry, so one cannot run as the other),
 //! written to a temporary name and renamed into place. Loading an entry runs
 //! the machine code in it, so the directory must be writable by its owner
-//! alone, and that owner must be the user running the host: [`open`] refuses
-//! any other directory. An entry that does not load (truncated, from another
+//! alone, and that owner must be the user running the host, and no one
+//! else may be able to replace it: [`open`] refuses any other directory,
+//! and one below a directory that another user could write to (unless
+//! that directory is sticky, as `/tmp` is) or that another user (not root)
+//! owns. An entry that does not load (truncated, from another
 //! wasmtime) is compiled again and replaced. The directory keeps the
 //! [`MAX_ENTRIES`] entries used last.
 //!
@@ -72,6 +77,7 @@ impl CompileCache {
         if meta.permissions().mode() & 0o022 != 0 {
             return refuse("is writable by others than its owner");
         }
+        check_parents(&dir)?;
         Ok(CompileCache { dir })
     }
 
@@ -102,10 +108,8 @@ impl CompileCache {
 
     /// Where the entry for `bytes` compiled by `engine` lives.
     fn entry(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
-        let mut hasher = std::hash::DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir.join(format!("{:016x}.{ENTRY}", hasher.finish()))
+        self.dir
+            .join(format!("{}.{ENTRY}", entry_key(engine, bytes)))
     }
 
     /// Writes `serialized` as `entry`, readable by this user alone, through
@@ -146,6 +150,62 @@ impl CompileCache {
             let _ = fs::remove_file(path);
         }
     }
+}
+
+/// The SHA-256, in hex, of `bytes` (length first, so no two inputs run
+/// together) and of what makes `engine`'s compiled code differ.
+fn entry_key(engine: &Engine, bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    /// Feeds what `Hash` writes into the digest.
+    struct Feed(Sha256);
+    impl Hasher for Feed {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            0 // unused: the digest is the result
+        }
+    }
+    let mut feed = Feed(Sha256::new());
+    feed.0.update((bytes.len() as u64).to_le_bytes());
+    feed.0.update(bytes);
+    engine.precompile_compatibility_hash().hash(&mut feed);
+    feed.0
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Refuses a cache directory that someone other than this user (or root)
+/// could replace: one of its ancestors is writable by its group or by
+/// others without being sticky, or belongs to another user than this one
+/// or root.
+fn check_parents(dir: &Path) -> io::Result<()> {
+    let dir = dir.canonicalize()?;
+    let uid = current_uid()?;
+    for parent in dir.ancestors().skip(1) {
+        let meta = fs::metadata(parent)?;
+        let mode = meta.permissions().mode();
+        let refuse = |why: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is below {}, which {why}",
+                    dir.display(),
+                    parent.display()
+                ),
+            ))
+        };
+        if meta.uid() != uid && meta.uid() != 0 {
+            return refuse("belongs to another user");
+        }
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky {
+            return refuse("others than its owner can write to");
+        }
+    }
+    Ok(())
 }
 
 /// `bytes` compiled for `engine`, through `cache` when there is one.
@@ -250,7 +310,7 @@ mod tests {
         let cache = CompileCache::open(&dir).unwrap();
         let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         for i in 0..MAX_ENTRIES {
-            let path = dir.join(format!("{i:016x}.{ENTRY}"));
+            let path = dir.join(format!("{i:064x}.{ENTRY}"));
             fs::write(&path, b"x").unwrap();
             let when = old + std::time::Duration::from_secs(i as u64);
             fs::File::options()
@@ -266,8 +326,39 @@ mod tests {
             .unwrap();
         let left = entries(&dir);
         assert_eq!(left.len(), MAX_ENTRIES);
-        assert!(!left.contains(&dir.join(format!("{:016x}.{ENTRY}", 0))));
-        assert!(left.contains(&dir.join(format!("{:016x}.{ENTRY}", 1))));
+        assert!(!left.contains(&dir.join(format!("{:064x}.{ENTRY}", 0))));
+        assert!(left.contains(&dir.join(format!("{:064x}.{ENTRY}", 1))));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 26, defect 8: the key was a 64-bit SipHash with fixed keys,
+    /// which two crafted plugins can share (one would then run as the
+    /// other). It is a SHA-256 now: 256 bits, and the same input twice is
+    /// the same key.
+    #[test]
+    fn the_key_is_a_sha256_of_the_plugin_and_the_engine() {
+        let engine = Engine::default();
+        let key = entry_key(&engine, EMPTY_COMPONENT);
+        assert_eq!(key.len(), 64, "{key}");
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(key, entry_key(&engine, EMPTY_COMPONENT));
+        assert_ne!(key, entry_key(&engine, b"\0asm\x0d\0\x01\0\0"));
+    }
+
+    /// Issue 26, defect 8: only the cache directory itself was checked, so
+    /// one below a directory anyone can write (and so rename or replace)
+    /// was accepted.
+    #[test]
+    fn a_directory_below_one_others_can_write_is_refused() {
+        let shared = scratch("shared-parent");
+        fs::create_dir_all(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = CompileCache::open(shared.join("cache")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("can write to"), "{err}");
+        // Sticky, as /tmp is: each user's entries are their own.
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(CompileCache::open(shared.join("cache")).is_ok());
+        fs::remove_dir_all(&shared).unwrap();
     }
 }

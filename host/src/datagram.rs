@@ -14,7 +14,7 @@
 
 use crate::bindings::{AddressFamily, ErrorCode};
 use crate::deadline::{Deadline, Timeout, sock_call};
-use crate::host::{addr_to_wit, address_for, literal_address};
+use crate::host::{Naming, addr_to_wit, address_for, literal_address};
 use crate::placed::{Received, ReceivedFrom};
 use crate::policy::{Operation, Policy, Receives};
 use crate::socket::{MAX_RECV_SIZE, Shared, TcpSocket};
@@ -244,14 +244,14 @@ impl Shared {
 /// [`Datagram`]).
 pub(crate) async fn destination(
     shared: &Shared,
-    policy: &Policy,
+    naming: &Naming,
     family: AddressFamily,
     host: &str,
     port: u16,
     deadline: Deadline,
 ) -> Result<SocketAddr, ErrorCode> {
-    let addr = address_for(policy, Operation::Connect, family, host, port, deadline).await?;
-    if !policy.allows_datagram_to_resolved(host, addr) {
+    let addr = address_for(naming, Operation::Connect, family, host, port, deadline).await?;
+    if !naming.policy.allows_datagram_to_resolved(host, addr) {
         return Err(ErrorCode::AccessDenied(format!(
             "the host's policy does not allow this plugin to send datagrams to {host}:{port} \
              (broadcast and multicast need a rule that names the address)"
@@ -268,7 +268,7 @@ pub(crate) async fn destination(
 /// may be bound without a bind rule when a connect rule exists, as the
 /// first `sendto` would bind it (see [`Policy::allows_datagram_bind`]).
 pub(crate) async fn bind_address(
-    policy: &Policy,
+    naming: &Naming,
     family: AddressFamily,
     host: &str,
     port: u16,
@@ -276,9 +276,9 @@ pub(crate) async fn bind_address(
 ) -> Result<(SocketAddr, Receives), ErrorCode> {
     let addr = match literal_address(Operation::Bind, host, port, family == AddressFamily::Ipv6)? {
         Some(addr) => addr,
-        None => address_for(policy, Operation::Bind, family, host, port, deadline).await?,
+        None => address_for(naming, Operation::Bind, family, host, port, deadline).await?,
     };
-    match policy.allows_datagram_bind(addr) {
+    match naming.policy.allows_datagram_bind(addr) {
         Some(receives) => Ok((addr, receives)),
         None => Err(ErrorCode::AccessDenied(format!(
             "the host's policy does not allow this plugin to bind {addr} for datagrams"
@@ -381,9 +381,14 @@ mod tests {
         )
         .unwrap();
         let family = AddressFamily::Ipv4;
+        let naming = Naming {
+            policy: Arc::clone(&policy),
+            resolver: crate::resolve::Resolver::new(4),
+            wait_on: WaitOn::Reactor,
+        };
         let to = destination(
             sock.shared_ref(),
-            &policy,
+            &naming,
             family,
             "localhost",
             port,
@@ -402,7 +407,7 @@ mod tests {
         // The address itself is no destination of its own.
         let denied = destination(
             sock.shared_ref(),
-            &policy,
+            &naming,
             family,
             "127.0.0.1",
             port,

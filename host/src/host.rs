@@ -1,7 +1,6 @@
 //! The glue between the generated bindings and the native sockets: resource
 //! handles, the policy, the per-plugin socket limit, address conversions.
 
-use crate::SockshimCtxView;
 use crate::bindings::{
     AddressFamily, ErrorCode, Events, Host, HostSelector, HostSocket, IpAddress, Ipv4SocketAddress,
     Ipv6SocketAddress, OptionName, PollEntry, ReadyEntry, Selected, ShutdownHow, SocketAddress,
@@ -10,10 +9,12 @@ use crate::bindings::{
 use crate::datagram;
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
+use crate::resolve::Resolver;
 use crate::quota::Slot;
 use crate::readiness::{self, MAX_POLL_ENTRIES, Selector, SocketReadiness};
 use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
 use crate::sys::WaitOn;
+use crate::{SockshimCtx, SockshimCtxView};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -37,7 +38,9 @@ impl SockshimCtxView<'_> {
     /// Counts a new socket (or selector, or pollable) against the plugin's
     /// limit, until the slot drops.
     fn reserve_socket(&mut self) -> Result<Slot, ErrorCode> {
-        self.ctx.quota.reserve()
+        // wasi:sockets sockets the plugin holds count too.
+        let wasi = crate::wasi_count::wasi_sockets_in(self.table);
+        self.ctx.quota.reserve_beside(wasi)
     }
 
     fn file_for_reading(
@@ -58,17 +61,39 @@ impl SockshimCtxView<'_> {
     }
 }
 
+/// What turning a plugin's host and port into a checked address needs:
+/// its policy, its resolver (which bounds its lookups) and where its waits
+/// happen. Cheap to clone, for the calls that cannot borrow the plugin's
+/// context across their waits (`in_place`'s `sendto`).
+#[derive(Clone, Debug)]
+pub(crate) struct Naming {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) resolver: Arc<Resolver>,
+    pub(crate) wait_on: WaitOn,
+}
+
+impl crate::SockshimCtx {
+    pub(crate) fn naming(&self) -> Naming {
+        Naming {
+            policy: Arc::clone(&self.policy),
+            resolver: Arc::clone(&self.resolver),
+            wait_on: self.wait_on.clone(),
+        }
+    }
+}
+
 /// Resolves `host` (a literal address, a name, or empty for the wildcard
 /// address) to the address `op` will use on a socket of `family`, checking
 /// it against the policy.
 pub(crate) async fn address_for(
-    policy: &Policy,
+    naming: &Naming,
     op: Operation,
     family: AddressFamily,
     host: &str,
     port: u16,
     deadline: Deadline,
 ) -> Result<SocketAddr, ErrorCode> {
+    let (policy, resolver, wait_on) = (&*naming.policy, &*naming.resolver, &naming.wait_on);
     let ipv6 = family == AddressFamily::Ipv6;
     let verb = match op {
         Operation::Connect => "connect to",
@@ -80,7 +105,7 @@ pub(crate) async fn address_for(
         ))
     };
     if let Some(addr) = literal_address(op, host, port, ipv6)? {
-        if !policy.allows(op, addr) {
+        if !policy.allows(op, addr) && !resolver.granted(policy, op, addr) {
             return Err(denied(&addr.to_string()));
         }
         return Ok(addr);
@@ -88,7 +113,7 @@ pub(crate) async fn address_for(
     if !policy.may_resolve(op, host, port) {
         return Err(denied(&format!("{host}:{port}")));
     }
-    let resolved = lookup(host, deadline).await?;
+    let resolved = resolver.lookup(host, deadline, wait_on).await?;
     let of_family: Vec<IpAddr> = resolved
         .into_iter()
         .filter(|ip| ip.is_ipv6() == ipv6)
@@ -98,8 +123,10 @@ pub(crate) async fn address_for(
     }
     match policy.permitted(op, host, port, &of_family).first() {
         Some(ip) => Ok(SocketAddr::new(*ip, port)),
+        // Not which addresses: that would map the host's internal names
+        // for the plugin.
         None => Err(denied(&format!(
-            "{host}:{port} (resolved to {of_family:?})"
+            "{host}:{port} (none of its addresses is allowed)"
         ))),
     }
 }
@@ -135,32 +162,6 @@ pub(crate) fn literal_address(
     Ok(None)
 }
 
-/// getaddrinfo(3) on tokio's blocking pool, bounded by the operation's
-/// deadline.
-async fn lookup(host: &str, deadline: Deadline) -> Result<Vec<IpAddr>, ErrorCode> {
-    if host.is_empty() || host.len() > 253 || host.contains('\0') {
-        return Err(ErrorCode::invalid(format!("`{host}` is not a host name")));
-    }
-    let lookup = tokio::net::lookup_host((host, 0));
-    let addrs = match deadline {
-        Deadline::Never | Deadline::Now => lookup.await,
-        Deadline::At(at) => match tokio::time::timeout_at(at, lookup).await {
-            Ok(addrs) => addrs,
-            Err(_) => return Err(ErrorCode::Timeout),
-        },
-    };
-    // A name that does not resolve (EAI_NONAME and friends come back as
-    // io errors without an errno).
-    let addrs = addrs.map_err(|_| ErrorCode::AddressNotAvailable)?;
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for addr in addrs {
-        if !ips.contains(&addr.ip()) {
-            ips.push(addr.ip());
-        }
-    }
-    Ok(ips)
-}
-
 /// An address of the other family is an error, as in Python (an IPv4
 /// address on an IPv6 socket must be written IPv4-mapped, `::ffff:a.b.c.d`).
 fn for_family(ip: IpAddr, ipv6: bool) -> Result<IpAddr, ErrorCode> {
@@ -192,7 +193,11 @@ impl Host for SockshimCtxView<'_> {
                 "the host's policy does not allow this plugin to resolve `{host}`"
             ))));
         }
-        let resolved = match lookup(&host, Deadline::Never).await {
+        let resolver = Arc::clone(&self.ctx.resolver);
+        let resolved = match resolver
+            .lookup(&host, Deadline::Never, &self.ctx.wait_on)
+            .await
+        {
             Ok(resolved) => resolved,
             Err(e) => return Ok(Err(e)),
         };
@@ -202,6 +207,9 @@ impl Host for SockshimCtxView<'_> {
                 "the host's policy allows none of the addresses of `{host}`"
             ))));
         }
+        // What a name rule allowed, its addresses are allowed too when the
+        // plugin connects to or binds them next (`create_connection`).
+        resolver.grant(&host, &allowed);
         Ok(Ok(allowed.into_iter().map(ip_to_wit).collect()))
     }
 
@@ -289,13 +297,13 @@ impl HostSocket for SockshimCtxView<'_> {
         let sock = self.table.get_mut(&res)?;
         // One deadline for resolution and connection together.
         let deadline = sock.deadline();
-        let policy = &self.ctx.policy;
+        let naming = self.ctx.naming();
         let addr = if sock.is_datagram() {
             let shared = sock.shared_ref();
-            datagram::destination(shared, policy, sock.family(), &host, port, deadline).await
+            datagram::destination(shared, &naming, sock.family(), &host, port, deadline).await
         } else {
             address_for(
-                policy,
+                &naming,
                 Operation::Connect,
                 sock.family(),
                 &host,
@@ -315,14 +323,15 @@ impl HostSocket for SockshimCtxView<'_> {
         let sock = self.socket(&res)?;
         if sock.is_datagram() {
             let (family, deadline) = (sock.family(), sock.deadline());
-            let bound = datagram::bind_address(&self.ctx.policy, family, &host, port, deadline);
+            let naming = self.ctx.naming();
+            let bound = datagram::bind_address(&naming, family, &host, port, deadline);
             return Ok(match bound.await {
                 Ok((addr, receives)) => sock.bind_datagram(addr, receives),
                 Err(e) => Err(e),
             });
         }
         let addr = match address_for(
-            &self.ctx.policy,
+            &self.ctx.naming(),
             Operation::Bind,
             sock.family(),
             &host,
@@ -501,7 +510,7 @@ impl HostSocket for SockshimCtxView<'_> {
         }
         let to = datagram::destination(
             sock.shared_ref(),
-            &self.ctx.policy,
+            &self.ctx.naming(),
             sock.family(),
             &host,
             port,
@@ -549,7 +558,7 @@ impl HostSocket for SockshimCtxView<'_> {
 
     async fn drop(&mut self, res: Resource<TcpSocket>) -> wasmtime::Result<()> {
         let sock = self.table.delete(res)?;
-        sock.close();
+        sock.close().await;
         Ok(())
     }
 }

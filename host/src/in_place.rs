@@ -198,7 +198,7 @@ fn define_sendto<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime:
         |mut store: StoreContextMut<'_, T>, (res, data, host, port): Args| {
             Box::new(async move {
                 let view = store.data_mut().sockshim();
-                let policy = Arc::clone(&view.ctx.policy);
+                let naming = view.ctx.naming();
                 let sock = view.table.get(&res)?;
                 if !sock.is_datagram() {
                     let code = ErrorCode::invalid("sendto needs a datagram socket (use send)");
@@ -206,7 +206,7 @@ fn define_sendto<T: SockshimView + 'static>(linker: &mut Linker<T>) -> wasmtime:
                 }
                 let (family, deadline) = (sock.family(), sock.deadline());
                 let shared = sock.shared();
-                let to = match destination(&shared, &policy, family, &host, port, deadline).await {
+                let to = match destination(&shared, &naming, family, &host, port, deadline).await {
                     Ok(to) => SockAddr::from(to),
                     Err(code) => return Ok((Err(code),)),
                 };

@@ -78,22 +78,30 @@ mod deadline;
 pub mod error;
 mod host;
 mod in_place;
+pub mod limits;
 mod placed;
 pub mod policy;
+#[doc(hidden)]
+pub mod policy_fuzz;
 mod quota;
 mod readiness;
+mod resolve;
 pub mod runner;
 pub mod sandboxes;
 mod socket;
 mod sys;
 #[cfg(test)]
 mod testing;
+mod wasi_count;
 
 pub use datagram::MAX_DATAGRAM;
 pub use deadline::Timeout;
+pub use limits::PluginLimits;
 pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
+pub use resolve::MAX_LOOKUPS;
 pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
+pub use wasi_count::count_wasi_sockets;
 
 use std::sync::Arc;
 use sys::WaitOn;
@@ -111,6 +119,9 @@ pub struct SockshimCtx {
     pub(crate) default_timeout: Timeout,
     pub(crate) transfer_stats: Arc<TransferStats>,
     pub(crate) wait_on: WaitOn,
+    /// The plugin's name lookups in progress, and what its name rules
+    /// granted.
+    pub(crate) resolver: Arc<resolve::Resolver>,
 }
 
 impl SockshimCtx {
@@ -123,6 +134,7 @@ impl SockshimCtx {
             default_timeout: Timeout::Blocking,
             transfer_stats: Arc::default(),
             wait_on: WaitOn::Reactor,
+            resolver: resolve::Resolver::new(MAX_LOOKUPS),
         }
     }
 
@@ -283,13 +295,15 @@ fn add_to_linker_with<T: SockshimView + 'static>(
 /// Holds wasmtime-wasi's own sockets (wasi:sockets, which Rust's `std::net`
 /// uses in a plugin) to `policy`, so a plugin cannot step around sockshim's
 /// policy through them. Turns on TCP and UDP (wasmtime-wasi leaves them off),
-/// and name lookup only when a rule names a host.
+/// and name lookup only when the policy lets the host look up every name
+/// ([`Policy::resolves_every_name`]): wasmtime-wasi 48 cannot check a
+/// lookup name by name, and an open lookup is a channel out of the sandbox.
 pub fn apply_policy_to_wasi(builder: &mut wasmtime_wasi::WasiCtxBuilder, policy: &Policy) {
     let policy = Arc::new(policy.clone());
     builder
         .allow_tcp(true)
         .allow_udp(true)
-        .allow_ip_name_lookup(policy.has_name_rules())
+        .allow_ip_name_lookup(policy.resolves_every_name())
         .socket_addr_check(move |addr, use_| {
             let allowed = policy.allows_wasi(addr, use_);
             Box::pin(async move { allowed })

@@ -5,9 +5,11 @@ use clap::{Parser, Subcommand};
 use sockshim_host::compiled::CompileCache;
 use sockshim_host::runner::PluginHost;
 use sockshim_host::sandboxes::Sandboxes;
-use sockshim_host::{Policy, Rule, SockshimCtx};
+use sockshim_host::{PluginLimits, Policy, Rule, SockshimCtx, StopWaits};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::error::Context as _;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -52,6 +54,12 @@ struct RunArgs {
     /// --allow-connect. Repeatable.
     #[arg(long = "allow-bind", value_name = "SPEC")]
     allow_bind: Vec<Rule>,
+    /// Let the host look up NAME (`example.com`, `*.example.com`) for the
+    /// plugin although no rule above names it; the addresses found must
+    /// match an address rule. Without it, or a rule naming the host, a name
+    /// is refused without a DNS lookup. Repeatable.
+    #[arg(long = "allow-resolve", value_name = "NAME", value_parser = parse_resolve)]
+    allow_resolve: Vec<Rule>,
     /// Preopen HOST_DIR for the plugin, as GUEST_DIR (default: the same
     /// path). Repeatable.
     #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]")]
@@ -62,6 +70,29 @@ struct RunArgs {
     /// Most sockets the plugin may have open at once.
     #[arg(long = "max-sockets", value_name = "N", default_value_t = sockshim_host::DEFAULT_MAX_SOCKETS)]
     max_sockets: usize,
+    /// Most bytes one of the plugin's linear memories may grow to: a number
+    /// with an optional K, M or G (binary) suffix. Past it, its allocations
+    /// fail (a Rust plugin then traps).
+    #[arg(long = "max-memory", value_name = "SIZE", value_parser = parse_size,
+          default_value_t = PluginLimits::DEFAULT_MAX_MEMORY)]
+    max_memory: usize,
+    /// Most elements one of the plugin's tables may grow to.
+    #[arg(long = "max-table-elements", value_name = "N",
+          default_value_t = PluginLimits::DEFAULT_MAX_TABLE_ELEMENTS)]
+    max_table_elements: usize,
+    /// Most core instances the plugin may create.
+    #[arg(long = "max-instances", value_name = "N",
+          default_value_t = PluginLimits::DEFAULT_MAX_INSTANCES)]
+    max_instances: usize,
+    /// Most resources (sockets, streams, descriptors, pollables) the plugin
+    /// may hold at once; a host call past it traps the plugin.
+    #[arg(long = "max-resources", value_name = "N",
+          default_value_t = PluginLimits::DEFAULT_MAX_RESOURCES)]
+    max_resources: usize,
+    /// Stop the plugin after SECONDS of wall time (a decimal number); the
+    /// command then exits with code 124.
+    #[arg(long = "timeout", value_name = "SECONDS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
     /// When the plugin ends, print on stderr how its `sendfile` calls moved
     /// their bytes: by sendfile(2), or by the read-and-send fallback.
     #[arg(long = "stats")]
@@ -84,6 +115,66 @@ struct RunArgs {
         num_args = 1..
     )]
     plugin_and_args: Vec<String>,
+}
+
+fn parse_resolve(s: &str) -> Result<Rule, String> {
+    match format!("{s}:*").parse::<Rule>() {
+        Ok(rule) if !matches!(rule.host, sockshim_host::policy::HostPattern::Cidr { .. }) => {
+            Ok(rule)
+        }
+        Ok(_) => Err(format!("`{s}` is an address, not a name to resolve")),
+        Err(_) => Err(format!("`{s}` is not a host name or `*.`-pattern")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{s}` is not a size (a number with an optional K, M or G)"))
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
+}
+
+/// The exit code after `--timeout`, as timeout(1)'s.
+const TIMED_OUT: i32 = 124;
+
+/// Ends the plugin once `limit` has passed: its waits end at once
+/// (`stop`), and its next epoch check traps it. A plugin reached by
+/// neither (in a long wasi sleep, say) ends with the process, two seconds
+/// later. Returns what says whether it fired.
+fn watchdog(limit: Duration, stop: Option<StopWaits>) -> Arc<AtomicBool> {
+    let fired = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&fired);
+    let spawned = std::thread::Builder::new()
+        .name("sockshim-timeout".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            flag.store(true, Ordering::SeqCst);
+            if let Some(stop) = stop {
+                stop.stop();
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            eprintln!("sockshim: the plugin ran past --timeout ({limit:?}); ended");
+            std::process::exit(TIMED_OUT);
+        });
+    if let Err(e) = spawned {
+        eprintln!("sockshim: cannot start the --timeout watchdog: {e}");
+    }
+    fired
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -163,6 +254,10 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         .into_iter()
         .fold(Policy::deny_all(), Policy::allow_connect);
     let policy = args.allow_bind.into_iter().fold(policy, Policy::allow_bind);
+    let policy = args
+        .allow_resolve
+        .into_iter()
+        .fold(policy, Policy::allow_resolve);
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio();
@@ -204,7 +299,25 @@ fn run(args: RunArgs) -> wasmtime::Result<i32> {
         .waiting_on_thread()
         .context("cannot set up the plugin's socket waits")?;
     let stats = ctx.transfer_stats();
-    let code = runtime.block_on(host.run(&component, wasi, ctx));
+    let limits = PluginLimits {
+        max_memory: args.max_memory,
+        max_table_elements: args.max_table_elements,
+        max_instances: args.max_instances,
+        max_resources: args.max_resources,
+        ..PluginLimits::default()
+    };
+    let timed_out = args.timeout.map(|limit| watchdog(limit, ctx.stop_waits()));
+    let code = runtime.block_on(host.run_limited(&component, wasi, ctx, limits));
+    let code = match timed_out {
+        Some(fired) if fired.load(Ordering::SeqCst) => {
+            eprintln!("sockshim: the plugin ran past --timeout; ended");
+            Ok(TIMED_OUT)
+        }
+        _ => code,
+    };
+    // Not a wait for the blocking pool: a read of sendfile's fallback or a
+    // name lookup still in progress there must not hold up the exit.
+    runtime.shutdown_background();
     if args.stats {
         eprintln!(
             "sockshim: sendfile carried {} bytes by sendfile(2) and {} bytes by the read+send fallback",

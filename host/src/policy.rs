@@ -109,10 +109,6 @@ impl Rule {
     fn is_name_rule(&self) -> bool {
         matches!(self.host, HostPattern::Name(_) | HostPattern::Any)
     }
-
-    fn is_address_rule(&self) -> bool {
-        matches!(self.host, HostPattern::Cidr { .. } | HostPattern::Any)
-    }
 }
 
 fn normalize_name(name: &str) -> String {
@@ -120,6 +116,11 @@ fn normalize_name(name: &str) -> String {
 }
 
 fn in_block(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    // A block built in code may carry any prefix: one longer than the
+    // family's address matches nothing (rather than underflowing the shift).
+    let Some((network, prefix)) = canonical_block(network, prefix) else {
+        return false;
+    };
     match (ip, network) {
         (IpAddr::V4(ip), IpAddr::V4(net)) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
@@ -130,6 +131,78 @@ fn in_block(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
             u128::from(ip) & mask == u128::from(net) & mask
         }
         _ => false,
+    }
+}
+
+/// A CIDR block as it is matched: `None` when the prefix is longer than the
+/// family's address; an IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as
+/// the IPv4 block it names (`10.0.0.0/8`), since addresses are judged in
+/// their canonical form (`Rule::matches_ip`) and would never match it.
+fn canonical_block(network: IpAddr, prefix: u8) -> Option<(IpAddr, u8)> {
+    let max = if network.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return None;
+    }
+    match network.to_canonical() {
+        v4 @ IpAddr::V4(_) if network.is_ipv6() && prefix >= 96 => Some((v4, prefix - 96)),
+        _ => Some((network, prefix)),
+    }
+}
+
+/// May a connection go to `addr` at all, whatever the rules say? Not to port
+/// 0, not to an unspecified address (`0.0.0.0`, `::`, the whole of
+/// `0.0.0.0/8`) and not to a deprecated IPv4-compatible IPv6 address
+/// (`::a.b.c.d`): Linux sends a connect to the unspecified address to
+/// loopback (`ip4_datagram_connect`, `tcp_v6_connect`: "connect() to
+/// INADDR_ANY means loopback (BSD'ism)"), so a rule like `0.0.0.0/0:*`
+/// or a careless `[::/0]` would reach the host's own services.
+pub fn is_connect_destination(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => v4.octets()[0] != 0,
+        IpAddr::V6(v6) => {
+            let ipv4_compatible = v6.segments()[..6].iter().all(|s| *s == 0);
+            // `::1` is loopback proper, not IPv4-compatible.
+            !(v6.is_unspecified() || (ipv4_compatible && !v6.is_loopback()))
+        }
+    }
+}
+
+/// Is `ip` in a range a host name should not lead to unless an address rule
+/// names it: the host itself (loopback, unspecified), link-local (which
+/// holds cloud metadata services, `169.254.169.254`), private and shared
+/// address space, multicast and reserved blocks. A name rule trusts the
+/// name's DNS; these ranges keep that DNS (or a rebinding attack on it)
+/// from steering a plugin into the host's own networks.
+pub fn is_special(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_unspecified()
+                || a == 0
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || (a == 100 && (b & 0xc0) == 64) // shared address space 100.64/10
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
+                || (a == 198 && (b & 0xfe) == 18) // benchmarking 198.18/15
+                || v4.is_multicast()
+                || a >= 240 // reserved and broadcast
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || s[..6].iter().all(|s| *s == 0) // IPv4-compatible
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+                || (s[0] & 0xff00) == 0xff00 // multicast
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64, embeds IPv4
+                || (s[0] == 0x2002) // 6to4, embeds IPv4
+        }
     }
 }
 
@@ -214,14 +287,13 @@ fn parse_host(host: &str) -> Result<HostPattern, String> {
             .ok()
             .filter(|p| *p <= max)
             .ok_or_else(|| format!("prefix length `{prefix}` is not between 0 and {max}"))?;
+        let (network, prefix) = canonical_block(network, prefix).unwrap_or((network, prefix));
         return Ok(HostPattern::Cidr { network, prefix });
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
         let prefix = if ip.is_ipv4() { 32 } else { 128 };
-        return Ok(HostPattern::Cidr {
-            network: ip,
-            prefix,
-        });
+        let (network, prefix) = canonical_block(ip, prefix).unwrap_or((ip, prefix));
+        return Ok(HostPattern::Cidr { network, prefix });
     }
     // A fully qualified name may end in a dot.
     let name = host
@@ -283,6 +355,9 @@ fn parse_ports(ports: &str) -> Result<PortRange, String> {
 pub struct Policy {
     connect: Vec<Rule>,
     bind: Vec<Rule>,
+    /// Names the host may look up although no connect or bind rule names
+    /// them (their addresses must then match address rules); ports ignored.
+    resolve: Vec<Rule>,
 }
 
 impl Policy {
@@ -303,6 +378,19 @@ impl Policy {
         self
     }
 
+    /// Lets the host look up the names `rule` covers (its port range is
+    /// ignored) on the plugin's behalf, although no connect or bind rule
+    /// names them: for a policy of address rules whose plugins connect by
+    /// name (`--allow-resolve localhost` with `--allow-connect
+    /// 127.0.0.1:8080`). The addresses found must still match an address
+    /// rule. Without such a rule, or a connect or bind rule naming the host,
+    /// a name is refused without a DNS lookup: the host's resolver is not a
+    /// channel out of the sandbox (`<secret>.attacker.example`).
+    pub fn allow_resolve(mut self, rule: Rule) -> Policy {
+        self.resolve.push(rule);
+        self
+    }
+
     /// The rules of one operation.
     pub fn rules(&self, op: Operation) -> &[Rule] {
         match op {
@@ -311,29 +399,35 @@ impl Policy {
         }
     }
 
-    /// May the plugin `op` this address?
+    /// May the plugin `op` this address? Never a connection to port 0 or to
+    /// an unspecified or IPv4-compatible address ([`is_connect_destination`]).
     pub fn allows(&self, op: Operation, addr: SocketAddr) -> bool {
+        if op == Operation::Connect && !is_connect_destination(addr) {
+            return false;
+        }
         self.rules(op).iter().any(|r| r.matches_addr(addr))
     }
 
     /// Does a rule of `op` name this host (on this port)? Then every address
-    /// the name resolves to is allowed.
+    /// the name resolves to is allowed, except those in special ranges
+    /// ([`is_special`]), which need an address rule.
     pub fn allows_name(&self, op: Operation, name: &str, port: u16) -> bool {
         self.rules(op)
             .iter()
             .any(|r| r.matches_name(name, Some(port)))
     }
 
-    /// Is it worth resolving `name` for `op` on `port`: does a rule name it,
-    /// or could one of its addresses match an address rule? When neither,
-    /// the name is denied without a lookup, so a plugin cannot use the
-    /// host's resolver as a side channel.
+    /// Does an `allow_resolve` rule cover `name`?
+    fn resolve_rule_covers(&self, name: &str) -> bool {
+        self.resolve.iter().any(|r| r.matches_name(name, None))
+    }
+
+    /// May the host look `name` up for `op` on `port`: does a rule of `op`
+    /// name it, or an [`allow_resolve`](Policy::allow_resolve) rule? When
+    /// neither, the name is denied without a lookup, so a plugin cannot use
+    /// the host's resolver as a side channel.
     pub fn may_resolve(&self, op: Operation, name: &str, port: u16) -> bool {
-        self.allows_name(op, name, port)
-            || self
-                .rules(op)
-                .iter()
-                .any(|r| r.is_address_rule() && r.ports.contains(port))
+        self.allows_name(op, name, port) || self.resolve_rule_covers(name)
     }
 
     /// The addresses, out of those `name` resolved to, that the plugin may
@@ -345,13 +439,17 @@ impl Policy {
         port: u16,
         resolved: &[IpAddr],
     ) -> Vec<IpAddr> {
-        if self.allows_name(op, name, port) {
-            return resolved.to_vec();
-        }
+        let by_name = self.allows_name(op, name, port);
         resolved
             .iter()
             .copied()
-            .filter(|ip| self.allows(op, SocketAddr::new(*ip, port)))
+            .filter(|ip| {
+                let addr = SocketAddr::new(*ip, port);
+                if op == Operation::Connect && !is_connect_destination(addr) {
+                    return false;
+                }
+                (by_name && !is_special(*ip)) || self.allows(op, addr)
+            })
             .collect()
     }
 
@@ -359,13 +457,11 @@ impl Policy {
     /// connect to or bind on some port: what `resolve-addresses` returns.
     pub fn permitted_any_port(&self, name: &str, resolved: &[IpAddr]) -> Vec<IpAddr> {
         let rules = || self.connect.iter().chain(&self.bind);
-        if rules().any(|r| r.matches_name(name, None)) {
-            return resolved.to_vec();
-        }
+        let by_name = rules().any(|r| r.matches_name(name, None));
         resolved
             .iter()
             .copied()
-            .filter(|ip| rules().any(|r| r.matches_ip(*ip)))
+            .filter(|ip| (by_name && !is_special(*ip)) || rules().any(|r| r.matches_ip(*ip)))
             .collect()
     }
 
@@ -374,7 +470,8 @@ impl Policy {
         self.connect
             .iter()
             .chain(&self.bind)
-            .any(|r| r.matches_name(name, None) || r.is_address_rule())
+            .any(|r| r.matches_name(name, None))
+            || self.resolve_rule_covers(name)
     }
 
     /// Does any rule name a host (so plugins need name lookups)?
@@ -382,7 +479,19 @@ impl Policy {
         self.connect
             .iter()
             .chain(&self.bind)
+            .chain(&self.resolve)
             .any(Rule::is_name_rule)
+    }
+
+    /// May the host look up every name for the plugin (a `*` rule of some
+    /// operation)? wasi:sockets' name lookup cannot be checked name by name
+    /// (wasmtime-wasi 48 has no hook for it), so it is open only then.
+    pub fn resolves_every_name(&self) -> bool {
+        self.connect
+            .iter()
+            .chain(&self.bind)
+            .chain(&self.resolve)
+            .any(|r| r.host == HostPattern::Any)
     }
 
     /// The check wasmtime-wasi runs for wasi:sockets, so that a plugin using
@@ -669,8 +778,12 @@ mod tests {
         assert!(p.allows_name(Operation::Connect, "api.example.com", 443));
         assert!(!p.allows_name(Operation::Connect, "example.com", 443));
         assert!(!p.allows_name(Operation::Connect, "evilexample.com", 443));
-        // A name rule allows every address the name resolves to.
-        let resolved = ["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        // A name rule allows every address the name resolves to, outside
+        // the special ranges.
+        let resolved = [
+            "203.0.113.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ];
         assert_eq!(
             p.permitted(Operation::Connect, "localhost", 80, &resolved),
             resolved
@@ -681,7 +794,9 @@ mod tests {
 
     #[test]
     fn names_are_filtered_through_address_rules() {
-        let p = Policy::deny_all().allow_connect(rule("127.0.0.0/8:*"));
+        let p = Policy::deny_all()
+            .allow_connect(rule("127.0.0.0/8:*"))
+            .allow_resolve(rule("localhost:*"));
         assert!(p.may_resolve(Operation::Connect, "localhost", 80));
         let resolved = ["::1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
         assert_eq!(
@@ -795,5 +910,162 @@ mod tests {
         let wide = both.allow_bind(rule("0.0.0.0:*"));
         assert!(wide.allows_wasi(addr("10.0.0.1:4000"), Use::UdpReceive));
         assert!(!wide.allows_wasi(addr("[2001:db8::1]:4000"), Use::UdpReceive));
+    }
+
+    /// Defect 4 of issue 26: an address rule alone let a plugin look up any
+    /// name, so `<secret>.attacker.example` reached the attacker's name
+    /// server. Now only a name rule or an allow-resolve rule opens a lookup.
+    #[test]
+    fn an_address_rule_alone_opens_no_lookup() {
+        let p = Policy::deny_all().allow_connect(rule("10.0.0.0/8:*"));
+        assert!(!p.may_resolve(Operation::Connect, "secret.attacker.example", 443));
+        assert!(!p.may_resolve_any_port("secret.attacker.example"));
+        assert!(!p.resolves_every_name());
+        let p = p.allow_resolve(rule("*.corp.example:*"));
+        assert!(p.may_resolve(Operation::Connect, "db.corp.example", 443));
+        assert!(p.may_resolve_any_port("db.corp.example"));
+        assert!(!p.may_resolve(Operation::Connect, "corp.example.attacker.example", 443));
+        // What it resolves to must still match an address rule.
+        let resolved = ["10.1.2.3".parse().unwrap(), "203.0.113.1".parse().unwrap()];
+        assert_eq!(
+            p.permitted(Operation::Connect, "db.corp.example", 443, &resolved),
+            ["10.1.2.3".parse::<IpAddr>().unwrap()]
+        );
+        // wasi:sockets' lookup, which cannot be checked by name, opens only
+        // to a rule that allows every name.
+        assert!(!p.resolves_every_name());
+        assert!(
+            Policy::deny_all()
+                .allow_connect(rule("*:443"))
+                .resolves_every_name()
+        );
+    }
+
+    /// Defect 6 of issue 26: Linux sends a connect to `0.0.0.0` or `::` to
+    /// loopback, and to an IPv4-compatible `::a.b.c.d` as IPv4; port 0 is
+    /// no destination. A broad rule must not let them through.
+    #[test]
+    fn unspecified_compatible_and_port_zero_destinations_are_refused() {
+        let p = Policy::deny_all()
+            .allow_connect(rule("0.0.0.0/0:*"))
+            .allow_connect(rule("[::/0]:*"));
+        for bad in [
+            "0.0.0.0:80",
+            "0.1.2.3:80",
+            "[::]:80",
+            "[::ffff:0.0.0.0]:80",
+            "[::127.0.0.1]:80",
+            "[::10.0.0.1]:80",
+            "203.0.113.9:0",
+        ] {
+            assert!(!p.allows(Operation::Connect, addr(bad)), "{bad}");
+        }
+        assert!(p.allows(Operation::Connect, addr("203.0.113.9:80")));
+        assert!(p.allows(Operation::Connect, addr("[::1]:80")));
+        // Binding the wildcard address, port 0 included, is a bind's business.
+        let b = Policy::deny_all().allow_bind(rule("0.0.0.0:*"));
+        assert!(b.allows(Operation::Bind, addr("0.0.0.0:0")));
+        // Resolved addresses get the same treatment.
+        let n = Policy::deny_all()
+            .allow_connect(rule("example.com:*"))
+            .allow_connect(rule("0.0.0.0/0:*"));
+        let resolved = ["0.0.0.0".parse().unwrap()];
+        assert!(
+            n.permitted(Operation::Connect, "example.com", 80, &resolved)
+                .is_empty()
+        );
+    }
+
+    /// Defect 6: a rule written IPv4-mapped never matched, since addresses
+    /// are judged in their canonical (IPv4) form.
+    #[test]
+    fn ipv4_mapped_rules_are_canonical() {
+        let p = Policy::deny_all()
+            .allow_connect(rule("[::ffff:203.0.113.9]:80"))
+            .allow_connect(rule("[::ffff:10.0.0.0/104]:*"));
+        assert!(p.allows(Operation::Connect, addr("203.0.113.9:80")));
+        assert!(p.allows(Operation::Connect, addr("[::ffff:203.0.113.9]:80")));
+        assert!(p.allows(Operation::Connect, addr("10.200.0.1:443")));
+        assert!(!p.allows(Operation::Connect, addr("11.0.0.1:443")));
+        assert_eq!(
+            rule("[::ffff:10.0.0.0/104]:*").host,
+            HostPattern::Cidr {
+                network: "10.0.0.0".parse().unwrap(),
+                prefix: 8
+            }
+        );
+        // Built in code, not parsed: matched the same way.
+        let by_hand = Rule {
+            host: HostPattern::Cidr {
+                network: "::ffff:203.0.113.0".parse().unwrap(),
+                prefix: 120,
+            },
+            ports: PortRange::ANY,
+        };
+        assert!(by_hand.matches_addr(addr("203.0.113.200:1")));
+    }
+
+    /// Defect 6: a `Cidr` built in code with a prefix over 32 (or 128)
+    /// underflowed `32 - prefix`: a panic in debug builds, a rule that
+    /// matched everything in release builds. It matches nothing.
+    #[test]
+    fn an_overlong_prefix_matches_nothing() {
+        for (network, prefix) in [
+            ("10.0.0.0", 33u8),
+            ("10.0.0.0", 255),
+            ("::", 129),
+            ("::", 255),
+        ] {
+            let r = Rule {
+                host: HostPattern::Cidr {
+                    network: network.parse().unwrap(),
+                    prefix,
+                },
+                ports: PortRange::ANY,
+            };
+            assert!(!r.matches_addr(addr("10.0.0.1:80")), "{network}/{prefix}");
+            assert!(!r.matches_addr(addr("[::1]:80")), "{network}/{prefix}");
+        }
+    }
+
+    /// Defect 6: a name rule trusts the name's DNS, which may answer with
+    /// loopback, link-local (the metadata service at 169.254.169.254) or
+    /// private addresses; those need an address rule of their own.
+    #[test]
+    fn a_name_rule_does_not_reach_special_ranges() {
+        let p = Policy::deny_all().allow_connect(rule("api.example.com:443"));
+        let special: Vec<IpAddr> = [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert!(
+            p.permitted(Operation::Connect, "api.example.com", 443, &special)
+                .is_empty()
+        );
+        assert!(p.permitted_any_port("api.example.com", &special).is_empty());
+        let public: IpAddr = "203.0.113.5".parse().unwrap();
+        assert_eq!(
+            p.permitted(Operation::Connect, "api.example.com", 443, &[public]),
+            [public]
+        );
+        // An address rule lets a special range back in.
+        let p = p.allow_connect(rule("10.0.0.0/8:443"));
+        assert_eq!(
+            p.permitted(Operation::Connect, "api.example.com", 443, &special),
+            ["10.1.2.3".parse::<IpAddr>().unwrap()]
+        );
     }
 }

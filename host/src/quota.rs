@@ -35,12 +35,20 @@ impl Quota {
     }
 
     /// Takes one slot, or `limit-reached` when every slot is taken.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn reserve(self: &Arc<Self>) -> Result<Slot, ErrorCode> {
+        self.reserve_beside(0)
+    }
+
+    /// [`Quota::reserve`], with `others` descriptors of the plugin's that
+    /// this quota does not hold (wasmtime-wasi's sockets) taking slots too.
+    pub(crate) fn reserve_beside(self: &Arc<Self>, others: usize) -> Result<Slot, ErrorCode> {
         let max = self.max();
+        let limit = max.saturating_sub(others);
         let taken = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
+                (open < limit).then_some(open + 1)
             });
         match taken {
             Ok(_) => Ok(Slot(Arc::clone(self))),

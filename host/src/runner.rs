@@ -6,8 +6,8 @@
 
 use crate::compiled::{self, CompileCache};
 use crate::{
-    SockshimCtx, SockshimCtxView, SockshimView, StopWaits, add_to_linker,
-    add_to_linker_waiting_on_thread, apply_policy_to_wasi,
+    PluginLimits, SockshimCtx, SockshimCtxView, SockshimView, StopWaits, add_to_linker,
+    add_to_linker_waiting_on_thread, apply_policy_to_wasi, count_wasi_sockets,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -22,17 +22,33 @@ pub struct PluginState {
     wasi: WasiCtx,
     sockshim: SockshimCtx,
     table: ResourceTable,
+    limits: wasmtime::StoreLimits,
 }
 
 impl PluginState {
     /// The store data of a plugin with `wasi` and `sockshim`, for a store
     /// that is not [`PluginHost`]'s: linked by hand, say.
     pub fn new(wasi: WasiCtx, sockshim: SockshimCtx) -> PluginState {
+        PluginState::with_limits(wasi, sockshim, PluginLimits::default())
+    }
+
+    /// [`PluginState::new`] held to `limits`; install them in the store
+    /// with [`PluginState::limit`].
+    pub fn with_limits(wasi: WasiCtx, sockshim: SockshimCtx, limits: PluginLimits) -> PluginState {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_resources);
         PluginState {
             wasi,
             sockshim,
-            table: ResourceTable::new(),
+            table,
+            limits: limits.store_limits(),
         }
+    }
+
+    /// Holds `store` to the limits its state was made with: its memories,
+    /// tables and instances (the resource table holds itself to its cap).
+    pub fn limit(store: &mut Store<PluginState>) {
+        store.limiter(|state| &mut state.limits);
     }
 }
 
@@ -83,6 +99,7 @@ impl PluginHost {
         spawn_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        count_wasi_sockets(&mut linker)?;
         let mut thread_linker = linker.clone();
         add_to_linker(&mut linker)?;
         add_to_linker_waiting_on_thread(&mut thread_linker)?;
@@ -134,8 +151,23 @@ impl PluginHost {
     pub async fn run(
         &self,
         component: &Component,
+        wasi: WasiCtxBuilder,
+        sockshim: SockshimCtx,
+    ) -> wasmtime::Result<i32> {
+        self.run_limited(component, wasi, sockshim, PluginLimits::default())
+            .await
+    }
+
+    /// [`PluginHost::run`] with `limits` on what the plugin's store may
+    /// hold instead of the defaults ([`PluginLimits`]): a plugin that
+    /// reaches one ends with an error (a trap, or a failed instantiation),
+    /// and the host goes on.
+    pub async fn run_limited(
+        &self,
+        component: &Component,
         mut wasi: WasiCtxBuilder,
         sockshim: SockshimCtx,
+        limits: PluginLimits,
     ) -> wasmtime::Result<i32> {
         apply_policy_to_wasi(&mut wasi, sockshim.policy());
         let linker = if sockshim.waits_on_thread() {
@@ -143,8 +175,9 @@ impl PluginHost {
         } else {
             &self.linker
         };
-        let state = PluginState::new(wasi.build(), sockshim);
+        let state = PluginState::with_limits(wasi.build(), sockshim, limits);
         let mut store = Store::new(&self.engine, state);
+        PluginState::limit(&mut store);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(yield_or_stop(store.data().sockshim.stop_waits()));
         let command = Command::instantiate_async(&mut store, component, linker)

@@ -31,6 +31,14 @@ const SENDFILE_CHUNK: u64 = 1 << 30;
 /// The buffer of the read-and-send fallback of `sendfile`.
 const FALLBACK_CHUNK: usize = 256 << 10;
 
+/// The longest an explicit close waits for unacknowledged bytes when the
+/// plugin set `SO_LINGER` (whatever it set: up to `u32::MAX` seconds, which
+/// the kernel reads as forever).
+pub const MAX_LINGER: Duration = Duration::from_secs(10);
+
+/// How often a lingering close looks at the send queue.
+const LINGER_POLL: Duration = Duration::from_millis(10);
+
 /// After this many bytes moved without waiting, a transfer yields to the
 /// executor, so one fast `sendfile` does not hold a runtime thread for
 /// seconds while other plugins wait.
@@ -228,7 +236,11 @@ pub struct TcpSocket {
     shared: Arc<Shared>,
     family: AddressFamily,
     /// `SO_LINGER` with a non-zero time makes close(2) block, even on a
-    /// non-blocking socket; such a socket is closed on tokio's blocking pool.
+    /// non-blocking socket: such a socket's lingering is turned off before
+    /// the descriptor closes ([`Drop`]), and an explicit [`close`] lingers
+    /// on its own, without close(2).
+    ///
+    /// [`close`]: TcpSocket::close
     lingers: bool,
     /// The socket's place in its plugin's limit, held until it is closed.
     slot: Option<Slot>,
@@ -386,10 +398,10 @@ impl TcpSocket {
             .as_socket()
             .ok_or_else(|| ErrorCode::invalid("accepted a connection without an IP address"))?;
         let wait_on = self.io().wait_on().clone();
-        Ok((
-            TcpSocket::from_socket(sock, self.family, timeout, wait_on),
-            peer,
-        ))
+        let mut accepted = TcpSocket::from_socket(sock, self.family, timeout, wait_on);
+        // An accepted socket inherits the listener's `SO_LINGER`.
+        accepted.lingers = self.lingers;
+        Ok((accepted, peer))
     }
 
     /// recv(2) of at most `max_len` bytes into a new host buffer. Zero
@@ -520,7 +532,14 @@ impl TcpSocket {
             None
         } else {
             let dup = req.file.try_clone().map_err(|e| fail(e.into(), 0))?;
-            Some(sys::register_readable(dup).map_err(|e| fail(e.into(), 0))?)
+            match sys::register_readable(dup) {
+                Ok(pipe) => Some(pipe),
+                // A device without poll support (`/dev/zero`,
+                // `/dev/urandom`): poll(2) counts it always readable, so
+                // it is read as it comes.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => None,
+                Err(e) => return Err(fail(e.into(), 0)),
+            }
         };
         let mut buf = Vec::with_capacity(FALLBACK_CHUNK);
         let mut sent: u64 = 0;
@@ -683,23 +702,60 @@ impl TcpSocket {
         Ok(sent as u64)
     }
 
-    /// Closes the socket without blocking the calling thread, even when
-    /// `SO_LINGER` makes close(2) wait for unsent data. The socket counts
-    /// against its plugin's limit until close(2) has returned.
-    pub fn close(self) {
+    /// Closes the socket, as close(2) does, without blocking a thread: with
+    /// `SO_LINGER` on (a positive time), waits first, on the reactor or the
+    /// plugin's thread, until the peer has acknowledged every byte sent or
+    /// the linger time passes, at most [`MAX_LINGER`]; then closes without
+    /// lingering. The socket counts against its plugin's limit, and holds
+    /// its descriptor, until then. A plugin stopped by [`StopWaits`]
+    /// stops lingering.
+    ///
+    /// [`StopWaits`]: crate::StopWaits
+    pub async fn close(self) {
         if !self.lingers {
-            return; // dropping `fd` deregisters and closes it
+            return; // dropping the socket closes it
         }
-        let TcpSocket { shared, slot, .. } = self;
-        tokio::task::spawn_blocking(move || drop((shared, slot)));
+        let linger = match self.io().socket().linger() {
+            Ok(Some(linger)) if !linger.is_zero() => linger,
+            _ => return,
+        };
+        let until = tokio::time::Instant::now() + linger.min(MAX_LINGER);
+        let stopped = || match self.io().wait_on() {
+            WaitOn::Thread(stop) => stop.is_stopped(),
+            WaitOn::Reactor => false,
+        };
+        while sys::unacknowledged_bytes(self.io().socket()).is_ok_and(|n| n > 0)
+            && tokio::time::Instant::now() < until
+            && !stopped()
+        {
+            tokio::time::sleep(LINGER_POLL).await;
+        }
     }
 }
 
-/// Can the file be read at an offset (unlike a pipe or a socket)?
+impl Drop for TcpSocket {
+    /// Closes without lingering: a socket dropped without [`close`] (its
+    /// plugin exited, trapped or was dropped with it open) must not run a
+    /// lingering close(2), which blocks the thread (a runtime's) for up to
+    /// the linger time. The descriptor closes when the last transfer
+    /// holding it ends.
+    ///
+    /// [`close`]: TcpSocket::close
+    fn drop(&mut self) {
+        if self.lingers {
+            let _ = self.io().socket().set_linger(None);
+        }
+    }
+}
+
+/// Can the file be read at an offset: a regular file or a block device,
+/// unlike a pipe, a socket, or a character device (a terminal has bytes
+/// when someone types them, and pread(2) on it fails with `ESPIPE`), which
+/// `sendfile` reads as a stream, waiting until it is readable.
 fn is_seekable(file: &File) -> bool {
     file.metadata().is_ok_and(|m| {
         let kind = m.file_type();
-        !(kind.is_fifo() || kind.is_socket())
+        kind.is_file() || kind.is_block_device()
     })
 }
 
@@ -798,5 +854,92 @@ mod tests {
                 "{how:?}: the end of the stream, yet not an empty copy"
             );
         }
+    }
+
+    /// Sends until the socket takes no more: the peer does not read, so
+    /// what went stays unacknowledged beyond its receive window.
+    fn fill(sock: &TcpSocket) {
+        let chunk = vec![7u8; 64 << 10];
+        loop {
+            match sys::send(sock.io().socket(), &chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(sys::unacknowledged_bytes(sock.io().socket()).unwrap() > 0);
+    }
+
+    /// Issue 26, defect 1: a socket with `SO_LINGER` dropped without an
+    /// explicit close (its plugin exited or trapped) ran a lingering
+    /// close(2) inline, blocking the runtime's thread for the linger time
+    /// (`u32::MAX` seconds is forever); so did a socket accepted from a
+    /// lingering listener, which inherits the option. Both close at once.
+    #[tokio::test]
+    async fn a_lingering_socket_dropped_without_close_closes_at_once() {
+        let (mut sock, _peer) = pair();
+        sock.set_option(SocketOption::Linger(Some(20))).unwrap();
+        fill(&sock);
+        let started = std::time::Instant::now();
+        drop(sock);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "the drop took {took:?}");
+
+        let mut listener =
+            TcpSocket::new(AddressFamily::Ipv4, Timeout::Blocking, WaitOn::Reactor).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        listener.listen(8).unwrap();
+        listener.set_option(SocketOption::Linger(Some(20))).unwrap();
+        let _peer = std::net::TcpStream::connect(listener.local_address().unwrap()).unwrap();
+        let (accepted, _) = listener.accept(Timeout::Blocking).await.unwrap();
+        fill(&accepted);
+        let started = std::time::Instant::now();
+        drop(accepted);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "the drop took {took:?}");
+    }
+
+    /// Issue 26, defect 1: an explicit close with `SO_LINGER` parked a
+    /// thread of tokio's blocking pool in close(2) for the linger time
+    /// (forever for `u32::MAX`), which also held up the runtime's shutdown.
+    /// Now it lingers without close(2), at most `MAX_LINGER`, and the socket
+    /// counts against the plugin's limit until it has closed.
+    #[tokio::test]
+    async fn an_explicit_lingering_close_is_bounded_and_counted() {
+        let quota = crate::quota::Quota::new(4);
+        let (sock, _peer) = pair();
+        let mut sock = sock.hold(quota.reserve().unwrap());
+        sock.set_option(SocketOption::Linger(Some(u32::MAX)))
+            .unwrap();
+        fill(&sock);
+        let started = std::time::Instant::now();
+        let closing = tokio::spawn(sock.close());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(quota.open(), 1, "released before it closed");
+        tokio::time::timeout(MAX_LINGER + Duration::from_secs(20), closing)
+            .await
+            .expect("the lingering close was not bounded")
+            .unwrap();
+        assert_eq!(quota.open(), 0);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    /// A lingering close ends as soon as the peer has every byte.
+    #[tokio::test]
+    async fn a_lingering_close_ends_when_the_peer_has_read_everything() {
+        let (mut sock, peer) = pair();
+        sock.set_option(SocketOption::Linger(Some(u32::MAX)))
+            .unwrap();
+        fill(&sock);
+        let reader = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut sink = Vec::new();
+            let _ = peer.read_to_end(&mut sink);
+            sink.len()
+        });
+        let started = std::time::Instant::now();
+        sock.close().await;
+        assert!(started.elapsed() < MAX_LINGER, "{:?}", started.elapsed());
+        assert!(reader.join().unwrap() > 0);
     }
 }

@@ -73,6 +73,87 @@ pub fn send(sock: &Socket, data: &[u8]) -> io::Result<usize> {
     sock.send_with_flags(data, libc::MSG_NOSIGNAL)
 }
 
+/// `ioctl(SIOCOUTQ)` (tcp(7)): the bytes in the socket's send queue that
+/// the peer has not yet acknowledged.
+pub fn unacknowledged_bytes(sock: &Socket) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (the same request number as TIOCOUTQ) writes one int
+    // through the pointer, which points at a live, exclusively borrowed int;
+    // the descriptor is open for the call (borrowed).
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
+/// Why getaddrinfo(3) found no address.
+#[derive(Debug)]
+pub enum LookupFailure {
+    /// `EAI_AGAIN`: the name server did not answer now; later may work.
+    Again,
+    /// `EAI_NONAME`, `EAI_NODATA`, `EAI_FAIL` and the rest: the name has
+    /// no address (or the lookup cannot succeed).
+    NoAddress,
+    /// `EAI_SYSTEM`, `EAI_MEMORY`: the host failed.
+    System(io::Error),
+}
+
+/// getaddrinfo(3) for `host` (stream sockets, both families): its
+/// addresses, in the resolver's order, without repeats. Blocks.
+pub fn getaddrinfo(host: &std::ffi::CStr) -> Result<Vec<std::net::IpAddr>, LookupFailure> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    // SAFETY: an all-zero addrinfo is a valid value for hints (null
+    // pointers, no flags).
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: `host` is NUL-terminated, the service may be null, `hints`
+    // lives across the call and `list` receives a list we free below.
+    let r = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut list) };
+    match r {
+        0 => {}
+        libc::EAI_AGAIN => return Err(LookupFailure::Again),
+        libc::EAI_SYSTEM => return Err(LookupFailure::System(io::Error::last_os_error())),
+        libc::EAI_MEMORY => {
+            return Err(LookupFailure::System(io::ErrorKind::OutOfMemory.into()));
+        }
+        _ => return Err(LookupFailure::NoAddress),
+    }
+    let mut ips = Vec::new();
+    let mut next = list;
+    while !next.is_null() {
+        // SAFETY: a non-null node of the list getaddrinfo returned, alive
+        // until freeaddrinfo below.
+        let info = unsafe { &*next };
+        let ip = match info.ai_family {
+            libc::AF_INET if !info.ai_addr.is_null() => {
+                // SAFETY: an AF_INET node's address is a sockaddr_in.
+                let sin = unsafe { &*(info.ai_addr as *const libc::sockaddr_in) };
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))))
+            }
+            libc::AF_INET6 if !info.ai_addr.is_null() => {
+                // SAFETY: an AF_INET6 node's address is a sockaddr_in6.
+                let sin6 = unsafe { &*(info.ai_addr as *const libc::sockaddr_in6) };
+                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+            }
+            _ => None,
+        };
+        if let Some(ip) = ip
+            && !ips.contains(&ip)
+        {
+            ips.push(ip);
+        }
+        next = info.ai_next;
+    }
+    // SAFETY: the list getaddrinfo returned, freed once, not used after.
+    unsafe { libc::freeaddrinfo(list) };
+    Ok(ips)
+}
+
 /// poll(2) without waiting: `Ok` when a read of `file` would not block
 /// (bytes wait, the writer is gone, or an error is pending), `WouldBlock`
 /// otherwise.

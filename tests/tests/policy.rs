@@ -69,10 +69,16 @@ async fn binding_needs_a_bind_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_resolve_only_to_permitted_addresses() {
-    let out = run_guest("resolve", &["localhost"], policy(&["127.0.0.0/8:*"], &[]))
+    let resolvable = policy(&["127.0.0.0/8:*"], &[]).allow_resolve("localhost:*".parse().unwrap());
+    let out = run_guest("resolve", &["localhost"], resolvable)
         .await
         .success();
     assert_eq!(out.get("resolve"), "Ok([127.0.0.1])", "{out}");
+    // An address rule alone opens no lookup (issue 26, defect 4).
+    let out = run_guest("resolve", &["localhost"], policy(&["127.0.0.0/8:*"], &[]))
+        .await
+        .success();
+    assert!(out.get("resolve").contains("PermissionDenied"), "{out}");
     let out = run_guest("resolve", &["localhost"], sockshim_host::Policy::deny_all())
         .await
         .success();
@@ -101,17 +107,84 @@ async fn connect_by_name_resolves_on_the_host_under_the_policy() {
     let (_listener, addr) = native_listener();
     let port = addr.rsplit(':').next().unwrap();
     let by_name = format!("localhost:{port}");
-    for allowed in [format!("127.0.0.1:{port}"), by_name.clone()] {
-        let out = run_guest("connect", &[&by_name], policy(&[&allowed], &[]))
+    let loopback_port = format!("127.0.0.1:{port}");
+    let resolve_localhost = || "localhost:*".parse().unwrap();
+    for allowed in [
+        // An address rule, and leave to look the name up.
+        policy(&[&loopback_port], &[]).allow_resolve(resolve_localhost()),
+        // A name rule; loopback, a special range, needs an address rule too.
+        policy(&[&by_name, &loopback_port], &[]),
+    ] {
+        let out = run_guest("connect", &[&by_name], allowed.clone())
             .await
             .success();
-        assert_eq!(out.get("connect"), "ok", "allowed by {allowed}: {out}");
+        assert_eq!(out.get("connect"), "ok", "allowed by {allowed:?}: {out}");
     }
-    // Neither the name nor its addresses allowed: refused without a lookup.
+    // Neither the name nor its addresses allowed: refused without a lookup,
+    // and without naming what the name resolves to.
     let out = run_guest("connect", &[&by_name], policy(&["10.0.0.0/8:1"], &[]))
         .await
         .success();
     let denied = out.get("connect");
     assert!(denied.starts_with("PermissionDenied"), "{out}");
     assert!(denied.contains(&by_name), "{out}");
+    assert!(!denied.contains("127.0.0.1"), "{out}");
+}
+
+/// Issue 26, defects 4 and 6: an address rule alone no longer opens a
+/// lookup; a name rule no longer reaches loopback (or link-local, or
+/// private ranges) through what the name resolves to; and the denial never
+/// says what a name resolved to, which would map the host's internal names
+/// for the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_rule_does_not_reach_loopback_and_denials_name_no_address() {
+    let (listener, addr) = native_listener();
+    let port = addr.rsplit(':').next().unwrap();
+    let by_name = format!("localhost:{port}");
+    for policy in [
+        // Today: resolved, then denied with "(resolved to [127.0.0.1])".
+        policy(&["10.0.0.0/8:*"], &[]),
+        // Today: connected to loopback through the name rule alone.
+        policy(&[&by_name], &[]),
+    ] {
+        let out = run_guest("connect", &[&by_name], policy.clone())
+            .await
+            .success();
+        let denied = out.get("connect");
+        assert!(denied.starts_with("PermissionDenied"), "{policy:?}: {out}");
+        assert!(!denied.contains("127.0.0.1"), "{policy:?}: {out}");
+        assert!(!denied.contains("::1"), "{policy:?}: {out}");
+    }
+    // Nothing reached the listener.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err());
+}
+
+/// Issue 26, defect 4: wasmtime-wasi's name lookup (Rust's std::net in the
+/// plugin) cannot be checked name by name, so it is closed unless the
+/// policy lets every name be looked up; it was open as soon as any rule
+/// named a host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_name_lookup_is_closed_to_a_name_rule() {
+    let (_listener, addr) = native_listener();
+    let port = addr.rsplit(':').next().unwrap();
+    let by_name = format!("localhost:{port}");
+    let loopback_port = format!("127.0.0.1:{port}");
+    let out = run_guest(
+        "std-connect",
+        &[&by_name],
+        policy(&[&by_name, &loopback_port], &[]),
+    )
+    .await
+    .success();
+    assert_ne!(out.get("std_connect"), "ok", "{out}");
+    // By address it still connects.
+    let out = run_guest(
+        "std-connect",
+        &[&loopback_port],
+        policy(&[&by_name, &loopback_port], &[]),
+    )
+    .await
+    .success();
+    assert_eq!(out.get("std_connect"), "ok", "{out}");
 }

@@ -89,6 +89,10 @@ fn main() -> ExitCode {
         ("unresolvable", [addr]) => names::unresolvable(addr),
         ("default-timeout", [addr]) => names::create_connection_default_timeout(addr),
         ("errnos", [limit]) => names::errnos(parse(limit)),
+        // Issue 26: hardening.
+        ("linger", [addr, secs, how]) => linger(addr, parse(secs), how),
+        ("allocate", [mib]) => allocate(parse(mib)),
+        ("std-connect-many", [addr, n]) => std_connect_many(addr, parse(n)),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);
@@ -816,5 +820,72 @@ fn sendfile_write_only(addr: &str, dir: &str, name: &str) -> Result {
     // The same file opened for reading goes.
     let sent = sock.sendfile(&readable, 0, None, None);
     report("readable", format!("{sent:?}"));
+    Ok(())
+}
+
+/// Connects, sets `SO_LINGER` to `secs`, fills the connection (the peer
+/// does not read), then ends `how`: `close` (an explicit close, then a
+/// normal exit), `exit` (exit with the socket open) or `trap`.
+fn linger(addr: &str, secs: u64, how: &str) -> Result {
+    let sock = sockshim::create_connection(addr, Some(Duration::from_secs(10)))?;
+    sock.setsockopt(SockOpt::Linger(Some(Duration::from_secs(secs))))?;
+    sock.setblocking(false)?;
+    let chunk = vec![7u8; 64 << 10];
+    let mut sent = 0;
+    // Until the peer's window is shut as well as our buffer full: only then
+    // do bytes stay unacknowledged, which is what a lingering close waits
+    // for.
+    let mut stalls = 0;
+    while stalls < 5 {
+        match sock.send(&chunk) {
+            Ok(n) => {
+                sent += n;
+                stalls = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    report("filled", sent);
+    match how {
+        "close" => {
+            sock.close();
+            report("closed", "ok");
+        }
+        "exit" => std::process::exit(0),
+        _ => panic!("trapping with a lingering socket open"),
+    }
+    Ok(())
+}
+
+/// Allocates and touches `mib` MiB.
+fn allocate(mib: usize) -> Result {
+    let mut block = vec![0u8; mib << 20];
+    for i in (0..block.len()).step_by(4096) {
+        block[i] = 1;
+    }
+    report("allocated", block.iter().filter(|b| **b == 1).count() / 256);
+    Ok(())
+}
+
+/// Opens up to `n` connections with Rust's std::net (wasi:sockets),
+/// holding them all, and says how many it got and why it stopped.
+fn std_connect_many(addr: &str, n: usize) -> Result {
+    let mut held = Vec::new();
+    let mut stopped = "none".to_string();
+    for _ in 0..n {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                stopped = format!("{:?}: {e}", e.kind());
+                break;
+            }
+        }
+    }
+    report("connected", held.len());
+    report("stopped", stopped);
     Ok(())
 }
