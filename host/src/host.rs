@@ -1,6 +1,7 @@
 //! The glue between the generated bindings and the native sockets: resource
 //! handles, the policy, the per-plugin socket limit, address conversions.
 
+use crate::SockshimCtxView;
 use crate::bindings::{
     AddressFamily, ErrorCode, Events, Host, HostSelector, HostSocket, IpAddress, Ipv4SocketAddress,
     Ipv6SocketAddress, OptionName, PollEntry, ReadyEntry, Selected, ShutdownHow, SocketAddress,
@@ -9,12 +10,11 @@ use crate::bindings::{
 use crate::datagram;
 use crate::deadline::{Deadline, Timeout};
 use crate::policy::{Operation, Policy, unspecified};
-use crate::resolve::Resolver;
 use crate::quota::Slot;
 use crate::readiness::{self, MAX_POLL_ENTRIES, Selector, SocketReadiness};
+use crate::resolve::Resolver;
 use crate::socket::{MAX_RECV_SIZE, SendfileRequest, TcpSocket};
 use crate::sys::WaitOn;
-use crate::{SockshimCtx, SockshimCtxView};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -508,9 +508,10 @@ impl HostSocket for SockshimCtxView<'_> {
                 "sendto needs a datagram socket (use send on a stream)",
             )));
         }
+        let naming = self.ctx.naming();
         let to = datagram::destination(
             sock.shared_ref(),
-            &self.ctx.naming(),
+            &naming,
             sock.family(),
             &host,
             port,

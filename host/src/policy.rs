@@ -206,6 +206,21 @@ pub fn is_special(ip: IpAddr) -> bool {
     }
 }
 
+/// Is `ip` one that a name rule for `name` may not lead to ([`is_special`]),
+/// `localhost` aside: `localhost` and the names under it mean loopback by
+/// definition (RFC 6761) and never reach DNS, so a rule naming them (such as
+/// `--allow-connect localhost:8000`) states that the plugin may reach the
+/// host's loopback, and it does.
+pub fn is_special_for_name(name: &str, ip: IpAddr) -> bool {
+    is_special(ip) && !(names_loopback(name) && ip.to_canonical().is_loopback())
+}
+
+/// `localhost` or a name under it (`*.localhost`), in any case.
+fn names_loopback(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
 /// A rule that could not be parsed; the text says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid address rule `{spec}`: {why}")]
@@ -448,7 +463,7 @@ impl Policy {
                 if op == Operation::Connect && !is_connect_destination(addr) {
                     return false;
                 }
-                (by_name && !is_special(*ip)) || self.allows(op, addr)
+                (by_name && !is_special_for_name(name, *ip)) || self.allows(op, addr)
             })
             .collect()
     }
@@ -461,7 +476,9 @@ impl Policy {
         resolved
             .iter()
             .copied()
-            .filter(|ip| (by_name && !is_special(*ip)) || rules().any(|r| r.matches_ip(*ip)))
+            .filter(|ip| {
+                (by_name && !is_special_for_name(name, *ip)) || rules().any(|r| r.matches_ip(*ip))
+            })
             .collect()
     }
 
@@ -1031,6 +1048,44 @@ mod tests {
     /// Defect 6: a name rule trusts the name's DNS, which may answer with
     /// loopback, link-local (the metadata service at 169.254.169.254) or
     /// private addresses; those need an address rule of their own.
+    #[test]
+    fn localhost_rules_reach_loopback_and_nothing_else_special() {
+        let p = Policy::deny_all().allow_connect(rule("localhost:8000"));
+        let loopback: Vec<IpAddr> = ["127.0.0.1", "::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(
+            p.permitted(Operation::Connect, "localhost", 8000, &loopback),
+            loopback
+        );
+        assert_eq!(
+            p.permitted(Operation::Connect, "LocalHost.", 8000, &loopback),
+            loopback
+        );
+        assert!(
+            p.permitted(Operation::Connect, "localhost", 8001, &loopback)
+                .is_empty()
+        );
+        // A localhost name that resolved elsewhere special gets no further.
+        let odd: Vec<IpAddr> = ["169.254.169.254", "10.0.0.1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert!(
+            p.permitted(Operation::Connect, "localhost", 8000, &odd)
+                .is_empty()
+        );
+        // Another name that resolves to loopback does not.
+        let q = Policy::deny_all().allow_connect(rule("rebind.example:8000"));
+        assert!(
+            q.permitted(Operation::Connect, "rebind.example", 8000, &loopback)
+                .is_empty()
+        );
+        let b = Policy::deny_all().allow_bind(rule("app.localhost:*"));
+        assert_eq!(b.permitted_any_port("app.localhost", &loopback), loopback);
+    }
+
     #[test]
     fn a_name_rule_does_not_reach_special_ranges() {
         let p = Policy::deny_all().allow_connect(rule("api.example.com:443"));

@@ -11,7 +11,7 @@
 use crate::bindings::ErrorCode;
 use crate::deadline::Deadline;
 use crate::error::wasi_errno;
-use crate::policy::{Operation, Policy, is_connect_destination, is_special};
+use crate::policy::{Operation, Policy, is_connect_destination, is_special_for_name};
 use crate::sys::{self, LookupFailure, StopSignal, WaitOn};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -119,16 +119,18 @@ impl Resolver {
 
     /// May the plugin `op` `addr` because a name a rule of `op` covers (on
     /// that port) resolved to it earlier? Never for a special address
-    /// ([`is_special`]), which needs an address rule.
+    /// ([`is_special_for_name`]), which needs an address rule.
     pub(crate) fn granted(&self, policy: &Policy, op: Operation, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
-        if is_special(ip) || (op == Operation::Connect && !is_connect_destination(addr)) {
+        if op == Operation::Connect && !is_connect_destination(addr) {
             return false;
         }
         let granted = self.granted.lock().unwrap_or_else(|e| e.into_inner());
-        granted
-            .get(&ip)
-            .is_some_and(|names| names.iter().any(|n| policy.allows_name(op, n, addr.port())))
+        granted.get(&ip).is_some_and(|names| {
+            names
+                .iter()
+                .any(|n| !is_special_for_name(n, ip) && policy.allows_name(op, n, addr.port()))
+        })
     }
 }
 
