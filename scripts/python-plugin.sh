@@ -12,21 +12,26 @@
 # colons. See guest/python/README.md.
 set -euo pipefail
 
-if [ $# -ne 2 ]; then
+# `--install` only installs componentize-py; exit status 3 means it could
+# not be installed (the tests skip then).
+if [ $# -ne 2 ] && [ "${1:-}" != "--install" ]; then
     echo "usage: $0 APP.py OUT.wasm" >&2
     exit 2
 fi
-app=$1
-out=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${SOCKSHIM_PYTHON_VENV:-$root/.venv-python-plugins}
 version=0.25.1
 
 if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -q " $version"; then
     echo "python-plugin: installing componentize-py $version into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "componentize-py==$version"
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "componentize-py==$version"; }; then
+        echo "python-plugin: cannot install componentize-py $version" >&2
+        exit 3
+    fi
 fi
+[ "$1" = "--install" ] && exit 0
+app=$1
+out=$2
 
 [ -f "$app" ] || { echo "python-plugin: no such file: $app" >&2; exit 2; }
 work=$(mktemp -d)
