@@ -45,13 +45,22 @@ struct Plugins {
     asyncio_echo: PathBuf,
 }
 
-/// The plugins, or why they cannot be built here.
+/// The plugins, or why they cannot be built here. A build that fails for
+/// any other reason than a missing componentize-py fails every test.
 fn plugins() -> Result<&'static Plugins, &'static str> {
-    static PLUGINS: OnceLock<Result<Plugins, String>> = OnceLock::new();
-    PLUGINS
-        .get_or_init(build_all)
-        .as_ref()
-        .map_err(|e| e.as_str())
+    static PLUGINS: OnceLock<Result<Result<Plugins, String>, String>> = OnceLock::new();
+    let built = PLUGINS.get_or_init(|| {
+        std::panic::catch_unwind(build_all).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+    });
+    match built {
+        Ok(plugins) => plugins.as_ref().map_err(|e| e.as_str()),
+        Err(failure) => panic!("building the Python plugins failed: {failure}"),
+    }
 }
 
 macro_rules! plugins_or_skip {
