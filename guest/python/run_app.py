@@ -61,11 +61,21 @@ del _tree
 def _exit(code):
     sys.stdout.flush()
     sys.stderr.flush()
+    if 0 < code < 256:
+        # WASI 0.2.12's `exit-with-code` (0.2's `exit(err)` is always 1)
+        wasi_exit.exit_with_code(code)
     wasi_exit.exit(Err(None))
 
 
 class Run:
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            traceback.print_exc()
+            _exit(1)
+
+    def _run(self) -> None:
         args = environment.get_arguments()
         sys.argv = [_NAME] + list(args[1:]) if args else [_NAME]
         g = {"__name__": "__main__", "__file__": _NAME, "__builtins__": __builtins__}

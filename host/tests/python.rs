@@ -529,6 +529,17 @@ fn an_uncaught_exception_prints_its_traceback_and_exits_non_zero() {
 }
 
 #[test]
+fn sys_argv_and_sys_exit_are_the_commands() {
+    let p = plugins_or_skip!();
+    let out = run(&p.scenarios, &[], &["exit", "7", "two words"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert_eq!(stdout, "argv ['scenarios.py', 'exit', '7', 'two words']\n");
+    let out = run(&p.scenarios, &[], &["exit", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+}
+
+#[test]
 fn example_http_get_writes_the_body() {
     let p = plugins_or_skip!();
     let port = http_server("the body");

@@ -185,12 +185,17 @@ def fail():
     raise RuntimeError("the plugin failed on purpose")
 
 
+def exit_with(code, *rest):
+    print("argv", sys.argv)
+    sys.exit(int(code))
+
+
 SCENARIOS = {
     "echo": echo, "http": http, "recv-timeout": recv_timeout,
     "default-timeout": default_timeout, "nonblocking": nonblocking,
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
-    "resolve": resolve, "h11": h11_get, "fail": fail,
+    "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with,
 }
 
 if __name__ == "__main__":
