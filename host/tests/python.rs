@@ -529,6 +529,24 @@ fn an_uncaught_exception_prints_its_traceback_and_exits_non_zero() {
 }
 
 #[test]
+fn datagrams_by_sendto_and_recvfrom() {
+    let _ = plugins_or_skip!();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = peer.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0; 100];
+        if let Ok((n, from)) = peer.recv_from(&mut buf) {
+            let _ = peer.send_to(&buf[..n], from);
+        }
+    });
+    let out = scenario(
+        &["--allow-connect", &allow(port)],
+        &["udp", "127.0.0.1", &port.to_string()],
+    );
+    assert!(out.contains("sent 4\nudp got b'ping' True\n"), "{out}");
+}
+
+#[test]
 fn sys_argv_and_sys_exit_are_the_commands() {
     let p = plugins_or_skip!();
     let out = run(&p.scenarios, &[], &["exit", "7", "two words"]);

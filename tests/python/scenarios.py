@@ -181,6 +181,14 @@ def h11_get(host, port):
     print("h11 body", body.decode())
 
 
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    print("sent", s.sendto(b"ping", (host, int(port))))
+    data, addr = s.recvfrom(100)
+    print("udp got", data, addr == (host, int(port)))
+
+
 def fail():
     raise RuntimeError("the plugin failed on purpose")
 
@@ -195,7 +203,7 @@ SCENARIOS = {
     "default-timeout": default_timeout, "nonblocking": nonblocking,
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
-    "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with,
+    "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
 }
 
 if __name__ == "__main__":
