@@ -176,11 +176,12 @@ pub(crate) fn place_received<T>(
     Ok(received.map(|len| PlacedList { ptr, len }))
 }
 
-/// Allocates `len` bytes in the plugin (nothing for zero).
+/// Allocates `len` bytes in the plugin. An empty list is allocated too
+/// (`realloc` of size zero), as wasmtime's own lowering of a list does: a
+/// plugin may free every list it is given, and componentize-py's Python
+/// runtime does, so a made-up pointer for an empty list (the end of a
+/// stream) made it free memory it never allocated.
 fn alloc<T>(cx: &mut LowerContext<'_, T>, len: usize) -> wasmtime::Result<usize> {
-    if len == 0 {
-        return Ok(1); // aligned and never dereferenced
-    }
     cx.realloc(0, 0, 1, len)
 }
 

@@ -1,0 +1,213 @@
+"""The Python test plugin: one scenario per run, named by the first
+argument; host/tests/python.rs runs each against native peers. Each prints
+what the test checks, one fact a line."""
+
+import sockshim; sockshim.install()  # noqa: E702
+
+import errno
+import os
+import selectors
+import socket
+import sys
+import time
+import urllib.request
+
+import h11
+
+
+def echo(host, port):
+    # create_connection's default timeout, makefile from the stdlib
+    s = socket.create_connection((host, int(port)))
+    print("timeout", s.gettimeout())
+    f = s.makefile("rwb")
+    f.write(b"hello\n")
+    f.flush()
+    print("line", f.readline().decode().strip())
+    f.close()
+    s.close()
+
+
+def http(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        print("status", r.status)
+        print("body", r.read().decode())
+
+
+def recv_timeout(port, seconds):
+    print("socket.timeout is TimeoutError", socket.timeout is TimeoutError)
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=float(seconds))
+    start = time.monotonic()
+    try:
+        s.recv(10)
+        print("no timeout")
+    except TimeoutError as e:
+        print("TimeoutError", e, "after", time.monotonic() - start)
+
+
+def default_timeout(port, seconds):
+    socket.setdefaulttimeout(float(seconds))
+    print("default", socket.getdefaulttimeout())
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    print("timeout", s.gettimeout())
+    start = time.monotonic()
+    try:
+        s.recv(10)
+    except socket.timeout:
+        print("TimeoutError after", time.monotonic() - start)
+
+
+def nonblocking(port):
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    s.setblocking(False)
+    print("blocking", s.getblocking(), "timeout", s.gettimeout())
+    try:
+        s.recv(10)
+    except BlockingIOError as e:
+        print("BlockingIOError", errno.errorcode[e.errno], e.errno == errno.EAGAIN)
+    # a non-blocking connect: connect_ex says EINPROGRESS, writable, SO_ERROR 0
+    c = socket.socket()
+    c.setblocking(False)
+    r = c.connect_ex(("127.0.0.1", int(port)))
+    print("connect_ex", errno.errorcode.get(r, r))
+    sel = selectors.DefaultSelector()
+    sel.register(c, selectors.EVENT_WRITE)
+    print("writable", bool(sel.select(5)))
+    print("SO_ERROR", c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+
+
+def refused(port):
+    print("ECONNREFUSED", errno.ECONNREFUSED)
+    try:
+        socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+    except ConnectionRefusedError as e:
+        print("ConnectionRefusedError", e.errno, e.errno == errno.ECONNREFUSED)
+
+
+def many(port, n):
+    n = int(n)
+    sel = selectors.DefaultSelector()
+    print("selector", type(sel).__name__)
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", int(port)))
+        s.setblocking(False)
+        s.sendall(b"%d\n" % i)
+        sel.register(s, selectors.EVENT_READ, i)
+        socks.append(s)
+    got = {}
+    while len(got) < n:
+        for key, ev in sel.select(10):
+            data = key.fileobj.recv(100)
+            got[key.data] = got.get(key.data, b"") + data
+            if data.endswith(b"\n"):
+                sel.unregister(key.fileobj)
+    ok = all(got[i] == b"%d\n" % i for i in range(n))
+    print("answered", len(got), "ok", ok)
+    # select.select and select.poll over the same sockets
+    import select
+    for s in socks:
+        s.send(b"x\n")
+    time.sleep(0.2)
+    r, w, _ = select.select(socks, socks, [], 5)
+    print("select readable", len(r), "writable", len(w))
+    p = select.poll()
+    for s in socks:
+        p.register(s, select.POLLIN)
+    print("poll readable", len(p.poll(5000)))
+
+
+def sendfile(path, host, port):
+    s = socket.create_connection((host, int(port)))
+    with open(path, "rb") as f:
+        sent = s.sendfile(f)
+        print("sent", sent, "position", f.tell())
+    s.close()
+
+
+def sendfile_once(path, host, port):
+    s = socket.create_connection((host, int(port)))
+    sent = sockshim.sendfile(s, path, 0, 1000)
+    print("sent once", sent)
+    s.close()
+
+
+def denied(host, port):
+    try:
+        socket.create_connection((host, int(port)), timeout=5)
+        print("connected")
+    except PermissionError as e:
+        print("PermissionError", e.errno == errno.EACCES, e)
+    # the plugin goes on: a permitted connection still works
+    echo("127.0.0.1", sys.argv[4])
+
+
+def builtin(host, port):
+    """CPython's own _socket, over wasi:sockets 0.2."""
+    raw = sockshim.builtin_socket_module()
+    if raw is None:
+        print("no builtin _socket")
+        return
+    s = raw.socket(raw.AF_INET, raw.SOCK_STREAM)
+    try:
+        s.connect((host, int(port)))
+        print("builtin connected")
+        s.send(b"hello\n")
+        print("builtin got", s.recv(100))
+    except OSError as e:
+        print("builtin refused", type(e).__name__, e)
+
+
+def resolve(name):
+    infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
+    print("addresses", sorted({i[4][0] for i in infos}))
+
+
+def h11_get(host, port):
+    s = socket.create_connection((host, int(port)), timeout=10)
+    conn = h11.Connection(our_role=h11.CLIENT)
+    req = h11.Request(method="GET", target="/", headers=[("Host", host), ("Connection", "close")])
+    s.sendall(conn.send(req) + conn.send(h11.EndOfMessage()))
+    body = b""
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            conn.receive_data(s.recv(4096))
+        elif isinstance(ev, h11.Response):
+            print("h11 status", ev.status_code)
+        elif isinstance(ev, h11.Data):
+            body += ev.data
+        elif isinstance(ev, h11.EndOfMessage):
+            break
+    print("h11 body", body.decode())
+
+
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    print("sent", s.sendto(b"ping", (host, int(port))))
+    data, addr = s.recvfrom(100)
+    print("udp got", data, addr == (host, int(port)))
+
+
+def fail():
+    raise RuntimeError("the plugin failed on purpose")
+
+
+def exit_with(code, *rest):
+    print("argv", sys.argv)
+    sys.exit(int(code))
+
+
+SCENARIOS = {
+    "echo": echo, "http": http, "recv-timeout": recv_timeout,
+    "default-timeout": default_timeout, "nonblocking": nonblocking,
+    "refused": refused, "many": many, "sendfile": sendfile,
+    "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
+    "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
+}
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    args = sys.argv[2:4] if name == "denied" else sys.argv[2:]
+    SCENARIOS[name](*args)
+    sys.stdout.flush()
