@@ -24,6 +24,12 @@ version=0.25.1
 
 if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -q " $version"; then
     echo "python-plugin: installing componentize-py $version into $venv" >&2
+    # Debian's python3 makes virtual environments only with python3-venv.
+    if ! python3 -c 'import ensurepip' 2>/dev/null && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null; then
+        echo "python-plugin: installing python3-venv" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; } >&2 || true
+    fi
     if ! { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet "componentize-py==$version"; }; then
         echo "python-plugin: cannot install componentize-py $version" >&2
         exit 3
