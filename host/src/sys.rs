@@ -305,6 +305,15 @@ impl StopSignal {
     }
 }
 
+/// `t` as ppoll(2)'s timeout; seconds past what `time_t` holds are as good
+/// as never.
+fn timespec_of(t: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    }
+}
+
 /// How a wait on the thread ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Woken {
@@ -345,11 +354,7 @@ pub fn wait_on_thread(
             revents: 0,
         },
     ];
-    let timespec = timeout.map(|t| libc::timespec {
-        // Seconds past what time_t holds are as good as never.
-        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-    });
+    let timespec = timeout.map(timespec_of);
     let timespec_ptr = timespec
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
@@ -494,10 +499,7 @@ pub fn poll_on_thread(
         events: libc::POLLIN,
         revents: 0,
     });
-    let timespec = timeout.map(|t| libc::timespec {
-        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-    });
+    let timespec = timeout.map(timespec_of);
     let timespec_ptr = timespec
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
