@@ -305,6 +305,48 @@ impl StopSignal {
     }
 }
 
+/// ppoll(2) on this thread over `fds`, whose last entry is `stop`'s
+/// eventfd, until one has events (in their `revents`), `timeout` passes
+/// (`None`: no limit, and no kernel timer is armed), or `stop` is given. A
+/// signal that interrupts the wait is [`Woken::Ready`].
+fn ppoll_with_stop(
+    fds: &mut [libc::pollfd],
+    stop: &StopSignal,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
+    let timespec = timeout.map(timespec_of);
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfds of
+    // the length given, whose descriptors are open for the call (borrowed);
+    // the timespec, when given, lives on this frame; a null signal mask
+    // leaves the thread's as it is.
+    let n = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timespec_ptr,
+            std::ptr::null(),
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::Interrupted => Ok(Woken::Ready),
+            _ => Err(err),
+        };
+    }
+    let stopped = fds.last().is_some_and(|s| s.revents != 0) || stop.is_stopped();
+    Ok(if stopped {
+        Woken::Stopped
+    } else if n == 0 {
+        Woken::TimedOut
+    } else {
+        Woken::Ready
+    })
+}
+
 /// `t` as ppoll(2)'s timeout; seconds past what `time_t` holds are as good
 /// as never.
 fn timespec_of(t: Duration) -> libc::timespec {
@@ -354,28 +396,7 @@ pub fn wait_on_thread(
             revents: 0,
         },
     ];
-    let timespec = timeout.map(timespec_of);
-    let timespec_ptr = timespec
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: two valid pollfds, exclusively borrowed; both descriptors are
-    // open for the call (borrowed); the timespec, when given, lives on this
-    // frame; a null signal mask leaves the thread's as it is.
-    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timespec_ptr, std::ptr::null()) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return match err.kind() {
-            io::ErrorKind::Interrupted => Ok(Woken::Ready),
-            _ => Err(err),
-        };
-    }
-    Ok(if fds[1].revents != 0 || stop.is_stopped() {
-        Woken::Stopped
-    } else if n == 0 {
-        Woken::TimedOut
-    } else {
-        Woken::Ready
-    })
+    ppoll_with_stop(&mut fds, stop, timeout)
 }
 
 /// An epoll(7) instance: the set of descriptors a plugin's selector, or
@@ -499,36 +520,9 @@ pub fn poll_on_thread(
         events: libc::POLLIN,
         revents: 0,
     });
-    let timespec = timeout.map(timespec_of);
-    let timespec_ptr = timespec
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `fds` is a valid, exclusively borrowed array of pollfds of
-    // the length given; the timespec, when given, lives on this frame; a
-    // null signal mask leaves the thread's as it is.
-    let n = unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timespec_ptr,
-            std::ptr::null(),
-        )
-    };
-    let stopped = fds.pop().is_some_and(|s| s.revents != 0) || stop.is_stopped();
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        return match err.kind() {
-            io::ErrorKind::Interrupted => Ok(Woken::Ready),
-            _ => Err(err),
-        };
-    }
-    Ok(if stopped {
-        Woken::Stopped
-    } else if n == 0 {
-        Woken::TimedOut
-    } else {
-        Woken::Ready
-    })
+    let woken = ppoll_with_stop(fds, stop, timeout);
+    fds.pop();
+    woken
 }
 
 impl StopSignal {
