@@ -206,8 +206,7 @@ impl Selector {
     /// Stops watching the socket under `key`; a socket dropped meanwhile
     /// has left the set already, and its key is just forgotten.
     pub(crate) fn unregister(&mut self, key: u64) -> Result<(), ErrorCode> {
-        self.member(key)?;
-        let member = self.members.remove(&key).expect("checked above");
+        let member = self.members.remove(&key).ok_or_else(|| unknown_key(key))?;
         if member.alive() {
             match self.epoll.delete(member.fd) {
                 Ok(()) => {}
@@ -219,9 +218,7 @@ impl Selector {
     }
 
     fn member(&self, key: u64) -> Result<&Member, ErrorCode> {
-        self.members
-            .get(&key)
-            .ok_or_else(|| ErrorCode::invalid(format!("no socket is registered under key {key}")))
+        self.members.get(&key).ok_or_else(|| unknown_key(key))
     }
 
     /// Waits until a member is ready or `deadline` passes; returns at most
@@ -315,6 +312,11 @@ impl Selector {
         let registration = unsafe { sys::register_raw_readable(self.epoll.as_raw_fd()) }?;
         Ok(self.reactor.get_or_init(|| registration))
     }
+}
+
+/// `modify` or `unregister` of a key the selector does not hold.
+fn unknown_key(key: u64) -> ErrorCode {
+    ErrorCode::invalid(format!("no socket is registered under key {key}"))
 }
 
 /// `modify` of a key whose socket was dropped: Python's `OSError(EBADF)`.

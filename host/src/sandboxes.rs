@@ -492,7 +492,9 @@ async fn start_all(
         let Some(condition) = sandbox.ready else {
             continue;
         };
-        let plugin = started.last_mut().expect("just pushed");
+        let Some(plugin) = started.last_mut() else {
+            continue; // cannot happen: pushed above
+        };
         let ready = async {
             match &condition {
                 Ready::Stdout(_) => {
