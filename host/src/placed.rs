@@ -197,38 +197,48 @@ fn guest_bytes<'a, T>(
         .ok_or_else(|| wasmtime::format_err!("the plugin's realloc returned memory out of bounds"))
 }
 
-// SAFETY: `Received` lowers exactly as `result<list<u8>, error-code>`: its
-// `Lower` representation, ABI and type check are that type's, and lowering
-// delegates to it.
-unsafe impl ComponentType for Received {
-    type Lower = <Wit as ComponentType>::Lower;
-    const ABI: CanonicalAbiInfo = <Wit as ComponentType>::ABI;
+/// Makes `$received`, whose `place` receives into the plugin's memory and
+/// returns a `$wit`, lower exactly as `$wit` does.
+macro_rules! lowers_as {
+    ($received:ty, $wit:ty) => {
+        // SAFETY: `$received` lowers exactly as `$wit`: its `Lower`
+        // representation, ABI and type check are that type's, and lowering
+        // delegates to the `$wit` that `place` returns.
+        unsafe impl ComponentType for $received {
+            type Lower = <$wit as ComponentType>::Lower;
+            const ABI: CanonicalAbiInfo = <$wit as ComponentType>::ABI;
 
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <Wit as ComponentType>::typecheck(ty, types)
-    }
+            fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
+                <$wit as ComponentType>::typecheck(ty, types)
+            }
+        }
+
+        // SAFETY: as for `ComponentType`; the lowering writes what `$wit`
+        // writes.
+        unsafe impl Lower for $received {
+            fn linear_lower_to_flat<T>(
+                &self,
+                cx: &mut LowerContext<'_, T>,
+                ty: InterfaceType,
+                dst: &mut MaybeUninit<Self::Lower>,
+            ) -> wasmtime::Result<()> {
+                self.place(cx)?.linear_lower_to_flat(cx, ty, dst)
+            }
+
+            fn linear_lower_to_memory<T>(
+                &self,
+                cx: &mut LowerContext<'_, T>,
+                ty: InterfaceType,
+                offset: usize,
+            ) -> wasmtime::Result<()> {
+                self.place(cx)?.linear_lower_to_memory(cx, ty, offset)
+            }
+        }
+    };
 }
 
-// SAFETY: as for `ComponentType`; the lowering writes what `Wit` writes.
-unsafe impl Lower for Received {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        self.place(cx)?.linear_lower_to_flat(cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        self.place(cx)?.linear_lower_to_memory(cx, ty, offset)
-    }
-}
+// `result<list<u8>, error-code>`.
+lowers_as!(Received, Wit);
 
 /// A `list<u8>` already in the plugin's memory: lowering writes its
 /// pointer and length.
@@ -317,36 +327,6 @@ impl ReceivedFrom {
     }
 }
 
-// SAFETY: `ReceivedFrom` lowers exactly as
-// `result<tuple<list<u8>, socket-address>, error-code>`: its `Lower`
-// representation, ABI and type check are that type's, and lowering
-// delegates to it, as `Received` does for its type.
-unsafe impl ComponentType for ReceivedFrom {
-    type Lower = <WitFrom as ComponentType>::Lower;
-    const ABI: CanonicalAbiInfo = <WitFrom as ComponentType>::ABI;
-
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> wasmtime::Result<()> {
-        <WitFrom as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: as for `ComponentType`; the lowering writes what `WitFrom` writes.
-unsafe impl Lower for ReceivedFrom {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut MaybeUninit<Self::Lower>,
-    ) -> wasmtime::Result<()> {
-        self.place(cx)?.linear_lower_to_flat(cx, ty, dst)
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> wasmtime::Result<()> {
-        self.place(cx)?.linear_lower_to_memory(cx, ty, offset)
-    }
-}
+// `result<tuple<list<u8>, socket-address>, error-code>`, as `Received`
+// lowers as its type.
+lowers_as!(ReceivedFrom, WitFrom);
