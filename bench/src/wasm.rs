@@ -215,7 +215,7 @@ impl Wasm {
     ) {
         let setup = self.store(guest, args, data_dir, stdout, on_thread);
         let stop = match &setup {
-            Ok(store) => store.data().sockshim.stop_waits(),
+            Ok(store) => Some(store.data().sockshim.stop_waits()),
             Err(_) => None,
         };
         let sockshim = match (guest, on_thread) {

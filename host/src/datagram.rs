@@ -315,7 +315,7 @@ mod tests {
 
     fn both_ways() -> [WaitOn; 2] {
         let stop = Arc::new(sys::StopSignal::new().unwrap());
-        [WaitOn::Reactor, WaitOn::Thread(stop)]
+        [WaitOn::reactor(), WaitOn::Thread(stop)]
     }
 
     #[tokio::test]
@@ -376,7 +376,7 @@ mod tests {
         let sock = TcpSocket::new_datagram(
             AddressFamily::Ipv4,
             Timeout::After(Duration::from_secs(10)),
-            WaitOn::Reactor,
+            WaitOn::reactor(),
             Arc::clone(&policy),
         )
         .unwrap();
@@ -384,7 +384,7 @@ mod tests {
         let naming = Naming {
             policy: Arc::clone(&policy),
             resolver: crate::resolve::Resolver::new(4),
-            wait_on: WaitOn::Reactor,
+            wait_on: WaitOn::reactor(),
         };
         let to = destination(
             sock.shared_ref(),

@@ -139,7 +139,8 @@ pub async fn sock_call_draining<R>(
             io.registration()?
         }
     };
-    wait_and_retry(fd, interest, deadline, || op(io.socket()), drained).await
+    let stop = io.wait_on().stop();
+    wait_and_retry(fd, interest, deadline, stop, || op(io.socket()), drained).await
 }
 
 /// [`sock_call_draining`] for a socket that waits on the thread running the
@@ -181,11 +182,16 @@ pub fn call_waiting_on_thread<R>(
 /// The waiting half of [`sock_call`], for any descriptor on tokio's reactor:
 /// until `deadline`, waits for `interest` (at once when the reactor
 /// remembers the descriptor as ready) and runs `op`, again and again until
-/// it does not report `EWOULDBLOCK`.
+/// it does not report `EWOULDBLOCK`. A wait ends early, with
+/// `os(ECANCELED)`, when `stop` is given (the plugin's [`StopWaits`]);
+/// a stop given earlier ends the first wait at once.
+///
+/// [`StopWaits`]: crate::StopWaits
 pub async fn wait_and_retry<T: AsRawFd, R>(
     fd: &AsyncFd<T>,
     interest: Interest,
     deadline: Deadline,
+    stop: &StopSignal,
     mut op: impl FnMut() -> io::Result<R>,
     drained: impl Fn(&R) -> bool,
 ) -> Result<R, ErrorCode> {
@@ -196,11 +202,20 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
         Deadline::At(at) => Some(at),
     };
     loop {
-        let ready = match until {
-            None => fd.ready(interest).await,
-            Some(at) => match tokio::time::timeout_at(at, fd.ready(interest)).await {
-                Ok(ready) => ready,
-                Err(_elapsed) => return Err(ErrorCode::Timeout),
+        let wait = async {
+            match until {
+                None => Some(fd.ready(interest).await),
+                Some(at) => tokio::time::timeout_at(at, fd.ready(interest)).await.ok(),
+            }
+        };
+        let ready = tokio::select! {
+            // A stop given before the wait ends it before readiness the
+            // reactor remembers could let the loop go on.
+            biased;
+            () = stop.stopped() => return Err(io::Error::from_raw_os_error(libc::ECANCELED).into()),
+            waited = wait => match waited {
+                Some(ready) => ready,
+                None => return Err(ErrorCode::Timeout),
             },
         };
         let mut guard = ready.map_err(ErrorCode::from)?;
@@ -292,7 +307,7 @@ mod tests {
     fn pair() -> (SocketIo, std::net::TcpStream) {
         let (ours, peer) = crate::testing::loopback_pair();
         ours.set_nonblocking(true).unwrap();
-        (SocketIo::new(ours, WaitOn::Reactor), peer)
+        (SocketIo::new(ours, WaitOn::reactor()), peer)
     }
 
     /// Writes `byte` to `peer` 100 ms from now, on a thread that hands the
@@ -515,7 +530,7 @@ mod tests {
     async fn other_errors_end_the_call() {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         s.set_nonblocking(true).unwrap();
-        let fd = SocketIo::new(s, WaitOn::Reactor);
+        let fd = SocketIo::new(s, WaitOn::reactor());
         let mut buf = [0; 4];
         let err = sock_call(&fd, Interest::READABLE, Deadline::Never, |s| {
             recv(s, &mut buf)
@@ -537,7 +552,7 @@ mod tests {
         )
         .unwrap();
         s.listen(8).unwrap();
-        let io = SocketIo::new(s, WaitOn::Reactor);
+        let io = SocketIo::new(s, WaitOn::reactor());
         let mut calls = 0;
         let deadline = Timeout::After(Duration::from_millis(300)).deadline();
         let err = sock_call(&io, Interest::READABLE, deadline, |s| {
@@ -575,10 +590,18 @@ mod tests {
     }
 
     /// The stop signal, given from another thread, ends a wait without
-    /// limit with `os(ECANCELED)`, and every later wait at once.
+    /// limit with `os(ECANCELED)`, and every later wait at once: on the
+    /// thread, and on the reactor (issue 26: there only dropping the
+    /// future ended a wait).
     #[tokio::test]
-    async fn the_stop_signal_ends_waits_on_the_thread() {
-        let (io, mut peer, stop) = pair_on_thread();
+    async fn the_stop_signal_ends_waits_on_the_thread_and_the_reactor() {
+        for (io, peer) in both_ways() {
+            stop_ends_waits(io, peer).await;
+        }
+    }
+
+    async fn stop_ends_waits(io: SocketIo, mut peer: std::net::TcpStream) {
+        let stop = Arc::clone(io.wait_on().stop());
         // A backstop, so that a stop signal that does not work fails the
         // test (too late) instead of hanging it.
         std::thread::spawn(move || {

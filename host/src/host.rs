@@ -547,10 +547,7 @@ impl HostSocket for SockshimCtxView<'_> {
         res: Resource<TcpSocket>,
         interest: Events,
     ) -> Res<Resource<DynPollable>> {
-        let stop = match &self.ctx.wait_on {
-            WaitOn::Thread(stop) => Some(Arc::clone(stop)),
-            WaitOn::Reactor => None,
-        };
+        let stop = Arc::clone(self.ctx.wait_on.stop());
         let readiness = SocketReadiness::new(self.socket(&res)?.shared_ref(), interest, stop);
         let readiness = self.table.push(readiness)?;
         // Owned: dropping the pollable drops the readiness with it.

@@ -98,7 +98,7 @@ fn socket_waiting_on_thread<T: SockshimView>(
     let shared = socket_of(store, res)?;
     match shared.io.wait_on() {
         WaitOn::Thread(_) => Ok(shared),
-        WaitOn::Reactor => Err(wasmtime::format_err!(
+        WaitOn::Reactor(_) => Err(wasmtime::format_err!(
             "sockshim: `{function}` was linked for sockets that wait on the plugin's thread \
              (`add_to_linker_waiting_on_thread`), but this plugin's sockets wait on the \
              reactor: give its store a `SockshimCtx::waiting_on_thread()`, or link it with \

@@ -133,7 +133,7 @@ impl SockshimCtx {
             quota: quota::Quota::new(DEFAULT_MAX_SOCKETS),
             default_timeout: Timeout::Blocking,
             transfer_stats: Arc::default(),
-            wait_on: WaitOn::Reactor,
+            wait_on: WaitOn::reactor(),
             resolver: resolve::Resolver::new(MAX_LOOKUPS),
         }
     }
@@ -160,20 +160,21 @@ impl SockshimCtx {
     ///
     /// Dropping the plugin's future cannot interrupt a wait in progress; the
     /// [`StopWaits`] of [`SockshimCtx::stop_waits`] can, from any thread.
+    /// Take it after this call: the context gets a new stop signal here.
     pub fn waiting_on_thread(mut self) -> std::io::Result<SockshimCtx> {
         self.wait_on = WaitOn::Thread(Arc::new(sys::StopSignal::new()?));
         Ok(self)
     }
 
-    /// What ends the waits of a plugin whose sockets wait on its thread
-    /// ([`SockshimCtx::waiting_on_thread`]); `None` on the reactor, where
-    /// dropping the plugin's future ends them. Take it before the context
-    /// moves into a store.
-    pub fn stop_waits(&self) -> Option<StopWaits> {
-        match &self.wait_on {
-            WaitOn::Reactor => None,
-            WaitOn::Thread(signal) => Some(StopWaits(Arc::clone(signal))),
-        }
+    /// What ends the plugin's waits, in either way of waiting: on its
+    /// thread ([`SockshimCtx::waiting_on_thread`]), where dropping the
+    /// plugin's future cannot, and on the reactor, where it ends the plugin
+    /// without dropping its future (a plugin that shares a task with other
+    /// work, or one whose embedder wants it to end with its error). Take it
+    /// before the context moves into a store (and after
+    /// [`SockshimCtx::waiting_on_thread`]).
+    pub fn stop_waits(&self) -> StopWaits {
+        StopWaits(Arc::clone(self.wait_on.stop()))
     }
 
     /// Whether the plugin's sockets wait on its thread
@@ -211,11 +212,15 @@ impl SockshimCtx {
     }
 }
 
-/// Ends the waits of a plugin whose sockets wait on its thread, from any
-/// thread: the wait in progress, and every later one, fails at once with
-/// `os(ECANCELED)` (Python's `OSError`, errno `ECANCELED`). The plugin goes
-/// on running; [`runner::PluginHost::run`] also traps it at its next epoch
-/// check, so that it ends. Cheap to clone.
+/// Ends a plugin's waits, from any thread, whether they are on its thread
+/// or on tokio's reactor: the wait in progress (for bytes, a connection, a
+/// connect, room to send, a file to read from, a readiness set, a
+/// `wasi:io/poll` pollable of a socket, a name lookup), and every later
+/// one, fails at once with `os(ECANCELED)` (Python's `OSError`, errno
+/// `ECANCELED`). The plugin goes on running; [`runner::PluginHost::run`]
+/// (or [`runner::yield_or_stop`] in a store of one's own) also traps it at
+/// its next epoch check, with "the host stopped the plugin", so that it
+/// ends. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StopWaits(Arc<sys::StopSignal>);
 

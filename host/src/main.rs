@@ -156,7 +156,7 @@ const TIMED_OUT: i32 = 124;
 /// (`stop`), and its next epoch check traps it. A plugin reached by
 /// neither (in a long wasi sleep, say) ends with the process, two seconds
 /// later. Returns what says whether it fired.
-fn watchdog(limit: Duration, stop: Option<StopWaits>) -> Arc<AtomicBool> {
+fn watchdog(limit: Duration, stop: StopWaits) -> Arc<AtomicBool> {
     let fired = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&fired);
     let spawned = std::thread::Builder::new()
@@ -164,9 +164,7 @@ fn watchdog(limit: Duration, stop: Option<StopWaits>) -> Arc<AtomicBool> {
         .spawn(move || {
             std::thread::sleep(limit);
             flag.store(true, Ordering::SeqCst);
-            if let Some(stop) = stop {
-                stop.stop();
-            }
+            stop.stop();
             std::thread::sleep(Duration::from_secs(2));
             eprintln!("sockshim: the plugin ran past --timeout ({limit:?}); ended");
             std::process::exit(TIMED_OUT);

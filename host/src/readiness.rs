@@ -19,10 +19,10 @@
 //! wake-up, so a socket is reported for as long as it is ready and no
 //! longer. Waiting follows the plugin's [`WaitOn`]: in ppoll(2) on its
 //! thread beside its stop signal, or on tokio's reactor, where the set
-//! itself (an epoll descriptor is pollable) is registered. A pollable always
-//! waits on the reactor, since `wasi:io/poll` waits on several things at
-//! once; on a plugin that waits on its thread it also waits for the stop
-//! signal, so stopping the plugin ends that wait too.
+//! itself (an epoll descriptor is pollable) is registered and each wait
+//! races the stop signal. A pollable always waits on the reactor, since
+//! `wasi:io/poll` waits on several things at once; it too ends when the
+//! plugin is stopped, in either way of waiting.
 //!
 //! None of them keeps a socket open: a set holds the socket's descriptor
 //! number and a weak reference, and the kernel drops a closed descriptor
@@ -237,7 +237,12 @@ impl Selector {
         let mut ready = Vec::with_capacity(max);
         match &self.wait_on {
             WaitOn::Thread(stop) => self.wait_on_thread(stop, deadline, &mut ready)?,
-            WaitOn::Reactor => self.wait_on_reactor(deadline, &mut ready).await?,
+            WaitOn::Reactor(stop) => {
+                tokio::select! {
+                    waited = self.wait_on_reactor(deadline, &mut ready) => waited?,
+                    () = stop.stopped() => return Err(stopped()),
+                }
+            }
         }
         Ok(ready)
     }
@@ -349,19 +354,18 @@ pub struct SocketReadiness {
     socket: Weak<Shared>,
     /// The poll(2) events asked for.
     interest: i16,
-    /// The plugin's stop signal, if it waits on its thread: stopping the
-    /// plugin makes the pollable ready, so that the plugin runs into the
-    /// trap that ends it.
-    stop: Option<Arc<StopSignal>>,
+    /// The plugin's stop signal: stopping the plugin makes the pollable
+    /// ready, so that the plugin runs into the trap that ends it.
+    stop: Arc<StopSignal>,
 }
 
 impl SocketReadiness {
     /// Watches `socket` for `interest`; `stop` is the plugin's stop
-    /// signal, if it waits on its thread.
+    /// signal.
     pub(crate) fn new(
         socket: &Arc<Shared>,
         interest: Events,
-        stop: Option<Arc<StopSignal>>,
+        stop: Arc<StopSignal>,
     ) -> SocketReadiness {
         SocketReadiness {
             socket: Arc::downgrade(socket),
@@ -420,15 +424,9 @@ impl wasmtime_wasi::p2::Pollable for SocketReadiness {
         let this = &*self;
         // An error (a reactor that failed) ends the wait too: the plugin's
         // next operation on the socket reports it.
-        match this.stop.as_ref().map(|stop| stop.registration()) {
-            None => drop(this.wait_for_socket().await),
-            Some(Err(_)) => {}
-            Some(Ok(stopped)) => {
-                tokio::select! {
-                    _ = this.wait_for_socket() => {}
-                    _ = stopped.readable() => {}
-                }
-            }
+        tokio::select! {
+            _ = this.wait_for_socket() => {}
+            () = this.stop.stopped() => {}
         }
     }
 }
@@ -479,10 +477,10 @@ pub(crate) async fn poll(
                 }
             }
         }
-        WaitOn::Reactor => {
+        WaitOn::Reactor(_) => {
             // A set for this call: each socket once, for what any entry
             // asks of it. Woken by it, poll(2) says exactly what is ready.
-            let set = Selector::new(WaitOn::Reactor, fds.len(), None)?;
+            let set = Selector::new(wait_on.clone(), fds.len(), None)?;
             let mut asked: HashMap<RawFd, u32> = HashMap::new();
             for fd in fds.iter() {
                 *asked.entry(fd.fd).or_default() |= fd.events as u16 as u32;
@@ -490,9 +488,9 @@ pub(crate) async fn poll(
             for (fd, events) in asked {
                 set.epoll.add(fd, events, 0)?;
             }
-            let mut woken = Vec::with_capacity(1);
             loop {
-                set.wait_on_reactor(deadline, &mut woken).await?;
+                // The set's wait races the stop signal.
+                let woken = set.wait(deadline, 1).await?;
                 if woken.is_empty() {
                     return Ok(Vec::new()); // the deadline passed
                 }
@@ -518,7 +516,12 @@ async fn sleep(deadline: Deadline, wait_on: &WaitOn) -> Result<(), ErrorCode> {
         ));
     };
     match wait_on {
-        WaitOn::Reactor => tokio::time::sleep_until(at).await,
+        WaitOn::Reactor(stop) => {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = stop.stopped() => return Err(stopped()),
+            }
+        }
         WaitOn::Thread(stop) => {
             let mut none = Vec::with_capacity(1);
             while let Ok(timeout) = time_left(deadline) {
@@ -550,7 +553,7 @@ mod tests {
 
     fn both_ways() -> [WaitOn; 2] {
         [
-            WaitOn::Reactor,
+            WaitOn::reactor(),
             WaitOn::Thread(Arc::new(StopSignal::new().unwrap())),
         ]
     }
@@ -655,10 +658,10 @@ mod tests {
     /// dropped sockets make room.
     #[tokio::test]
     async fn a_selector_is_bounded_and_dropped_sockets_make_room() {
-        let mut selector = Selector::new(WaitOn::Reactor, 2, None).unwrap();
-        let (a, _pa) = pair(WaitOn::Reactor);
-        let (b, _pb) = pair(WaitOn::Reactor);
-        let (c, _pc) = pair(WaitOn::Reactor);
+        let mut selector = Selector::new(WaitOn::reactor(), 2, None).unwrap();
+        let (a, _pa) = pair(WaitOn::reactor());
+        let (b, _pb) = pair(WaitOn::reactor());
+        let (c, _pc) = pair(WaitOn::reactor());
         selector
             .register(a.shared_ref(), 1, Events::READABLE)
             .unwrap();
@@ -725,7 +728,7 @@ mod tests {
     /// not (`hang-up`/`error` as poll(2) does), and as readable.
     #[tokio::test]
     async fn reset_and_half_closed_sockets_are_readable() {
-        let (sock, peer) = pair(WaitOn::Reactor);
+        let (sock, peer) = pair(WaitOn::reactor());
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         let fd = sock.shared_ref().io.socket().as_raw_fd();
         let mut fds = [libc::pollfd {
@@ -733,7 +736,7 @@ mod tests {
             events: to_bits(Events::READABLE | Events::READ_HANG_UP) as i16,
             revents: 0,
         }];
-        let ready = poll(&mut fds, after(5_000), &WaitOn::Reactor)
+        let ready = poll(&mut fds, after(5_000), &WaitOn::reactor())
             .await
             .unwrap();
         let events = from_bits(ready[0].1);
@@ -742,7 +745,7 @@ mod tests {
             "{events:?}"
         );
 
-        let (sock, peer) = pair(WaitOn::Reactor);
+        let (sock, peer) = pair(WaitOn::reactor());
         socket2::SockRef::from(&peer)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
@@ -752,7 +755,7 @@ mod tests {
             events: 0,
             revents: 0,
         }];
-        let ready = poll(&mut fds, after(5_000), &WaitOn::Reactor)
+        let ready = poll(&mut fds, after(5_000), &WaitOn::reactor())
             .await
             .unwrap();
         let events = from_bits(ready[0].1);
@@ -764,18 +767,26 @@ mod tests {
     }
 
     /// Stopping a plugin that waits on its thread ends its selector and
-    /// poll waits, and its pollables, at once.
+    /// poll waits, and its pollables, at once; so does stopping one that
+    /// waits on the reactor (issue 26: there nothing but dropping the
+    /// plugin's future ended them). The selector's wait is stopped in
+    /// progress, the others after.
     #[tokio::test]
     async fn the_stop_signal_ends_readiness_waits() {
-        let stop = Arc::new(StopSignal::new().unwrap());
-        let wait_on = WaitOn::Thread(Arc::clone(&stop));
+        for wait_on in both_ways() {
+            stop_ends_readiness_waits(wait_on).await;
+        }
+    }
+
+    async fn stop_ends_readiness_waits(wait_on: WaitOn) {
+        let stop = Arc::clone(wait_on.stop());
         let (sock, _peer) = pair(wait_on.clone());
         let mut selector = Selector::new(wait_on.clone(), 4, None).unwrap();
         selector
             .register(sock.shared_ref(), 1, Events::READABLE)
             .unwrap();
         let mut pollable =
-            SocketReadiness::new(sock.shared_ref(), Events::READABLE, Some(Arc::clone(&stop)));
+            SocketReadiness::new(sock.shared_ref(), Events::READABLE, Arc::clone(&stop));
         let stopper = {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
@@ -784,14 +795,19 @@ mod tests {
             })
         };
         let ecanceled = crate::error::wasi_errno::from_host(libc::ECANCELED);
+        let started = std::time::Instant::now();
         let err = selector.wait(after(10_000), 0).await.unwrap_err();
         assert!(matches!(err, ErrorCode::Os(n) if n == ecanceled), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{wait_on:?}");
         let mut fds = [libc::pollfd {
             fd: sock.shared_ref().io.socket().as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
         let err = poll(&mut fds, after(10_000), &wait_on).await.unwrap_err();
+        assert!(matches!(err, ErrorCode::Os(n) if n == ecanceled), "{err:?}");
+        // `poll` of no sockets: a sleep.
+        let err = poll(&mut [], after(10_000), &wait_on).await.unwrap_err();
         assert!(matches!(err, ErrorCode::Os(n) if n == ecanceled), "{err:?}");
         let waited = tokio::time::timeout(
             Duration::from_secs(5),
@@ -806,8 +822,12 @@ mod tests {
     #[tokio::test]
     async fn a_pollable_waits_for_its_socket() {
         use wasmtime_wasi::p2::Pollable;
-        let (sock, mut peer) = pair(WaitOn::Reactor);
-        let mut pollable = SocketReadiness::new(sock.shared_ref(), Events::READABLE, None);
+        let (sock, mut peer) = pair(WaitOn::reactor());
+        let mut pollable = SocketReadiness::new(
+            sock.shared_ref(),
+            Events::READABLE,
+            Arc::clone(WaitOn::reactor().stop()),
+        );
         let early = tokio::time::timeout(Duration::from_millis(100), pollable.ready()).await;
         assert!(early.is_err(), "ready before any byte came");
         peer.write_all(b"q").unwrap();
@@ -829,7 +849,11 @@ mod tests {
         for wait_on in both_ways() {
             let how = format!("{wait_on:?}");
             let (sock, mut peer) = pair(wait_on);
-            let mut pollable = SocketReadiness::new(sock.shared_ref(), Events::READABLE, None);
+            let mut pollable = SocketReadiness::new(
+                sock.shared_ref(),
+                Events::READABLE,
+                Arc::clone(WaitOn::reactor().stop()),
+            );
             for round in 0..3u8 {
                 peer.write_all(&[round]).unwrap();
                 tokio::time::timeout(Duration::from_secs(5), pollable.ready())
@@ -855,14 +879,15 @@ mod tests {
         };
         for (addr, refused) in [(open, false), (closed, true)] {
             let mut sock =
-                TcpSocket::new(AddressFamily::Ipv4, Timeout::NonBlocking, WaitOn::Reactor).unwrap();
+                TcpSocket::new(AddressFamily::Ipv4, Timeout::NonBlocking, WaitOn::reactor())
+                    .unwrap();
             match sock.connect(addr, Deadline::Now).await {
                 Err(ErrorCode::InProgress) => {}
                 // Loopback may refuse at once.
                 Err(ErrorCode::ConnectionRefused) if refused => continue,
                 other => panic!("{addr}: {other:?}"),
             }
-            let mut selector = Selector::new(WaitOn::Reactor, 4, None).unwrap();
+            let mut selector = Selector::new(WaitOn::reactor(), 4, None).unwrap();
             selector
                 .register(sock.shared_ref(), 0, Events::WRITABLE)
                 .unwrap();

@@ -12,7 +12,7 @@ use crate::bindings::ErrorCode;
 use crate::deadline::Deadline;
 use crate::error::wasi_errno;
 use crate::policy::{Operation, Policy, is_connect_destination, is_special_for_name};
-use crate::sys::{self, LookupFailure, StopSignal, WaitOn};
+use crate::sys::{self, LookupFailure, WaitOn};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::net::{IpAddr, SocketAddr};
@@ -54,13 +54,11 @@ impl Resolver {
         deadline: Deadline,
         wait_on: &WaitOn,
     ) -> Result<Vec<IpAddr>, ErrorCode> {
-        let stop = match wait_on {
-            WaitOn::Thread(stop) => Some(Arc::clone(stop)),
-            WaitOn::Reactor => None,
-        };
         tokio::select! {
             found = self.lookup_until(host, deadline) => found,
-            () = stopped(stop) => Err(ErrorCode::Os(wasi_errno::from_host(libc::ECANCELED))),
+            () = wait_on.stop().stopped() => {
+                Err(ErrorCode::Os(wasi_errno::from_host(libc::ECANCELED)))
+            }
         }
     }
 
@@ -134,20 +132,6 @@ impl Resolver {
     }
 }
 
-/// Ends when `stop` (the `StopWaits` of a plugin that waits on its thread)
-/// is given; never without one. Dropping the plugin's future ends the
-/// lookup's wait on the reactor; a plugin on its thread is stopped only by
-/// its signal, which a name lookup does not watch: this looks at it every
-/// 10 ms instead.
-async fn stopped(stop: Option<Arc<StopSignal>>) {
-    let Some(stop) = stop else {
-        return std::future::pending().await;
-    };
-    while !stop.is_stopped() {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 /// What the plugin sees of a failed lookup: `EAI_AGAIN` (try again later)
 /// as `os(EAGAIN)`, told apart from a name without addresses
 /// (`address-not-available`).
@@ -162,6 +146,7 @@ fn lookup_error(failure: LookupFailure) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::StopSignal;
     use std::time::Duration;
 
     /// Issue 26, defect 5: lookups the plugin stopped waiting for went on
@@ -176,12 +161,12 @@ mod tests {
         let _b = Arc::clone(&resolver.lookups).acquire_owned().await.unwrap();
         let soon = Deadline::At(tokio::time::Instant::now() + Duration::from_millis(200));
         assert!(matches!(
-            resolver.lookup("localhost", soon, &WaitOn::Reactor).await,
+            resolver.lookup("localhost", soon, &WaitOn::reactor()).await,
             Err(ErrorCode::Timeout)
         ));
         drop(a);
         let found = resolver
-            .lookup("localhost", Deadline::Never, &WaitOn::Reactor)
+            .lookup("localhost", Deadline::Never, &WaitOn::reactor())
             .await
             .unwrap();
         assert!(found.iter().any(|ip| ip.is_loopback()), "{found:?}");
@@ -205,7 +190,7 @@ mod tests {
         // address, or no answer at all where no name server is reachable.
         let resolver = Resolver::new(1);
         match resolver
-            .lookup("no-such-host.invalid", Deadline::Never, &WaitOn::Reactor)
+            .lookup("no-such-host.invalid", Deadline::Never, &WaitOn::reactor())
             .await
         {
             Err(ErrorCode::AddressNotAvailable) | Err(ErrorCode::Os(6)) => {}
@@ -213,7 +198,7 @@ mod tests {
         }
         assert!(matches!(
             resolver
-                .lookup("nul\0name", Deadline::Never, &WaitOn::Reactor)
+                .lookup("nul\0name", Deadline::Never, &WaitOn::reactor())
                 .await,
             Err(ErrorCode::InvalidArgument(_))
         ));

@@ -146,8 +146,9 @@ impl PluginHost {
     ///
     /// A plugin whose sockets wait on its thread
     /// ([`SockshimCtx::waiting_on_thread`]) needs a thread of its own to run
-    /// on, and ends with a trap once its [`StopWaits`]
-    /// is stopped.
+    /// on. Either way, a plugin ends with a trap ("the host stopped the
+    /// plugin") once its [`StopWaits`] is stopped, even one blocked in a
+    /// wait.
     pub async fn run(
         &self,
         component: &Component,
@@ -206,9 +207,10 @@ pub const YIELD_INTERVAL: Duration = Duration::from_millis(10);
 /// benchmark, which build stores of their own.
 #[doc(hidden)]
 pub fn yield_or_stop<T: 'static>(
-    stop: Option<StopWaits>,
+    stop: impl Into<Option<StopWaits>>,
 ) -> impl FnMut(StoreContextMut<'_, T>) -> wasmtime::Result<UpdateDeadline> + Send + Sync + 'static
 {
+    let stop = stop.into();
     move |_| match &stop {
         Some(stop) if stop.is_stopped() => {
             Err(wasmtime::format_err!("the host stopped the plugin"))

@@ -547,9 +547,12 @@ impl TcpSocket {
             if let Some(pipe) = &pipe {
                 let deadline = self.wait_deadline(req.total);
                 let readable = || sys::poll_readable(pipe.get_ref());
-                wait_and_retry(pipe, Interest::READABLE, deadline, readable, |_| false)
-                    .await
-                    .map_err(|code| fail(code, sent))?;
+                let stop = self.io().wait_on().stop();
+                wait_and_retry(pipe, Interest::READABLE, deadline, stop, readable, |_| {
+                    false
+                })
+                .await
+                .map_err(|code| fail(code, sent))?;
             }
             let len = (wanted - sent).min(FALLBACK_CHUNK as u64) as usize;
             let file = Arc::clone(&req.file);
@@ -720,10 +723,7 @@ impl TcpSocket {
             _ => return,
         };
         let until = tokio::time::Instant::now() + linger.min(MAX_LINGER);
-        let stopped = || match self.io().wait_on() {
-            WaitOn::Thread(stop) => stop.is_stopped(),
-            WaitOn::Reactor => false,
-        };
+        let stopped = || self.io().wait_on().stop().is_stopped();
         while sys::unacknowledged_bytes(self.io().socket()).is_ok_and(|n| n > 0)
             && tokio::time::Instant::now() < until
             && !stopped()
@@ -788,7 +788,7 @@ mod tests {
             ours,
             AddressFamily::Ipv4,
             Timeout::Blocking,
-            WaitOn::Reactor,
+            WaitOn::reactor(),
         );
         (sock, peer)
     }
@@ -826,7 +826,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_receive_is_placed_only_when_bytes_wait() {
         let stop = Arc::new(sys::StopSignal::new().unwrap());
-        for wait_on in [WaitOn::Reactor, WaitOn::Thread(stop)] {
+        for wait_on in [WaitOn::reactor(), WaitOn::Thread(stop)] {
             let (ours, mut peer) = crate::testing::loopback_pair();
             ours.set_nonblocking(true).unwrap();
             let sock =
@@ -886,7 +886,7 @@ mod tests {
         assert!(took < Duration::from_secs(10), "the drop took {took:?}");
 
         let mut listener =
-            TcpSocket::new(AddressFamily::Ipv4, Timeout::Blocking, WaitOn::Reactor).unwrap();
+            TcpSocket::new(AddressFamily::Ipv4, Timeout::Blocking, WaitOn::reactor()).unwrap();
         listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         listener.listen(8).unwrap();
         listener.set_option(SocketOption::Linger(Some(20))).unwrap();

@@ -260,20 +260,22 @@ fn sigpipe_ignored() -> bool {
     })
 }
 
-/// What stops the waits of a plugin whose sockets wait on its own thread
-/// ([`WaitOn::Thread`]): an eventfd that every such wait polls beside its
-/// socket, and that stays readable once signalled, so the wait in progress
-/// and every later one end at once.
+/// What stops a plugin's waits, in either way of waiting ([`WaitOn`]):
+/// once given, the wait in progress and every later one end at once with
+/// `ECANCELED`. A wait on the plugin's thread polls the eventfd beside its
+/// socket (it stays readable once signalled); a wait on tokio's reactor
+/// races [`StopSignal::stopped`], which the signal wakes.
 #[derive(Debug)]
 pub struct StopSignal {
-    // Declared before `eventfd`, so that it is dropped (deregistered) first.
-    registration: OnceLock<AsyncFd<BorrowedRawFd>>,
-    eventfd: OwnedFd,
+    /// Only for waits on the thread; a plugin on the reactor needs none.
+    eventfd: Option<OwnedFd>,
     stopped: AtomicBool,
+    woken: tokio::sync::Notify,
 }
 
 impl StopSignal {
-    /// A signal not yet given.
+    /// A signal not yet given, for a plugin that waits on its thread: with
+    /// an eventfd for ppoll(2).
     pub fn new() -> io::Result<StopSignal> {
         // SAFETY: eventfd(2) with valid flags; a descriptor it returns is
         // new and owned by nothing else.
@@ -282,26 +284,58 @@ impl StopSignal {
             return Err(io::Error::last_os_error());
         }
         Ok(StopSignal {
-            registration: OnceLock::new(),
             // SAFETY: `fd` is open and ours alone (above).
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
             stopped: AtomicBool::new(false),
+            woken: tokio::sync::Notify::new(),
         })
+    }
+
+    /// A signal not yet given, for a plugin whose waits are all on tokio's
+    /// reactor: no descriptor.
+    pub fn on_reactor() -> StopSignal {
+        StopSignal {
+            eventfd: None,
+            stopped: AtomicBool::new(false),
+            woken: tokio::sync::Notify::new(),
+        }
     }
 
     /// Gives the signal: the wait in progress ends, later ones do not start.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to an open eventfd. Its
-        // only failure, EAGAIN with the counter near 2^64, cannot come from
-        // adding ones; the flag above is set in any case.
-        unsafe { libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        self.woken.notify_waiters();
+        if let Some(eventfd) = &self.eventfd {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to an open eventfd.
+            // Its only failure, EAGAIN with the counter near 2^64, cannot
+            // come from adding ones; the flag above is set in any case.
+            unsafe { libc::write(eventfd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
     }
 
     /// Whether the signal was given.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Ends once the signal is given (at once if it was): what an async
+    /// wait races. Registers for the wake-up before looking at the flag,
+    /// so a signal given in between is not missed.
+    pub async fn stopped(&self) {
+        let woken = self.woken.notified();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
+        if self.is_stopped() {
+            return;
+        }
+        woken.await;
+    }
+
+    /// The eventfd as ppoll(2) takes it; -1 (ignored by ppoll(2)) without
+    /// one.
+    fn raw_eventfd(&self) -> RawFd {
+        self.eventfd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
 }
 
@@ -391,7 +425,7 @@ pub fn wait_on_thread(
             revents: 0,
         },
         libc::pollfd {
-            fd: stop.eventfd.as_raw_fd(),
+            fd: stop.raw_eventfd(),
             events: libc::POLLIN,
             revents: 0,
         },
@@ -516,29 +550,13 @@ pub fn poll_on_thread(
         return Ok(Woken::Stopped);
     }
     fds.push(libc::pollfd {
-        fd: stop.eventfd.as_raw_fd(),
+        fd: stop.raw_eventfd(),
         events: libc::POLLIN,
         revents: 0,
     });
     let woken = ppoll_with_stop(fds, stop, timeout);
     fds.pop();
     woken
-}
-
-impl StopSignal {
-    /// The eventfd's registration with the current tokio reactor, made the
-    /// first time a wait on the reactor needs it: readable once the signal
-    /// is given, and for good (nothing reads the eventfd).
-    pub fn registration(&self) -> io::Result<&AsyncFd<BorrowedRawFd>> {
-        if let Some(registration) = self.registration.get() {
-            return Ok(registration);
-        }
-        // SAFETY: the eventfd stays open for as long as the registration
-        // exists: `registration` is dropped before `eventfd` (field order),
-        // and neither is replaced.
-        let registration = unsafe { register_raw_readable(self.eventfd.as_raw_fd()) }?;
-        Ok(self.registration.get_or_init(|| registration))
-    }
 }
 
 /// poll(2) of one descriptor without waiting: its `revents` for `events`
@@ -582,12 +600,27 @@ pub unsafe fn register_raw_readable(fd: RawFd) -> io::Result<AsyncFd<BorrowedRaw
 /// Where a socket's operations wait when their system call would block.
 #[derive(Clone, Debug)]
 pub enum WaitOn {
-    /// On tokio's reactor: a waiting plugin holds no thread.
-    Reactor,
+    /// On tokio's reactor: a waiting plugin holds no thread. Each wait
+    /// races the plugin's stop signal.
+    Reactor(Arc<StopSignal>),
     /// In ppoll(2) on the thread that runs the plugin, which the wait
     /// blocks, until the socket is ready, the deadline passes, or the
     /// signal is given.
     Thread(Arc<StopSignal>),
+}
+
+impl WaitOn {
+    /// On the reactor, with a stop signal of its own.
+    pub fn reactor() -> WaitOn {
+        WaitOn::Reactor(Arc::new(StopSignal::on_reactor()))
+    }
+
+    /// The plugin's stop signal.
+    pub fn stop(&self) -> &Arc<StopSignal> {
+        match self {
+            WaitOn::Reactor(stop) | WaitOn::Thread(stop) => stop,
+        }
+    }
 }
 
 /// A non-blocking socket and its registration with tokio's reactor, made

@@ -67,9 +67,9 @@ pub struct Running {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     task: tokio::task::JoinHandle<wasmtime::Result<i32>>,
-    /// What ends the waits of a plugin that waits on its thread, which
-    /// aborting its task cannot.
-    stop_waits: Option<StopWaits>,
+    /// What ends the plugin's waits (on its thread, which aborting its
+    /// task cannot, or on the reactor).
+    stop_waits: StopWaits,
 }
 
 /// What a finished plugin left behind.
@@ -132,6 +132,7 @@ pub fn spawn_with(wasm: &str, args: &[&str], ctx: SockshimCtx) -> Running {
 pub fn spawn_in(wasm: &str, args: &[&str], ctx: SockshimCtx, dirs: &[(&Path, &str)]) -> Running {
     let component = component(wasm);
     let stop_waits = ctx.stop_waits();
+    let on_thread = ctx.waits_on_thread();
     let stdout = MemoryOutputPipe::new(64 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
     let mut wasi = WasiCtxBuilder::new();
@@ -143,7 +144,7 @@ pub fn spawn_in(wasm: &str, args: &[&str], ctx: SockshimCtx, dirs: &[(&Path, &st
             .unwrap_or_else(|e| panic!("cannot preopen {}: {e}", host_dir.display()));
     }
     let run = async move { host().run(&component, wasi, ctx).await };
-    let task = if stop_waits.is_some() {
+    let task = if on_thread {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || runtime.block_on(run))
     } else {
@@ -262,9 +263,7 @@ impl Running {
     /// its thread ends at its next epoch check.
     pub fn stop(self) {
         self.task.abort();
-        if let Some(stop) = self.stop_waits {
-            stop.stop();
-        }
+        self.stop_waits.stop();
     }
 }
 

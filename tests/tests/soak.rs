@@ -78,7 +78,7 @@ struct FileServer {
 impl FileServer {
     fn start(site: &std::path::Path) -> FileServer {
         let ctx = SockshimCtx::new(loopback()).waiting_on_thread().unwrap();
-        let stop = ctx.stop_waits().unwrap();
+        let stop = ctx.stop_waits();
         let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
