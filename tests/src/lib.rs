@@ -259,6 +259,12 @@ impl Running {
         (result, text(&self.stdout), text(&self.stderr))
     }
 
+    /// What ends the plugin's waits (and, at its next epoch check, the
+    /// plugin), in either way of waiting.
+    pub fn stop_waits(&self) -> &StopWaits {
+        &self.stop_waits
+    }
+
     /// Stops a plugin that would run forever (a server); one that waits on
     /// its thread ends at its next epoch check.
     pub fn stop(self) {
@@ -279,6 +285,62 @@ pub fn closed_port() -> String {
     let (listener, addr) = native_listener();
     drop(listener);
     addr
+}
+
+/// A loopback address that drops connection requests: a listener with
+/// backlog 0 whose accept queue is full (of connections made and never
+/// accepted), so Linux drops further SYNs, and a connect to it waits until
+/// its timeout, as to an unrouted address. Held open until dropped.
+pub struct BlackHole {
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+    addr: SocketAddr,
+}
+
+impl BlackHole {
+    /// Listens on an ephemeral loopback port with backlog 0, then connects
+    /// natively until a connect no longer completes (the queue is full).
+    pub fn new() -> BlackHole {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => fillers.push(s),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            !fillers.is_empty() && fillers.len() < 16,
+            "the accept queue never filled ({} connects completed)",
+            fillers.len()
+        );
+        BlackHole {
+            _listener: listener,
+            _fillers: fillers,
+            addr,
+        }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for BlackHole {
+    fn default() -> BlackHole {
+        BlackHole::new()
+    }
+}
+
+/// How many descriptors this process has open.
+pub fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// Reads a connection to its end (or error) and returns how many bytes came.

@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         ("linger", [addr, secs, how]) => linger(addr, parse(secs), how),
         ("allocate", [mib]) => allocate(parse(mib)),
         ("std-connect-many", [addr, n]) => std_connect_many(addr, parse(n)),
+        ("wait-forever", [how, addr]) => readiness::wait_forever(how, addr),
         _ => {
             eprintln!("unknown scenario or wrong arguments: {args:?}");
             return ExitCode::from(2);

@@ -670,3 +670,28 @@ pub fn pollables_dropped(addr: &str) -> Result {
     report("done", "yes");
     Ok(())
 }
+
+/// Waits without limit, in the readiness wait `how` names (`poll`,
+/// `select`, `selector`, or `pollable`: a `subscribe` pollable blocked on
+/// through wasi:io/poll), for bytes from `addr`, which sends none: only
+/// the host stopping the plugin ends the wait.
+pub fn wait_forever(how: &str, addr: &str) -> Result {
+    let sock = sockshim::create_connection(addr, None)?;
+    report("waiting", how);
+    let woken = match how {
+        "poll" => sockshim::poll(&[(&sock, Events::READABLE)], None).map(|r| r.len()),
+        "select" => sockshim::select(&[&sock], &[], &[], None).map(|(r, _, _)| r.len()),
+        "selector" => {
+            let mut selector = DefaultSelector::new()?;
+            selector.register(&sock, EVENT_READ, ())?;
+            selector.select(None).map(|r| r.len())
+        }
+        "pollable" => {
+            sock.subscribe(Events::READABLE)?.block();
+            Ok(1)
+        }
+        _ => return Err(io::Error::new(ErrorKind::InvalidInput, "unknown wait")),
+    };
+    report("woken", outcome(&woken));
+    Ok(())
+}
