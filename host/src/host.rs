@@ -424,6 +424,7 @@ impl HostSocket for SockshimCtxView<'_> {
             offset,
             count,
             total,
+            every_file_remote: self.ctx.every_file_remote,
         };
         let stats = self.ctx.transfer_stats.clone();
         Ok(self.socket(&res)?.sendfile(req, &stats).await)
@@ -487,9 +488,10 @@ impl HostSocket for SockshimCtxView<'_> {
             Err(code) => return Ok(Err(code)),
         };
         let stats = self.ctx.transfer_stats.clone();
+        let remote = self.ctx.every_file_remote;
         Ok(self
             .socket(&res)?
-            .sendfile_once(&file, offset, count, &stats)
+            .sendfile_once(&file, offset, count, remote, &stats)
             .await)
     }
 

@@ -122,6 +122,8 @@ pub struct SockshimCtx {
     /// The plugin's name lookups in progress, and what its name rules
     /// granted.
     pub(crate) resolver: Arc<resolve::Resolver>,
+    /// Whether `sendfile` takes every file as one on a slow filesystem.
+    pub(crate) every_file_remote: bool,
 }
 
 impl SockshimCtx {
@@ -135,6 +137,7 @@ impl SockshimCtx {
             transfer_stats: Arc::default(),
             wait_on: WaitOn::reactor(),
             resolver: resolve::Resolver::new(MAX_LOOKUPS),
+            every_file_remote: false,
         }
     }
 
@@ -189,6 +192,18 @@ impl SockshimCtx {
     /// `limit-reached`.
     pub fn with_max_sockets(self, max: usize) -> SockshimCtx {
         self.quota.set_max(max);
+        self
+    }
+
+    /// Makes `sendfile` take every file as one on a slow filesystem (NFS,
+    /// FUSE, ...): on the reactor, each sendfile(2) then runs on tokio's
+    /// blocking pool, as it does anyway for files that fstatfs(2) does not
+    /// place on a local filesystem. For tests (no network filesystem is
+    /// needed to take that path) and for embedders who know better than
+    /// the filesystem's type.
+    #[doc(hidden)]
+    pub fn with_every_file_remote(mut self) -> SockshimCtx {
+        self.every_file_remote = true;
         self
     }
 

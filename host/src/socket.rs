@@ -54,6 +54,7 @@ const YIELD_EVERY: u64 = 64 << 20;
 pub struct TransferStats {
     sendfile_bytes: AtomicU64,
     fallback_bytes: AtomicU64,
+    pool_bytes: AtomicU64,
 }
 
 impl TransferStats {
@@ -66,6 +67,14 @@ impl TransferStats {
     /// could not serve the file.
     pub fn fallback_bytes(&self) -> u64 {
         self.fallback_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Of [`TransferStats::sendfile_bytes`], those sendfile(2) moved on
+    /// tokio's blocking pool rather than on the runtime's thread: from
+    /// files on filesystems not known to be local (NFS, FUSE, ...), whose
+    /// reads may take any time, for a plugin that waits on the reactor.
+    pub fn pool_bytes(&self) -> u64 {
+        self.pool_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -81,6 +90,11 @@ pub struct SendfileRequest {
     /// The deadline of the whole call, besides the socket's timeout for
     /// each wait.
     pub total: Deadline,
+    /// Whether to take the file as one on a slow filesystem whatever its
+    /// filesystem ([`SockshimCtx::with_every_file_remote`]).
+    ///
+    /// [`SockshimCtx::with_every_file_remote`]: crate::SockshimCtx::with_every_file_remote
+    pub every_file_remote: bool,
 }
 
 /// What a socket shares with a transfer that cannot borrow it across its
@@ -458,31 +472,29 @@ impl TcpSocket {
         // file now, at most `count`.
         let available = meta.len().saturating_sub(req.offset);
         let wanted = req.count.map_or(available, |count| count.min(available));
+        let in_pool = self.sendfile_in_pool(&req.file, req.every_file_remote);
         let mut sent = 0;
         let mut since_yield = 0;
         while sent < wanted {
             let chunk = (wanted - sent).min(SENDFILE_CHUNK) as usize;
             let offset = req.offset + sent;
-            let result = sock_call(
-                self.io(),
-                Interest::WRITABLE,
-                self.wait_deadline(req.total),
-                |s| {
-                    match sys::sendfile(s, &req.file, offset, chunk) {
-                        // The kernel cannot send from this file: not an error of
-                        // the transfer, a reason to fall back.
-                        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                            Ok(Err(e))
-                        }
-                        other => other.map(Ok),
-                    }
-                },
-            )
-            .await;
+            let deadline = self.wait_deadline(req.total);
+            let result = if in_pool {
+                self.sendfile_chunk_in_pool(&req.file, offset, chunk, deadline)
+                    .await
+            } else {
+                sock_call(self.io(), Interest::WRITABLE, deadline, |s| {
+                    unsupported_is_ok(sys::sendfile(s, &req.file, offset, chunk))
+                })
+                .await
+            };
             match result {
                 Ok(Ok(0)) => break, // the file shrank under us
                 Ok(Ok(n)) => {
                     stats.sendfile_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    if in_pool {
+                        stats.pool_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
                     sent += n as u64;
                     since_yield += n as u64;
                     if since_yield >= YIELD_EVERY {
@@ -498,6 +510,55 @@ impl TcpSocket {
             }
         }
         Ok(sent)
+    }
+
+    /// Whether sendfile(2) from `file` runs on tokio's blocking pool: for a
+    /// plugin that waits on the reactor, when the file lies on a
+    /// filesystem not known to be local (fstatfs(2), once per call), or
+    /// when the embedder takes `every_file_remote`. sendfile(2) reads the
+    /// file as it sends, and a read from NFS or FUSE may take any time:
+    /// on the runtime's thread it would stall every plugin there. A
+    /// plugin on its own thread stalls only itself, as a read would.
+    fn sendfile_in_pool(&self, file: &File, every_file_remote: bool) -> bool {
+        matches!(self.io().wait_on(), WaitOn::Reactor(_))
+            && (every_file_remote || !sys::is_on_local_filesystem(file).unwrap_or(false))
+    }
+
+    /// One sendfile(2) of at most `chunk` bytes of `file` from `offset`,
+    /// made on tokio's blocking pool, once the socket takes a byte: the
+    /// wait for the socket stays on the reactor, through the deadline loop
+    /// (within `deadline`; the stop signal ends it), and the call itself,
+    /// which may wait for the file's filesystem, runs in the pool, raced
+    /// against the stop signal (an abandoned call ends in the pool, and the
+    /// socket closes after it). As [`sock_call`] gives it: `Ok(Err(e))`
+    /// when the kernel cannot send from the file.
+    async fn sendfile_chunk_in_pool(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        chunk: usize,
+        deadline: Deadline,
+    ) -> Result<io::Result<usize>, ErrorCode> {
+        let stop = Arc::clone(self.io().wait_on().stop());
+        loop {
+            sock_call(self.io(), Interest::WRITABLE, deadline, sys::poll_writable).await?;
+            let shared = self.shared();
+            let file = Arc::clone(file);
+            let call = tokio::task::spawn_blocking(move || {
+                retry_interrupted(|| sys::sendfile(shared.io.socket(), &file, offset, chunk))
+            });
+            let result = tokio::select! {
+                joined = call => joined.map_err(|_| ErrorCode::Os(crate::error::wasi_errno::EIO))?,
+                () = stop.stopped() => {
+                    return Err(io::Error::from_raw_os_error(libc::ECANCELED).into());
+                }
+            };
+            match unsupported_is_ok(result) {
+                // Filled between the poll and the call: wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other.map_err(ErrorCode::from),
+            }
+        }
     }
 
     /// `sendfile`'s fallback, CPython's `_sendfile_use_send`: reads of the
@@ -672,9 +733,10 @@ impl TcpSocket {
     /// `os.sendfile`. 0 at the end of the file.
     pub async fn sendfile_once(
         &self,
-        file: &File,
+        file: &Arc<File>,
         offset: u64,
         count: u64,
+        every_file_remote: bool,
         stats: &TransferStats,
     ) -> Result<u64, ErrorCode> {
         let meta = file.metadata()?;
@@ -691,17 +753,27 @@ impl TcpSocket {
         // Fewer bytes than asked, with more of the file to come: the
         // socket's buffer is full (not so when the file ended first).
         let full = |n: &usize| *n < chunk && offset + (*n as u64) < len;
-        let sent = sock_call_draining(
-            self.io(),
-            Interest::WRITABLE,
-            self.deadline(),
-            |s| sys::sendfile(s, file, offset, chunk),
-            full,
-        )
-        .await?;
+        let in_pool = self.sendfile_in_pool(file, every_file_remote);
+        let sent = if in_pool {
+            self.sendfile_chunk_in_pool(file, offset, chunk, self.deadline())
+                .await?
+                .map_err(ErrorCode::from)?
+        } else {
+            sock_call_draining(
+                self.io(),
+                Interest::WRITABLE,
+                self.deadline(),
+                |s| sys::sendfile(s, file, offset, chunk),
+                full,
+            )
+            .await?
+        };
         stats
             .sendfile_bytes
             .fetch_add(sent as u64, Ordering::Relaxed);
+        if in_pool {
+            stats.pool_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+        }
         Ok(sent as u64)
     }
 
@@ -745,6 +817,16 @@ impl Drop for TcpSocket {
         if self.lingers {
             let _ = self.io().socket().set_linger(None);
         }
+    }
+}
+
+/// sendfile(2)'s result, with "the kernel cannot send from this file"
+/// (`EINVAL`, `ENOSYS`) taken apart as `Ok(Err(e))`: not an error of the
+/// transfer, a reason to fall back to reads and sends.
+fn unsupported_is_ok(result: io::Result<usize>) -> io::Result<io::Result<usize>> {
+    match result {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => Ok(Err(e)),
+        other => other.map(Ok),
     }
 }
 

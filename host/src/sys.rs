@@ -245,6 +245,69 @@ pub fn sendfile(sock: &Socket, file: &File, offset: u64, count: usize) -> io::Re
     }
 }
 
+/// poll(2) without waiting: `Ok` when the socket takes at least one byte
+/// now (or has an error or a hang-up to report), `WouldBlock` otherwise.
+pub fn poll_writable(sock: &Socket) -> io::Result<()> {
+    let revents = poll_one_now(sock.as_raw_fd(), libc::POLLOUT)?;
+    if revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// fstatfs(2): whether `file` lies on a filesystem whose reads are served
+/// by this machine (a disk, memory, the kernel), so that sendfile(2) from
+/// it takes no longer than a local read. A network or user-space
+/// filesystem (NFS, CIFS/SMB, FUSE, 9p, Ceph, AFS, ...), and any
+/// filesystem not known here, is not.
+pub fn is_on_local_filesystem(file: &File) -> io::Result<bool> {
+    // SAFETY: an all-zero statfs is a valid value to be overwritten.
+    let mut info: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the call (borrowed), and `info` is
+    // a valid, exclusively borrowed statfs.
+    let r = unsafe { libc::fstatfs(file.as_raw_fd(), &mut info) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `f_type` is a signed word whose value is a 32-bit magic number.
+    Ok(is_local_filesystem_magic(info.f_type as u64 as u32))
+}
+
+/// Whether a filesystem magic number (statfs(2)'s `f_type`, from
+/// `linux/magic.h`) names a local filesystem: an allow-list, so that a
+/// filesystem nobody thought of counts as possibly slow.
+pub fn is_local_filesystem_magic(magic: u32) -> bool {
+    matches!(
+        magic,
+        0xEF53 // ext2, ext3, ext4
+            | 0x5846_5342 // xfs
+            | 0x9123_683E // btrfs
+            | 0x0102_1994 // tmpfs (and devtmpfs)
+            | 0x794C_7630 // overlayfs
+            | 0x8584_58F6 // ramfs
+            | 0x9584_58F6 // hugetlbfs
+            | 0xF2F5_2010 // f2fs
+            | 0x2FC1_2FC1 // zfs
+            | 0xCA45_1A4E // bcachefs
+            | 0x7371_7368 // squashfs
+            | 0xE0F5_E1E2 // erofs
+            | 0x9660 // iso9660
+            | 0x4D44 // vfat, msdos
+            | 0x2011_BAB0 // exfat
+            | 0x5346_544E // ntfs3
+            | 0x3153_464A // jfs
+            | 0x5265_4973 // reiserfs
+            | 0x3434 // nilfs2
+            | 0x482B // hfsplus
+            | 0x1501_3346 // udf
+            | 0x9FA0 // proc
+            | 0x6265_6572 // sysfs
+            | 0x0027_E0EB // cgroup
+            | 0x6367_7270 // cgroup2
+    )
+}
+
 /// Is `SIGPIPE` ignored in this process (as every Rust program's `main`
 /// arranges)? Asked once.
 fn sigpipe_ignored() -> bool {
@@ -706,6 +769,37 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::process::Command;
+
+    /// The filesystem classifier on real files: this machine's temporary
+    /// directory (a disk or tmpfs), /dev/shm (tmpfs) and /proc are local;
+    /// the magic numbers of network and user-space filesystems are not,
+    /// nor is a number no filesystem has.
+    #[test]
+    fn local_and_remote_filesystems_are_told_apart() {
+        let path = std::env::temp_dir().join(format!("sockshim-fs-{}", std::process::id()));
+        std::fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(is_on_local_filesystem(&file).unwrap(), "{}", path.display());
+        for local in ["/dev/shm", "/proc/self/status"] {
+            if let Ok(file) = File::open(local) {
+                assert!(is_on_local_filesystem(&file).unwrap(), "{local}");
+            }
+        }
+        for remote in [
+            0x6969,      // nfs
+            0xFF53_4D42, // cifs
+            0xFE53_4D42, // smb2
+            0x517B,      // smb
+            0x6573_5546, // fuse
+            0x0102_1997, // 9p
+            0x00C3_6400, // ceph
+            0x5346_414F, // afs
+            0x1234_5678, // none
+        ] {
+            assert!(!is_local_filesystem_magic(remote), "{remote:#x}");
+        }
+    }
 
     /// The name the child test runs under, for the parent to select it.
     const CHILD: &str = "sys::tests::sendfile_in_a_process_that_sigpipe_would_end";

@@ -483,3 +483,77 @@ fn reset(s: TcpStream) {
         .expect("SO_LINGER");
     drop(s);
 }
+
+/// Issue 26: sendfile(2) from a slow filesystem (NFS, FUSE) ran on the
+/// runtime's thread, stalling every plugin there while the file was read.
+/// On the reactor, a file fstatfs(2) does not place on a local filesystem
+/// is sent with each sendfile(2) on tokio's blocking pool. No such
+/// filesystem is mounted here, so the context takes every file as remote:
+/// the bytes arrive intact through that path, waits included (the peer
+/// reads slowly), while a local file keeps the path on the runtime's
+/// thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_on_a_slow_filesystem_is_sent_from_the_blocking_pool() {
+    const LEN: usize = 8 << 20;
+    let dir = TempDir::new("sendfile-pool");
+    dir.write("big.bin", &pattern(LEN));
+    let path = format!("{GUEST_DIR}/big.bin");
+    for remote in [true, false] {
+        let (addr, server) = serve_one(|s| {
+            // Nothing read at first, so the sender has to wait.
+            std::thread::sleep(Duration::from_millis(300));
+            hash_stream(s)
+        });
+        let (ctx, stats) = counted();
+        let ctx = if remote {
+            ctx.with_every_file_remote()
+        } else {
+            ctx
+        };
+        let out = run_with_dir("sendfile", &[&addr, &path], ctx, dir.path())
+            .await
+            .success();
+        let (len, hash) = server.join().unwrap();
+        assert_eq!(out.num("sent"), LEN as u64, "{out}");
+        assert_eq!(len, LEN as u64);
+        assert_eq!(hash, fnv1a(&pattern(LEN)), "the bytes differ");
+        assert_eq!(stats.sendfile_bytes(), LEN as u64, "not by sendfile(2)");
+        let pooled = if remote { LEN as u64 } else { 0 };
+        assert_eq!(stats.pool_bytes(), pooled, "remote: {remote}");
+    }
+}
+
+/// The pool's path keeps the socket's timeout and the count of what went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_times_out_with_the_count_from_the_blocking_pool() {
+    const LEN: usize = 64 << 20;
+    let dir = TempDir::new("sendfile-pool-stalled");
+    dir.write("big.bin", &pattern(LEN));
+    let (done, wait) = mpsc::channel::<()>();
+    let (addr, server) = serve_one(move |s| {
+        let _ = wait.recv_timeout(Duration::from_secs(60));
+        drop(s);
+    });
+    let (ctx, stats) = counted();
+    let path = format!("{GUEST_DIR}/big.bin");
+    let args = [addr.as_str(), &path, "0", "500"];
+    let out = run_with_dir(
+        "sendfile-stalled",
+        &args,
+        ctx.with_every_file_remote(),
+        dir.path(),
+    )
+    .await
+    .success();
+    done.send(()).unwrap();
+    server.join().unwrap();
+    let sent = out.num("bytes_sent");
+    assert_eq!(
+        out.get("outcome"),
+        format!("TimedOut: timed out after sending {sent} bytes")
+    );
+    assert!(sent > 0 && sent < LEN as u64, "{out}");
+    let ms = out.num("elapsed_ms");
+    assert!((500..10_000).contains(&ms), "timed out after {ms} ms");
+    assert_eq!(stats.pool_bytes(), sent);
+}

@@ -43,6 +43,8 @@ enum Wait {
     Connect,
     Sendall,
     Sendfile,
+    /// sendfile(2) on the blocking pool, as from NFS or FUSE.
+    SendfileFromRemote,
     SendfileFromFifo,
     Poll,
     Select,
@@ -50,13 +52,14 @@ enum Wait {
     Pollable,
 }
 
-const WAITS: [Wait; 11] = [
+const WAITS: [Wait; 12] = [
     Wait::Recv,
     Wait::RecvInto,
     Wait::Accept,
     Wait::Connect,
     Wait::Sendall,
     Wait::Sendfile,
+    Wait::SendfileFromRemote,
     Wait::SendfileFromFifo,
     Wait::Poll,
     Wait::Select,
@@ -104,7 +107,9 @@ async fn start_waiting(wait: Wait, mode: Mode, dir: &TempDir) -> (Running, Peer,
         Wait::Recv => vec!["recv-all".into(), addr],
         Wait::RecvInto => vec!["recv-into-all".into(), addr, "65536".into()],
         Wait::Sendall => vec!["sendall".into(), addr, (64 << 20).to_string()],
-        Wait::Sendfile => vec!["sendfile".into(), addr, format!("{GUEST_DIR}/big.bin")],
+        Wait::Sendfile | Wait::SendfileFromRemote => {
+            vec!["sendfile".into(), addr, format!("{GUEST_DIR}/big.bin")]
+        }
         Wait::SendfileFromFifo => {
             peer.fifo_writer = Some(silent_fifo(dir.path(), "fifo"));
             vec!["sendfile".into(), addr, format!("{GUEST_DIR}/fifo")]
@@ -116,9 +121,13 @@ async fn start_waiting(wait: Wait, mode: Mode, dir: &TempDir) -> (Running, Peer,
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dirs = [(dir.path(), GUEST_DIR)];
+    let ctx = match wait {
+        Wait::SendfileFromRemote => mode.ctx().with_every_file_remote(),
+        _ => mode.ctx(),
+    };
     let plugin = match wait {
-        Wait::Accept => spawn_with(ECHO_SERVER, &["127.0.0.1:0"], mode.ctx()),
-        _ => spawn_in(SOCKSHIM_TEST_GUEST, &args, mode.ctx(), &dirs),
+        Wait::Accept => spawn_with(ECHO_SERVER, &["127.0.0.1:0"], ctx),
+        _ => spawn_in(SOCKSHIM_TEST_GUEST, &args, ctx, &dirs),
     };
     match wait {
         Wait::Accept => {
