@@ -20,11 +20,15 @@ pub const DEFAULT_BACKLOG: u32 = 128;
 /// Python's `socket.getaddrinfo(host, port, type=SOCK_STREAM)`, addresses
 /// only.
 ///
-/// A name that does not resolve fails with [`ErrorKind::AddrNotAvailable`];
-/// a name whose addresses the host's policy all refuses fails with
+/// A name that does not resolve fails with [`ErrorKind::AddrNotAvailable`]
+/// ([`gai_errno`](crate::gai_errno) `EAI_NONAME`); a lookup the resolver
+/// could not complete now with [`ErrorKind::Other`] (`gai_errno`
+/// `EAI_AGAIN`, CPython's `gaierror` "Temporary failure in name
+/// resolution"); a name whose addresses the host's policy all refuses with
 /// [`ErrorKind::PermissionDenied`].
 pub fn resolve(host: &str) -> io::Result<Vec<IpAddr>> {
-    let addresses = bindings::resolve_addresses(host).map_err(from_code)?;
+    let addresses = bindings::resolve_addresses(host)
+        .map_err(|code| unresolved(host, "any address", from_code(code)))?;
     Ok(addresses.into_iter().map(ip_from_wit).collect())
 }
 
@@ -159,13 +163,22 @@ fn bind_family(addr: &Address) -> io::Result<Family> {
 /// The error of an operation on the name `host` that failed with
 /// `address-not-available`, saying that the name did not resolve to `what`
 /// ("any address", "an IPv4 address"), where the host's answer alone reads
-/// "address not available". Any other error is returned as it is. Like
-/// CPython's `socket.gaierror`, it carries no errno.
+/// "address not available"; and of one that failed with
+/// `temporary-lookup-failure`, naming the host. Any other error is returned
+/// as it is. Like CPython's `socket.gaierror`, they carry no errno but an
+/// `EAI_*` code ([`gai_errno`](crate::gai_errno)).
 pub(crate) fn unresolved(host: &str, what: &str, error: io::Error) -> io::Error {
     if error.kind() == ErrorKind::AddrNotAvailable {
-        io::Error::new(
+        crate::error::lookup_error(
             ErrorKind::AddrNotAvailable,
+            crate::errno::EAI_NONAME,
             format!("the name `{host}` did not resolve to {what}"),
+        )
+    } else if crate::gai_errno(&error) == Some(crate::errno::EAI_AGAIN) {
+        crate::error::lookup_error(
+            ErrorKind::Other,
+            crate::errno::EAI_AGAIN,
+            format!("temporary failure in name resolution of `{host}`"),
         )
     } else {
         error

@@ -105,3 +105,13 @@ pub const ETIMEDOUT: i32 = 73;
 pub const ETXTBSY: i32 = 74;
 /// Cross-device link.
 pub const EXDEV: i32 = 75;
+
+/// A name lookup's temporary failure (`socket.gaierror` with errno
+/// `EAI_AGAIN`, "Temporary failure in name resolution"): netdb.h's number,
+/// negative as in wasi-libc and glibc, apart from the errno values. Read it
+/// with [`gai_errno`](crate::gai_errno).
+pub const EAI_AGAIN: i32 = -3;
+/// A name without addresses (`socket.gaierror` with errno `EAI_NONAME`,
+/// "Name or service not known"). Read it with
+/// [`gai_errno`](crate::gai_errno).
+pub const EAI_NONAME: i32 = -2;

@@ -61,7 +61,48 @@ pub(crate) fn from_code(code: ErrorCode) -> io::Error {
         // CPython raises `BlockingIOError` with `EINPROGRESS`.
         ErrorCode::InProgress => in_progress(),
         ErrorCode::Os(errno) => io::Error::from_raw_os_error(errno),
+        // Not `EAGAIN`, which reads as would-block (`BlockingIOError`).
+        ErrorCode::TemporaryLookupFailure => lookup_error(
+            ErrorKind::Other,
+            EAI_AGAIN,
+            "temporary failure in name resolution".into(),
+        ),
     }
+}
+
+/// A failed name lookup, as CPython's `socket.gaierror`: its `EAI_*` code
+/// ([`gai_errno`]) and message.
+#[derive(Debug)]
+struct LookupError {
+    code: i32,
+    message: String,
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for LookupError {}
+
+/// The error of a failed name lookup with the `EAI_*` `code`
+/// ([`wasi_errno::EAI_AGAIN`], [`wasi_errno::EAI_NONAME`]).
+pub(crate) fn lookup_error(kind: ErrorKind, code: i32, message: String) -> io::Error {
+    io::Error::new(kind, LookupError { code, message })
+}
+
+/// The `EAI_*` code of a failed name lookup, as CPython's
+/// `socket.gaierror.errno`: [`errno::EAI_AGAIN`](crate::errno::EAI_AGAIN)
+/// when the resolver could not answer now (the error's kind is
+/// [`ErrorKind::Other`], never [`ErrorKind::WouldBlock`]),
+/// [`errno::EAI_NONAME`](crate::errno::EAI_NONAME) for a name without
+/// addresses (kind [`ErrorKind::AddrNotAvailable`]); `None` for any other
+/// error.
+pub fn gai_errno(err: &io::Error) -> Option<i32> {
+    err.get_ref()?
+        .downcast_ref::<LookupError>()
+        .map(|lookup| lookup.code)
 }
 
 /// The error of a connect that goes on in the background: kind
@@ -102,6 +143,7 @@ pub(crate) fn errno_of_code(code: &ErrorCode) -> i32 {
         ErrorCode::LimitReached(_) => EMFILE,
         ErrorCode::InProgress => EINPROGRESS,
         ErrorCode::Os(errno) => *errno,
+        ErrorCode::TemporaryLookupFailure => EAI_AGAIN,
     }
 }
 
@@ -323,11 +365,23 @@ mod tests {
                 ErrorKind::InvalidInput,
             ),
             (ErrorCode::InProgress, ErrorKind::WouldBlock),
+            (ErrorCode::TemporaryLookupFailure, ErrorKind::Other),
         ];
         for (code, kind) in cases {
             let shown = format!("{code:?}");
             assert_eq!(from_code(code).kind(), kind, "{shown}");
         }
+    }
+
+    /// Issue 26: a temporary resolver failure reached plugins as
+    /// `os(EAGAIN)`, that is as would-block (`BlockingIOError`).
+    #[test]
+    fn a_temporary_lookup_failure_is_no_would_block() {
+        let err = from_code(ErrorCode::TemporaryLookupFailure);
+        assert_ne!(err.kind(), ErrorKind::WouldBlock);
+        assert_eq!(gai_errno(&err), Some(wasi_errno::EAI_AGAIN));
+        assert_eq!(err.to_string(), "temporary failure in name resolution");
+        assert_eq!(gai_errno(&from_code(ErrorCode::WouldBlock)), None);
     }
 
     #[test]

@@ -71,7 +71,8 @@
 //! | `not-connected`                  | `NotConnected`       | `OSError` (`ENOTCONN`)   |
 //! | `address-in-use`                 | `AddrInUse`          | `OSError` (`EADDRINUSE`) |
 //! | `address-not-available`          | `AddrNotAvailable`   | `OSError` (`EADDRNOTAVAIL`) |
-//! | a name that did not resolve      | `AddrNotAvailable`, message "the name `…` did not resolve to …" | `socket.gaierror` |
+//! | a name that did not resolve      | `AddrNotAvailable`, message "the name `…` did not resolve to …", [`gai_errno`] `EAI_NONAME` | `socket.gaierror` (`EAI_NONAME`) |
+//! | `temporary-lookup-failure`       | `Other`, message "temporary failure in name resolution …", [`gai_errno`] `EAI_AGAIN` | `socket.gaierror` (`EAI_AGAIN`) |
 //! | `access-denied` (host policy)    | `PermissionDenied`, message "access denied: …" | `PermissionError` |
 //! | `invalid-argument`               | `InvalidInput`, message "invalid argument: …" | `ValueError` / `OSError` (`EINVAL`) |
 //! | `limit-reached` (sockets per plugin) | `EMFILE` (WASI 33), "No file descriptors available" | `OSError` (`EMFILE`) |
@@ -152,7 +153,7 @@ mod socket;
 
 pub use address::{Address, ToAddress};
 pub use create::{DEFAULT_BACKLOG, create_connection, create_server, create_server_with, resolve};
-pub use error::{PartialTransfer, bytes_sent};
+pub use error::{PartialTransfer, bytes_sent, gai_errno};
 pub use makefile::{DEFAULT_BUFFER_SIZE, SocketFile};
 pub use options::{SockOpt, SockOptName};
 pub use placement::receives_in_place;

@@ -156,3 +156,113 @@ async fn a_closed_socket_is_ebadf_and_the_socket_limit_emfile() {
     assert!(out.get("closed_listen").ends_with("errno=8"), "{out}");
     assert!(out.get("over_limit").ends_with("errno=33"), "{out}");
 }
+
+/// The name the child test runs under, for the parent to select it.
+const LOOKUP_CHILD: &str = "a_resolver_failure_seen_from_a_plugin";
+
+/// Issue 26: a temporary resolver failure (`EAI_AGAIN`) reached plugins
+/// as `os(EAGAIN)`, which the guest crate reads as would-block
+/// (`BlockingIOError`). Through a real resolver (glibc's, asking a DNS
+/// responder this test starts, which answers SERVFAIL for one name and
+/// NXDOMAIN for another), a plugin now tells a temporary failure
+/// (`gaierror` `EAI_AGAIN`) from a name without addresses (`EAI_NONAME`),
+/// and neither is would-block. The host's resolver reads
+/// `/etc/resolv.conf`, so the check runs in a child process with a mount
+/// and network namespace of its own (unshare(1), as root), where a
+/// resolv.conf naming the responder is mounted over the real one.
+#[test]
+fn a_temporary_resolver_failure_is_told_apart_from_a_missing_name() {
+    let dir = TempDir::new("resolv");
+    let conf = dir.write(
+        "resolv.conf",
+        b"nameserver 127.0.0.1\noptions timeout:2 attempts:2\n",
+    );
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let script = format!(
+        "ip link set lo up && mount --bind {} /etc/resolv.conf && exec \"$0\" \"$@\"",
+        conf.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--net", "sh", "-c", &script])
+        .arg(&exe)
+        .args([LOOKUP_CHILD, "--exact", "--ignored", "--nocapture"])
+        .output()
+        .expect("unshare(1) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the child failed (it needs root for unshare --mount --net):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("lookup errors checked"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// A DNS responder on 127.0.0.1:53 (UDP): SERVFAIL for names that start
+/// with `flaky`, NXDOMAIN for the others, no answers ever.
+fn dns_responder() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:53").expect("port 53 in the namespace");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let query = &buf[..n];
+            // The header, then the question: labels up to a zero, then the
+            // type and the class.
+            let mut at = 12;
+            let mut name = Vec::new();
+            while at < n && query[at] != 0 {
+                let len = query[at] as usize;
+                name.extend_from_slice(query.get(at + 1..at + 1 + len).unwrap_or_default());
+                name.push(b'.');
+                at += 1 + len;
+            }
+            let end = (at + 5).min(n);
+            let mut answer = query[..end].to_vec();
+            let rcode = if name.starts_with(b"flaky") { 2 } else { 3 };
+            answer[2] = 0x80 | (query[2] & 0x01); // a response; RD as asked
+            answer[3] = 0x80 | rcode; // RA, SERVFAIL or NXDOMAIN
+            answer[6..12].fill(0); // no answer, authority or additional
+            let _ = sock.send_to(&answer, from);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in namespaces of its own by the test above"]
+async fn a_resolver_failure_seen_from_a_plugin() {
+    dns_responder();
+    let policy = policy(&["flaky.test:80", "missing.test:80"], &[]);
+    let flaky = run_guest("lookup-errors", &["flaky.test", "80"], policy.clone())
+        .await
+        .success();
+    println!("{flaky}");
+    let again = "Other gai=Some(-3): temporary failure in name resolution of `flaky.test`";
+    assert_eq!(flaky.get("resolve"), again, "{flaky}");
+    assert_eq!(flaky.get("create_connection"), again, "{flaky}");
+    assert!(
+        flaky.get("connect").starts_with("Other gai=Some(-3)"),
+        "{flaky}"
+    );
+    let missing = run_guest("lookup-errors", &["missing.test", "80"], policy)
+        .await
+        .success();
+    println!("{missing}");
+    assert!(
+        missing
+            .get("resolve")
+            .starts_with("AddrNotAvailable gai=Some(-2): the name `missing.test` did not resolve"),
+        "{missing}"
+    );
+    assert!(
+        missing
+            .get("create_connection")
+            .starts_with("AddrNotAvailable gai=Some(-2)"),
+        "{missing}"
+    );
+    println!("lookup errors checked");
+}

@@ -150,6 +150,8 @@ def _exception(e):
         return _oserror(_errno.EMFILE, e.value)
     if c == "Os":
         return _oserror(e.value)
+    if c == "TemporaryLookupFailure":
+        return gaierror(EAI_AGAIN, "Temporary failure in name resolution")
     return OSError(repr(e))
 
 

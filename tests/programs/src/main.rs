@@ -89,6 +89,7 @@ fn main() -> ExitCode {
         ("unresolvable", [addr]) => names::unresolvable(addr),
         ("default-timeout", [addr]) => names::create_connection_default_timeout(addr),
         ("errnos", [limit]) => names::errnos(parse(limit)),
+        ("lookup-errors", [host, port]) => names::lookup_errors(host, parse(port)),
         // Issue 26: hardening.
         ("linger", [addr, secs, how]) => linger(addr, parse(secs), how),
         ("allocate", [mib]) => allocate(parse(mib)),

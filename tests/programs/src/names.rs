@@ -102,3 +102,25 @@ pub fn errnos(limit: usize) -> Result {
     );
     Ok(())
 }
+
+/// A failed name lookup as `KIND gai=CODE: message`.
+fn lookup_outcome<T>(r: &std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("{:?} gai={:?}: {e}", e.kind(), sockshim::gai_errno(e)),
+    }
+}
+
+/// What a failed lookup of `host` looks like through `resolve`
+/// (`getaddrinfo`), `create_connection` and `connect` by name.
+pub fn lookup_errors(host: &str, port: u16) -> Result {
+    report("resolve", lookup_outcome(&sockshim::resolve(host)));
+    let timeout = Some(Duration::from_secs(10));
+    report(
+        "create_connection",
+        lookup_outcome(&sockshim::create_connection((host, port), timeout)),
+    );
+    let sock = Socket::new(Family::Ipv4, Kind::Stream)?;
+    report("connect", lookup_outcome(&sock.connect((host, port))));
+    Ok(())
+}
