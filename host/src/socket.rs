@@ -938,6 +938,48 @@ mod tests {
         }
     }
 
+    /// Issue 26 (`recv` could leave an allocation in the plugin when
+    /// recv(2) failed while its result was lowered): the receive made while
+    /// lowering follows a peek that saw bytes, and what the kernel reports
+    /// in between cannot fail it, since Linux returns a stream's queued
+    /// bytes before a pending error. Here the peer resets between the peek
+    /// and the receive: the receive gets every byte, the next one the
+    /// reset. So `recv`'s lowering allocates in the plugin only for a
+    /// receive that succeeds (`place_received`'s failure path is not
+    /// reached on a stream).
+    #[tokio::test]
+    async fn a_reset_after_the_peek_does_not_fail_the_placed_receive() {
+        for wait_on in [
+            WaitOn::reactor(),
+            WaitOn::Thread(Arc::new(sys::StopSignal::new().unwrap())),
+        ] {
+            let (ours, mut peer) = crate::testing::loopback_pair();
+            ours.set_nonblocking(true).unwrap();
+            let sock =
+                TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::Blocking, wait_on);
+            let how = sock.shared.io.wait_on().clone();
+            let data = vec![9u8; 10_000];
+            peer.write_all(&data).unwrap();
+            let received = sock.shared.receive(64 << 10, Lent::No).await;
+            assert!(
+                matches!(received, Received::Ready(..)),
+                "{how:?}: not ready"
+            );
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The receive a lowering makes: every byte, no reset.
+            let got = received.into_vec().expect("the placed receive failed");
+            assert_eq!(got, data, "{how:?}");
+            assert!(
+                matches!(sock.recv(64 << 10).await, Err(ErrorCode::ConnectionReset)),
+                "{how:?}: the reset was lost"
+            );
+        }
+    }
+
     /// Sends until the socket takes no more: the peer does not read, so
     /// what went stays unacknowledged beyond its receive window.
     fn fill(sock: &TcpSocket) {
