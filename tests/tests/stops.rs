@@ -10,11 +10,11 @@ use sockshim_host::SockshimCtx;
 use sockshim_tests::*;
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 /// One test at a time: each counts the process's descriptors.
-static TURN: Mutex<()> = Mutex::new(());
+static TURN: Mutex<()> = Mutex::const_new(());
 
 const MODES: [Mode; 2] = [Mode::Reactor, Mode::Thread];
 
@@ -166,7 +166,7 @@ async fn start_waiting(wait: Wait, mode: Mode, dir: &TempDir) -> (Running, Peer,
 /// (sockets, readiness sets, files) are closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_waits_ends_every_wait_in_both_modes() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     let dir = TempDir::new("stops");
     dir.write("big.bin", &pattern(32 << 20));
     // Instantiated once before counting: a component keeps the image of
@@ -223,7 +223,7 @@ async fn stop_waits_ends_every_wait_in_both_modes() {
 /// in both wait modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_connect_times_out_at_its_deadline_in_both_modes() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     let hole = BlackHole::new();
     let addr = hole.addr().to_string();
     for mode in MODES {
