@@ -7,7 +7,8 @@
 //! deadline; `EINTR` retries at once; past the deadline the operation fails
 //! with `timeout`. A non-blocking socket never waits: it fails with
 //! `would-block`. Waiting is an `await` on tokio's reactor, so a guest blocked
-//! in `recv` holds no OS thread.
+//! in `recv` holds no OS thread; each wait races the plugin's stop signal
+//! (`StopWaits`), which ends it with `ECANCELED`.
 //!
 //! A socket can instead wait on the thread that runs its plugin
 //! ([`WaitOn::Thread`], for an embedder that gives each plugin a thread of
