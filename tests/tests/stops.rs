@@ -46,13 +46,15 @@ enum Wait {
     /// sendfile(2) on the blocking pool, as from NFS or FUSE.
     SendfileFromRemote,
     SendfileFromFifo,
+    /// From a terminal (a character device) nobody types on.
+    SendfileFromTerminal,
     Poll,
     Select,
     Selector,
     Pollable,
 }
 
-const WAITS: [Wait; 12] = [
+const WAITS: [Wait; 13] = [
     Wait::Recv,
     Wait::RecvInto,
     Wait::Accept,
@@ -61,6 +63,7 @@ const WAITS: [Wait; 12] = [
     Wait::Sendfile,
     Wait::SendfileFromRemote,
     Wait::SendfileFromFifo,
+    Wait::SendfileFromTerminal,
     Wait::Poll,
     Wait::Select,
     Wait::Selector,
@@ -74,6 +77,7 @@ const GUEST_DIR: &str = "/data";
 struct Peer {
     black_hole: Option<BlackHole>,
     fifo_writer: Option<std::fs::File>,
+    terminal: Option<std::fs::File>,
 }
 
 /// Makes a FIFO named `name` in `dir` and opens it read-write, so that
@@ -114,13 +118,19 @@ async fn start_waiting(wait: Wait, mode: Mode, dir: &TempDir) -> (Running, Peer,
             peer.fifo_writer = Some(silent_fifo(dir.path(), "fifo"));
             vec!["sendfile".into(), addr, format!("{GUEST_DIR}/fifo")]
         }
+        Wait::SendfileFromTerminal => {
+            let (master, slave) = pseudo_terminal();
+            peer.terminal = Some(master);
+            let name = slave.rsplit('/').next().unwrap().to_string();
+            vec!["sendfile".into(), addr, format!("/pts/{name}")]
+        }
         Wait::Poll => vec!["wait-forever".into(), "poll".into(), addr],
         Wait::Select => vec!["wait-forever".into(), "select".into(), addr],
         Wait::Selector => vec!["wait-forever".into(), "selector".into(), addr],
         Wait::Pollable => vec!["wait-forever".into(), "pollable".into(), addr],
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let dirs = [(dir.path(), GUEST_DIR)];
+    let dirs = [(dir.path(), GUEST_DIR), (Path::new("/dev/pts"), "/pts")];
     let ctx = match wait {
         Wait::SendfileFromRemote => mode.ctx().with_every_file_remote(),
         _ => mode.ctx(),
