@@ -397,7 +397,18 @@ impl SocketReadiness {
         let Some(shared) = self.socket.upgrade() else {
             return Ok(());
         };
-        if self.ready_now(&shared)? {
+        // A socket registered with tokio's reactor already (so connecting,
+        // connected or listening) is not looked at first: epoll has told
+        // tokio of every change since the registration, and tokio forgets
+        // readiness only when an operation or a look below found the socket
+        // not ready (and only what it knew then), so when tokio knows of
+        // none the socket has none; an event the reactor has not taken in
+        // yet wakes the wait below. That spares one poll(2) per socket in
+        // every `wasi:io/poll` call of an async plugin, which hands all its
+        // waiting sockets' pollables to each. Urgent data (`POLLPRI`) is
+        // not among what tokio is told of, so a wait for it looks first.
+        let told = shared.io.registered().is_some() && self.interest & libc::POLLPRI == 0;
+        if !told && self.ready_now(&shared)? {
             return Ok(());
         }
         let registration = shared.io.registration()?;
