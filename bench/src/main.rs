@@ -60,15 +60,17 @@ workload (or, with --json, one JSON object).
                      1,000 sockets with one ready, sockshim's selector.wait
                      and poll against epoll_wait(2) and poll(2), in ns;
                      manyconn: one plugin echoing 1,000 connections (100
-                     quick) through its selector against a mio echo on one
-                     thread, msg/s and CPU per message; static: the
+                     quick) through its selector, and one as wstd tasks on
+                     sockshim::aio, against a mio echo on one thread, msg/s
+                     and CPU per message; static: the
                      file-server plugin against nginx (one worker, sendfile
                      on) under wrk or the bench's own load generator, 4 KiB
                      at 1 and 16 connections and 64 MiB at 4; skipped
                      without nginx (apt-get install nginx-light wrk)
   --system KEY       run only this system (repeatable, or comma-separated),
                      by its JSON key: native, wasi_sockets, wasi_sockets_p3,
-                     sockshim; native_sendfile, native_read_write,
+                     sockshim, sockshim_async (manyconn);
+                     native_sendfile, native_read_write,
                      wasi_sockets_read_write, guest_read_sendall,
                      sockshim_sendfile (for profiling; ratios need both sides)
   --reps N           repetitions (at least 1)
@@ -451,14 +453,16 @@ fn bench(argv: &[String]) -> Result<()> {
         for table in readiness::manyconn(wasm, &cfg)? {
             show(&table.to_text());
             json.insert(table.key.clone(), table.to_json());
+            tables.push(table);
         }
     }
     if let (true, Some(wasm)) = (cfg.runs("static"), &wasm) {
         match static_files::static_files(wasm, &cfg)? {
-            Ok(tables) => {
-                for table in tables {
+            Ok(static_tables) => {
+                for table in static_tables {
                     show(&table.to_text());
                     json.insert(table.key.clone(), table.to_json());
+                    tables.push(table);
                 }
             }
             Err(reason) => {

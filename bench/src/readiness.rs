@@ -299,8 +299,9 @@ pub fn readiness(wasm: &Wasm, cfg: &Config) -> Result<(String, Value)> {
     Ok((text, Value::Object(json)))
 }
 
-/// The systems of the manyconn workload, in this order.
-const MANYCONN_SYSTEMS: [System; 2] = [
+/// The systems of the manyconn workload, in this order: they run in turn
+/// in every repetition, and each plugin's table compares it with native.
+const MANYCONN_SYSTEMS: [System; 3] = [
     System {
         label: "native (mio, one thread, epoll)",
         key: "native",
@@ -309,7 +310,15 @@ const MANYCONN_SYSTEMS: [System; 2] = [
         label: "sockshim (one plugin, selector)",
         key: "sockshim",
     },
+    System {
+        label: "sockshim async (one plugin, wstd tasks on sockshim::aio)",
+        key: "sockshim_async",
+    },
 ];
+
+/// The sockshim guest's command for each plugin system of
+/// [`MANYCONN_SYSTEMS`].
+const MANYCONN_COMMANDS: [&str; 3] = ["", "manyconn", "manyconn-async"];
 
 /// The bytes each message of the manyconn workload carries.
 const MANYCONN_MSG: usize = 64;
@@ -317,9 +326,11 @@ const MANYCONN_MSG: usize = 64;
 /// The `manyconn` workload: a single-threaded echo server for
 /// `cfg.manyconn_conns` connections at once, each driven by the peer (one
 /// process, all connections) through `cfg.manyconn_rounds` exchanges of a
-/// 64-byte message: native on mio in this process, and one sockshim plugin
-/// through its `DefaultSelector`. A run starts when the peer has connected
-/// every connection and ends when every connection has closed.
+/// 64-byte message: native on mio in this process, one sockshim plugin
+/// through its `DefaultSelector`, and one as wstd tasks on `sockshim::aio`.
+/// A run starts when the peer has connected every connection and ends when
+/// every connection has closed. One table per plugin (`manyconn`,
+/// `manyconn_async`), each beside the same native runs.
 pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let (conns, rounds) = (cfg.manyconn_conns, cfg.manyconn_rounds);
     let warm_rounds = (rounds / 10).max(1);
@@ -354,8 +365,8 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 })?
             } else {
                 let port = free_port()?;
-                let server =
-                    wasm.start(Guest::Sockshim, &args(&[&"manyconn", &port, &conns]), None);
+                let command = MANYCONN_COMMANDS[i];
+                let server = wasm.start(Guest::Sockshim, &args(&[&command, &port, &conns]), None);
                 peer.proc.send(&format!("connect {port}"))?;
                 peer.proc.expect("connected", limit)?;
                 measure_with_peer(pid, || {
@@ -366,26 +377,31 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
             }))
         },
     )?;
-    Ok(vec![Table {
-        key: "manyconn".into(),
+    let table = |plugin: usize, key: &str| Table {
+        key: key.into(),
         title: format!(
-            "manyconn: one single-threaded server echoing {conns} connections at once, \
+            "{key}: one single-threaded server echoing {conns} connections at once, \
              {rounds} exchanges of {MANYCONN_MSG} bytes on each ({messages} messages) per run, \
              {} paired repetitions",
             cfg.reps
         ),
         unit: Unit::Messages,
         amount: messages as f64,
-        systems: MANYCONN_SYSTEMS.to_vec(),
+        systems: vec![MANYCONN_SYSTEMS[0], MANYCONN_SYSTEMS[plugin]],
         subject: Some(1),
-        samples,
+        samples: samples
+            .iter()
+            .map(|rep| vec![rep[0], rep[plugin]])
+            .collect(),
         notes: vec![
             "(the peer, one process on mio, connects every connection first, then each sends a \
              message, waits for its echo and sends again; a run is from its start to the last \
-             close; targets in issue 22: rate ≥ 0.8×, CPU ≤ 1.25× native)"
+             close; the three servers run in turn in each repetition; targets in issue 22: \
+             rate ≥ 0.8×, CPU ≤ 1.25× native)"
                 .into(),
         ],
-    }])
+    };
+    Ok(vec![table(1, "manyconn"), table(2, "manyconn_async")])
 }
 
 /// A std listener on 127.0.0.1:0 with a backlog deep enough for every

@@ -427,13 +427,15 @@ pub fn static_files(wasm: &Wasm, cfg: &Config) -> Result<std::result::Result<Vec
         };
         tables.push(Table {
             key: case.key.into(),
+            // The part before the colon names the row in `--markdown`.
             title: format!(
-                "static: a {size} file over {} keep-alive connection{}, {secs} s per run under {}, \
-                 {} paired repetitions",
-                case.conns,
-                if case.conns == 1 { "" } else { "s" },
-                loader.name(),
-                cfg.reps
+                "static, {size} over {conns} connection{plural}: a {size} file over {conns} \
+                 keep-alive connection{plural}, {secs} s per run under {loader}, {reps} paired \
+                 repetitions",
+                conns = case.conns,
+                plural = if case.conns == 1 { "" } else { "s" },
+                loader = loader.name(),
+                reps = cfg.reps
             ),
             unit: if big {
                 Unit::Throughput

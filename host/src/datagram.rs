@@ -437,7 +437,7 @@ mod tests {
     #[tokio::test]
     async fn a_selector_over_datagram_sockets() {
         use crate::bindings::Events;
-        use crate::readiness::{Selector, from_bits};
+        use crate::readiness::Selector;
         for wait_on in both_ways() {
             let how = format!("{wait_on:?}");
             let (sock, addr) = ours(anyone(), Receives::FromAnyone, wait_on.clone());
@@ -462,8 +462,8 @@ mod tests {
             peer.send_to(b"one", addr).unwrap();
             let ready = selector.wait(Deadline::Never, 0).await.unwrap();
             assert_eq!(ready.len(), 1, "{how}: {ready:?}");
-            assert_eq!(ready[0].0, 1, "{how}");
-            assert!(from_bits(ready[0].1).contains(Events::READABLE), "{how}");
+            assert_eq!(ready[0].key, 1, "{how}");
+            assert!(ready[0].events.contains(Events::READABLE), "{how}");
             assert_eq!(sock.recvfrom(16).await.unwrap().0, b"one", "{how}");
             assert!(
                 selector.wait(Deadline::Now, 0).await.unwrap().is_empty(),
@@ -472,7 +472,11 @@ mod tests {
             // Writable at once: a datagram socket's buffer has room.
             selector.modify(1, Events::WRITABLE).unwrap();
             let ready = selector.wait(Deadline::Now, 0).await.unwrap();
-            assert_eq!(ready.iter().map(|r| r.0).collect::<Vec<_>>(), [1], "{how}");
+            assert_eq!(
+                ready.iter().map(|r| r.key).collect::<Vec<_>>(),
+                [1],
+                "{how}"
+            );
         }
     }
 

@@ -601,19 +601,10 @@ impl HostSelector for SockshimCtxView<'_> {
         timeout: Option<u64>,
         max_events: u32,
     ) -> Res<Vec<Selected>> {
-        let selector = self.table.get(&res)?;
-        let ready = selector
+        let selector = self.table.get_mut(&res)?;
+        Ok(selector
             .wait(readiness::deadline_of(timeout), max_events as usize)
-            .await;
-        Ok(ready.map(|ready| {
-            ready
-                .into_iter()
-                .map(|(key, bits)| Selected {
-                    key,
-                    events: readiness::from_bits(bits),
-                })
-                .collect()
-        }))
+            .await)
     }
 
     async fn drop(&mut self, res: Resource<Selector>) -> wasmtime::Result<()> {

@@ -28,11 +28,11 @@
 //! number and a weak reference, and the kernel drops a closed descriptor
 //! from every epoll set by itself; a pollable holds a weak reference.
 
-use crate::bindings::{ErrorCode, Events};
+use crate::bindings::{ErrorCode, Events, Selected};
 use crate::deadline::Deadline;
 use crate::quota::Slot;
 use crate::socket::Shared;
-use crate::sys::{self, BorrowedRawFd, Epoll, EpollEvent, StopSignal, WaitOn, Woken};
+use crate::sys::{self, BorrowedRawFd, Epoll, EpollEvents, StopSignal, WaitOn, Woken};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -130,6 +130,10 @@ pub struct Selector {
     // Declared before `epoll`, so that it is dropped (deregistered) first.
     reactor: OnceLock<AsyncFd<BorrowedRawFd>>,
     epoll: Epoll,
+    /// What the last epoll_wait(2) reported, kept between waits: at most
+    /// as many entries as the set has held members at once, so at most
+    /// `max_members`.
+    events: EpollEvents,
     members: HashMap<u64, Member>,
     wait_on: WaitOn,
     /// The most members at once (the plugin's socket limit).
@@ -147,6 +151,7 @@ impl Selector {
         Ok(Selector {
             reactor: OnceLock::new(),
             epoll: Epoll::new()?,
+            events: EpollEvents::default(),
             members: HashMap::new(),
             wait_on,
             max_members,
@@ -222,42 +227,54 @@ impl Selector {
     }
 
     /// Waits until a member is ready or `deadline` passes; returns at most
-    /// `max_events` ready members (0: as many as there are), with their
-    /// `revents`, or none when the deadline passed first.
+    /// `max_events` ready members (0: as many as there are), by key with
+    /// their events, or none when the deadline passed first.
     pub(crate) async fn wait(
-        &self,
+        &mut self,
         deadline: Deadline,
         max_events: usize,
-    ) -> Result<Vec<EpollEvent>, ErrorCode> {
+    ) -> Result<Vec<Selected>, ErrorCode> {
         let max = match max_events {
             0 => self.members.len(),
             n => n.min(self.members.len()),
         }
         .max(1);
-        let mut ready = Vec::with_capacity(max);
         match &self.wait_on {
-            WaitOn::Thread(stop) => self.wait_on_thread(stop, deadline, &mut ready)?,
+            WaitOn::Thread(stop) => {
+                let stop = Arc::clone(stop);
+                self.wait_on_thread(&stop, deadline, max)?
+            }
             WaitOn::Reactor(stop) => {
+                let stop = Arc::clone(stop);
                 tokio::select! {
-                    waited = self.wait_on_reactor(deadline, &mut ready) => waited?,
+                    waited = self.wait_on_reactor(deadline, max) => waited?,
                     () = stop.stopped() => return Err(stopped()),
                 }
             }
         }
-        Ok(ready)
+        Ok(self
+            .events
+            .iter()
+            .map(|(key, bits)| Selected {
+                key,
+                events: from_bits(bits),
+            })
+            .collect())
     }
 
-    /// [`Selector::wait`] in ppoll(2) on this thread, beside `stop`.
+    /// [`Selector::wait`] in ppoll(2) on this thread, beside `stop`, into
+    /// `self.events`.
     fn wait_on_thread(
-        &self,
+        &mut self,
         stop: &StopSignal,
         deadline: Deadline,
-        ready: &mut Vec<EpollEvent>,
+        max: usize,
     ) -> Result<(), ErrorCode> {
-        let mut fds = Vec::with_capacity(2);
+        // No allocation until a wait needs it (`Vec::new` makes none).
+        let mut fds = Vec::new();
         loop {
-            self.epoll.ready_now(ready)?;
-            if !ready.is_empty() {
+            self.epoll.ready_now(&mut self.events, max)?;
+            if !self.events.is_empty() {
                 return Ok(());
             }
             let Ok(timeout) = time_left(deadline) else {
@@ -275,30 +292,26 @@ impl Selector {
     }
 
     /// [`Selector::wait`] on tokio's reactor, where the epoll descriptor
-    /// is registered the first time a wait needs it.
-    async fn wait_on_reactor(
-        &self,
-        deadline: Deadline,
-        ready: &mut Vec<EpollEvent>,
-    ) -> Result<(), ErrorCode> {
-        self.epoll.ready_now(ready)?;
-        if !ready.is_empty() || deadline == Deadline::Now {
+    /// is registered the first time a wait needs it, into `self.events`.
+    async fn wait_on_reactor(&mut self, deadline: Deadline, max: usize) -> Result<(), ErrorCode> {
+        self.epoll.ready_now(&mut self.events, max)?;
+        if !self.events.is_empty() || deadline == Deadline::Now {
             return Ok(());
         }
-        let registration = self.registration()?;
+        let registration = registration(&self.reactor, &self.epoll)?;
         loop {
             let woken = match deadline {
                 Deadline::Never | Deadline::Now => registration.readable().await,
                 Deadline::At(at) => {
                     match tokio::time::timeout_at(at, registration.readable()).await {
                         Ok(woken) => woken,
-                        Err(_elapsed) => return Ok(self.epoll.ready_now(ready)?),
+                        Err(_elapsed) => return Ok(self.epoll.ready_now(&mut self.events, max)?),
                     }
                 }
             };
             let mut guard = woken?;
-            self.epoll.ready_now(ready)?;
-            if !ready.is_empty() {
+            self.epoll.ready_now(&mut self.events, max)?;
+            if !self.events.is_empty() {
                 return Ok(());
             }
             // Woken for nothing that is still ready: wait for the next
@@ -306,17 +319,22 @@ impl Selector {
             guard.clear_ready();
         }
     }
+}
 
-    fn registration(&self) -> io::Result<&AsyncFd<BorrowedRawFd>> {
-        if let Some(registration) = self.reactor.get() {
-            return Ok(registration);
-        }
-        // SAFETY: the epoll descriptor stays open for as long as the
-        // registration exists: `reactor` is dropped before `epoll` (field
-        // order), and neither is replaced.
-        let registration = unsafe { sys::register_raw_readable(self.epoll.as_raw_fd()) }?;
-        Ok(self.reactor.get_or_init(|| registration))
+/// `epoll`'s registration with tokio's reactor, kept in `reactor`, made
+/// the first time a wait needs it.
+fn registration<'a>(
+    reactor: &'a OnceLock<AsyncFd<BorrowedRawFd>>,
+    epoll: &Epoll,
+) -> io::Result<&'a AsyncFd<BorrowedRawFd>> {
+    if let Some(registration) = reactor.get() {
+        return Ok(registration);
     }
+    // SAFETY: the epoll descriptor stays open for as long as the
+    // registration exists: a selector's `reactor` is dropped before its
+    // `epoll` (field order), and neither is replaced.
+    let registration = unsafe { sys::register_raw_readable(epoll.as_raw_fd()) }?;
+    Ok(reactor.get_or_init(|| registration))
 }
 
 /// `modify` or `unregister` of a key the selector does not hold.
@@ -384,7 +402,18 @@ impl SocketReadiness {
         let Some(shared) = self.socket.upgrade() else {
             return Ok(());
         };
-        if self.ready_now(&shared)? {
+        // A socket registered with tokio's reactor already (so connecting,
+        // connected or listening) is not looked at first: epoll has told
+        // tokio of every change since the registration, and tokio forgets
+        // readiness only when an operation or a look below found the socket
+        // not ready (and only what it knew then), so when tokio knows of
+        // none the socket has none; an event the reactor has not taken in
+        // yet wakes the wait below. That spares one poll(2) per socket in
+        // every `wasi:io/poll` call of an async plugin, which hands all its
+        // waiting sockets' pollables to each. Urgent data (`POLLPRI`) is
+        // not among what tokio is told of, so a wait for it looks first.
+        let told = shared.io.registered().is_some() && self.interest & libc::POLLPRI == 0;
+        if !told && self.ready_now(&shared)? {
             return Ok(());
         }
         let registration = shared.io.registration()?;
@@ -480,7 +509,7 @@ pub(crate) async fn poll(
         WaitOn::Reactor(_) => {
             // A set for this call: each socket once, for what any entry
             // asks of it. Woken by it, poll(2) says exactly what is ready.
-            let set = Selector::new(wait_on.clone(), fds.len(), None)?;
+            let mut set = Selector::new(wait_on.clone(), fds.len(), None)?;
             let mut asked: HashMap<RawFd, u32> = HashMap::new();
             for fd in fds.iter() {
                 *asked.entry(fd.fd).or_default() |= fd.events as u16 as u32;
@@ -490,8 +519,7 @@ pub(crate) async fn poll(
             }
             loop {
                 // The set's wait races the stop signal.
-                let woken = set.wait(deadline, 1).await?;
-                if woken.is_empty() {
+                if set.wait(deadline, 1).await?.is_empty() {
                     return Ok(Vec::new()); // the deadline passed
                 }
                 for fd in fds.iter_mut() {
@@ -586,8 +614,8 @@ mod tests {
             busy_peer.write_all(b"x").unwrap();
             let ready = selector.wait(Deadline::Never, 0).await.unwrap();
             assert_eq!(ready.len(), 1, "{how}: {ready:?}");
-            assert_eq!(ready[0].0, 9, "{how}");
-            assert!(from_bits(ready[0].1).contains(Events::READABLE), "{how}");
+            assert_eq!(ready[0].key, 9, "{how}");
+            assert!(ready[0].events.contains(Events::READABLE), "{how}");
             // Not read: still ready, at once.
             let again = selector.wait(Deadline::Now, 0).await.unwrap();
             assert_eq!(again.len(), 1, "{how}");
@@ -601,7 +629,11 @@ mod tests {
             // Writable is asked for, and a connected socket is.
             selector.modify(7, Events::WRITABLE).unwrap();
             let ready = selector.wait(after(5_000), 0).await.unwrap();
-            assert_eq!(ready.iter().map(|r| r.0).collect::<Vec<_>>(), [7], "{how}");
+            assert_eq!(
+                ready.iter().map(|r| r.key).collect::<Vec<_>>(),
+                [7],
+                "{how}"
+            );
 
             selector.unregister(7).unwrap();
             assert!(
@@ -672,6 +704,12 @@ mod tests {
             selector.register(c.shared_ref(), 3, Events::READABLE),
             Err(ErrorCode::LimitReached(_))
         ));
+        // The buffer a wait fills holds no more entries than the set has
+        // members, whatever the plugin asks for.
+        for max_events in [0, 1, 1_000_000] {
+            selector.wait(Deadline::Now, max_events).await.unwrap();
+            assert!(selector.events.capacity() <= 2, "{max_events}");
+        }
         drop(a);
         selector
             .register(c.shared_ref(), 3, Events::READABLE)

@@ -547,17 +547,23 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// epoll_wait(2) without waiting: what is ready now, at most
-    /// `out.capacity()` events (at least one), into `out` (cleared first).
-    pub fn ready_now(&self, out: &mut Vec<EpollEvent>) -> io::Result<()> {
-        out.clear();
-        let max = out.capacity().clamp(1, i32::MAX as usize);
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; max];
+    /// epoll_wait(2) without waiting: what is ready now, at most `max`
+    /// events (at least one), into `into` (whose earlier events are
+    /// forgotten). `into` grows to `max` entries if it is smaller, and is
+    /// kept for the next call, so a busy event loop allocates nothing here.
+    pub fn ready_now(&self, into: &mut EpollEvents, max: usize) -> io::Result<()> {
+        into.len = 0;
+        let max = max.clamp(1, i32::MAX as usize);
+        if into.buf.len() < max {
+            into.buf
+                .resize(max, libc::epoll_event { events: 0, u64: 0 });
+        }
         let n = loop {
-            // SAFETY: `events` holds `max` writable entries; a zero timeout
-            // never blocks.
-            let n =
-                unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max as i32, 0) };
+            // SAFETY: `into.buf` holds at least `max` writable entries; a
+            // zero timeout never blocks.
+            let n = unsafe {
+                libc::epoll_wait(self.0.as_raw_fd(), into.buf.as_mut_ptr(), max as i32, 0)
+            };
             if n >= 0 {
                 break n as usize;
             }
@@ -566,13 +572,46 @@ impl Epoll {
                 return Err(err);
             }
         };
+        into.len = n.min(max);
+        Ok(())
+    }
+}
+
+/// The buffer [`Epoll::ready_now`] fills, kept between its calls: as many
+/// entries as the largest `max` it was given, no more.
+#[derive(Default)]
+pub struct EpollEvents {
+    buf: Vec<libc::epoll_event>,
+    /// How many entries of `buf` the last call filled.
+    len: usize,
+}
+
+impl EpollEvents {
+    /// The events of the last [`Epoll::ready_now`].
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EpollEvent> + '_ {
         // `epoll_event` is packed on x86_64: copy its fields out, never
         // borrow them.
-        out.extend(events[..n].iter().map(|e| {
+        self.buf[..self.len].iter().map(|e| {
             let (data, events) = (e.u64, e.events);
             (data, events)
-        }));
-        Ok(())
+        })
+    }
+
+    /// Whether the last [`Epoll::ready_now`] found nothing ready.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many entries the buffer holds (its bound, for tests).
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl std::fmt::Debug for EpollEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 

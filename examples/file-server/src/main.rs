@@ -44,6 +44,12 @@
 //! (or the accept), and at most as long for the client to take more of a
 //! response.
 //!
+//! Files are kept open for a moment between requests, as nginx's
+//! `open_file_cache` keeps them ([`OpenFiles`]): a file asked for again
+//! within [`OPEN_FILE_VALID`] is served from the descriptor and length found
+//! the first time, without touching the filesystem, so a change to it shows
+//! at most that long later. At most [`OPEN_FILES_MAX`] files are kept.
+//!
 //! One line per request goes to stderr, through a buffer written out each
 //! time the loop is about to wait, not once per line. With
 //! `--max-requests N` the server stops reading requests after the Nth
@@ -57,6 +63,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{self, BufWriter, Cursor, ErrorKind, Stderr, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use sockshim::fs::File;
@@ -100,6 +107,14 @@ const BODY_TURN: u64 = 2 << 20;
 /// than "nothing to accept" (for example the plugin's socket limit), so
 /// that a lasting error does not make the loop spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a file stays in [`OpenFiles`] before it is looked up and opened
+/// again (nginx's `open_file_cache_valid`, whose default is a minute).
+const OPEN_FILE_VALID: Duration = Duration::from_secs(1);
+
+/// The most files [`OpenFiles`] keeps open (nginx's `open_file_cache
+/// max=`).
+const OPEN_FILES_MAX: usize = 64;
 
 /// The selector's key data for the listener; connections have their own
 /// numbers, counted from zero.
@@ -229,6 +244,7 @@ fn main() -> ExitCode {
         accept_paused_until: None,
         log: BufWriter::with_capacity(16 * 1024, io::stderr()),
         scratch: vec![0; RECV_SIZE],
+        open_files: OpenFiles::default(),
     };
     let result = server.run();
     let _ = server.log.flush();
@@ -268,9 +284,9 @@ struct Response {
     head: Vec<u8>,
     /// Bytes of `head` sent so far.
     head_sent: usize,
-    /// The body: the file and its length (none for `HEAD` and errors,
-    /// whose short body is part of `head`).
-    body: Option<(File, String, u64)>,
+    /// The body: the file (none for `HEAD` and errors, whose short body is
+    /// part of `head`).
+    body: Option<Rc<Served>>,
     /// Bytes of the body sent so far.
     body_sent: u64,
     /// Body bytes to log: the file's part sent, or the error text's length.
@@ -321,8 +337,11 @@ struct Server {
     accept_paused_until: Option<Instant>,
     /// The request log, written out before each wait.
     log: BufWriter<Stderr>,
-    /// A buffer for receiving what is discarded.
+    /// A buffer for receiving: request heads before they are appended to
+    /// their connection's input, and what is discarded.
     scratch: Vec<u8>,
+    /// The files opened recently.
+    open_files: OpenFiles,
 }
 
 impl Server {
@@ -574,10 +593,13 @@ impl Server {
             if !can_read {
                 return Some(Next::Wait(EVENT_READ));
             }
-            let len = conn.input.len();
-            conn.input.resize(len + RECV_SIZE, 0);
-            let received = conn.sock.recv_into(&mut conn.input[len..]);
-            conn.input.truncate(len + *received.as_ref().unwrap_or(&0));
+            // Into the shared buffer, then onto the input: a copy of what
+            // came, instead of zeroing room for a whole `RECV_SIZE` in
+            // each connection's input for every receive.
+            let received = conn.sock.recv_into(&mut self.scratch);
+            if let Ok(n) = received {
+                conn.input.extend_from_slice(&self.scratch[..n]);
+            }
             match received {
                 Ok(0) => ended = true,
                 Ok(_) => {
@@ -705,7 +727,7 @@ impl Server {
     }
 
     /// The response to a request.
-    fn respond(&self, head: &RequestHead, keep_alive: bool) -> Response {
+    fn respond(&mut self, head: &RequestHead, keep_alive: bool) -> Response {
         let request = Some(head.raw_line.clone());
         let version = head.line.version;
         let is_head = head.line.method == Method::Head;
@@ -719,18 +741,20 @@ impl Server {
                 &[("Allow", "GET, HEAD")],
             );
         }
-        let found = http::sanitize_path(&head.line.target)
-            .and_then(|segments| open_for_serving(&self.root, &segments));
-        let (file, len, path) = match found {
-            Ok(found) => found,
+        let found = http::sanitize_path(&head.line.target).and_then(|segments| {
+            self.open_files
+                .open(fs_path(&self.root, &segments), Instant::now())
+        });
+        let served = match found {
+            Ok(served) => served,
             Err(status) => {
                 return error_response(request, status, version, is_head, keep_alive, &[]);
             }
         };
         let response_head = http::response_head(
             Status::Ok,
-            len,
-            http::content_type(&path),
+            served.len,
+            http::content_type(&served.path),
             version,
             keep_alive,
             &[],
@@ -740,7 +764,7 @@ impl Server {
             status: Status::Ok,
             head: response_head.into_bytes(),
             head_sent: 0,
-            body: (!is_head && len > 0).then_some((file, path, len)),
+            body: (!is_head && served.len > 0).then_some(served),
             body_sent: 0,
             logged_bytes: 0,
             keep_alive,
@@ -774,9 +798,10 @@ impl Response {
                 Err(err) => return Err(err),
             }
         }
-        let Some((file, path, len)) = &self.body else {
+        let Some(served) = &self.body else {
             return Ok(Progress::Done);
         };
+        let (file, path, len) = (&served.file, &served.path, &served.len);
         let mut this_turn = 0;
         while self.body_sent < *len {
             if this_turn >= BODY_TURN {
@@ -787,8 +812,10 @@ impl Response {
                 Ok(0) => {
                     // The file shrank after its length was sent: the
                     // response is cut short, and only closing the
-                    // connection tells the client so.
+                    // connection tells the client so; and the file is
+                    // looked up afresh for the next request.
                     self.keep_alive = false;
+                    served.changed.set(true);
                     eprintln!(
                         "file-server: {path} ended after {} of {len} bytes",
                         self.body_sent
@@ -872,11 +899,61 @@ fn is_transient(err: &io::Error) -> bool {
     matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
-/// Opens the regular file that `segments` names under `root`, or the
-/// `index.html` of the directory they name; returns it with its length and
-/// its path. A name that is neither a file nor a directory (a FIFO, a
-/// device) is not opened, as opening one could block.
-fn open_for_serving(root: &str, segments: &[String]) -> Result<(File, u64, String), Status> {
+/// A file opened for serving: the open file, its length when it was
+/// opened, and its path.
+struct Served {
+    file: File,
+    len: u64,
+    path: String,
+    /// Set when sending it found it changed (shorter than `len`): it is not
+    /// served again.
+    changed: std::cell::Cell<bool>,
+}
+
+/// Files opened recently, by path, as nginx's `open_file_cache` keeps
+/// them: each is served from what was found when it was opened, for
+/// [`OPEN_FILE_VALID`], and then opened afresh. At most [`OPEN_FILES_MAX`]
+/// are kept (the oldest goes first); a file still being sent stays open
+/// until its responses end, whether it is kept or not. Failures are not
+/// kept: a missing file is looked for every time.
+#[derive(Default)]
+struct OpenFiles {
+    entries: HashMap<String, (Rc<Served>, Instant)>,
+}
+
+impl OpenFiles {
+    /// The file at `path` to serve at `now`: kept, or opened now.
+    fn open(&mut self, path: String, now: Instant) -> Result<Rc<Served>, Status> {
+        let fresh = |served: &Served, opened: Instant| {
+            !served.changed.get() && now.saturating_duration_since(opened) < OPEN_FILE_VALID
+        };
+        if let Some((served, opened)) = self.entries.get(&path)
+            && fresh(served, *opened)
+        {
+            return Ok(Rc::clone(served));
+        }
+        self.entries.remove(&path);
+        let served = Rc::new(open_for_serving(path.clone())?);
+        if self.entries.len() >= OPEN_FILES_MAX {
+            self.entries
+                .retain(|_, (served, opened)| fresh(served, *opened));
+        }
+        if self.entries.len() >= OPEN_FILES_MAX
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, opened))| *opened)
+                .map(|(path, _)| path.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+        self.entries.insert(path, (Rc::clone(&served), now));
+        Ok(served)
+    }
+}
+
+/// The path that `segments` name under `root`.
+fn fs_path(root: &str, segments: &[String]) -> String {
     let mut path = String::from(root);
     for segment in segments {
         path.push('/');
@@ -885,6 +962,13 @@ fn open_for_serving(root: &str, segments: &[String]) -> Result<(File, u64, Strin
     if path.is_empty() {
         path.push('/');
     }
+    path
+}
+
+/// Opens the regular file at `path`, or the `index.html` of the directory
+/// there. A name that is neither a file nor a directory (a FIFO, a device)
+/// is not opened, as opening one could block.
+fn open_for_serving(mut path: String) -> Result<Served, Status> {
     let mut meta = std::fs::metadata(&path).map_err(status_for)?;
     if meta.is_dir() {
         path = format!("{}/index.html", path.trim_end_matches('/'));
@@ -899,7 +983,12 @@ fn open_for_serving(root: &str, segments: &[String]) -> Result<(File, u64, Strin
     if !meta.is_file() {
         return Err(Status::NotFound);
     }
-    Ok((file, meta.len(), path))
+    Ok(Served {
+        file,
+        len: meta.len(),
+        path,
+        changed: std::cell::Cell::new(false),
+    })
 }
 
 /// The status for a filesystem error.

@@ -20,9 +20,11 @@
 //!   list: the call with cold caches, as after a bulk send. The bench's
 //!   `hostcalls` workload runs it; `sockshim run` can too.
 //!
-//! - `readiness HOLD ECHO N ITERS` and `manyconn PORT CONNS`: the cost of
-//!   one readiness wait over N sockets, and a single-threaded echo server
-//!   for many connections through the selector; see [`readiness`].
+//! - `readiness HOLD ECHO N ITERS`, `manyconn PORT CONNS` and
+//!   `manyconn-async PORT CONNS`: the cost of one readiness wait over N
+//!   sockets, and a single-threaded echo server for many connections
+//!   through the selector, or as wstd tasks on `sockshim::aio`; see
+//!   [`readiness`].
 //!
 //! `recv_into` and `sendall` are the calls a Python program moving bulk data
 //! would make (`sock.recv_into(buf)`, `sock.sendall(buf)`); `recv` and
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         ["calls", n] => calls(num(n)),
         ["readiness", hold, echo, n, iters] => readiness::readiness(hold, echo, num(n), num(iters)),
         ["manyconn", port, conns] => readiness::manyconn(num(port), num(conns)),
+        ["manyconn-async", port, conns] => readiness::manyconn_async(num(port), num(conns)),
         _ => Err(io::Error::other(format!("bad arguments: {args:?}"))),
     };
     match result {

@@ -14,7 +14,13 @@
 //!   `DefaultSelector`. Listen on 127.0.0.1:PORT, accept CONNS connections
 //!   (non-blocking, TCP_NODELAY) as they come, echo what each sends, and
 //!   return once all CONNS have been accepted and have closed.
+//! - `manyconn-async PORT CONNS`: the same server as wstd tasks on
+//!   `sockshim::aio` (the `async` feature): one task accepts the CONNS
+//!   connections, and each connection is a task of its own that awaits
+//!   `recv_into` and `sendall`; every wait is on the socket's pollable,
+//!   all of them in wstd's one `wasi:io/poll` call.
 
+use sockshim::aio::AsyncSocket;
 use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE};
 use sockshim::{Events, SockOpt, Socket};
 use std::io::{self, ErrorKind};
@@ -148,6 +154,40 @@ pub fn manyconn(port: u16, conns: usize) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// See `manyconn-async` in the module's documentation.
+pub fn manyconn_async(port: u16, conns: usize) -> io::Result<()> {
+    wstd::runtime::block_on(async move {
+        let listener = AsyncSocket::from_socket(sockshim::create_server_with(
+            (Ipv4Addr::LOCALHOST, port),
+            4096,
+        )?)?;
+        let mut tasks = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let (sock, _) = listener.accept().await?;
+            sock.setsockopt(SockOpt::TcpNoDelay(true))?;
+            tasks.push(wstd::runtime::spawn(async move {
+                // A message is 64 bytes; the native server reads into one
+                // 64 KiB buffer it shares, a task needs one of its own.
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match sock.recv_into(&mut buf).await {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(()),
+                        Err(e) => return Err(e),
+                    };
+                    sock.sendall(&buf[..n]).await?;
+                }
+            }));
+        }
+        drop(listener);
+        for task in tasks {
+            task.await?;
+        }
+        Ok(())
+    })
 }
 
 /// Receives what the connection has and sends it back, keeping what the
