@@ -460,6 +460,39 @@ fn socket_sendfile_of_64_mib_goes_by_sendfile_2() {
     assert_eq!(counted.join().unwrap(), 1000);
 }
 
+/// A native peer that sends 1 MiB of the pattern `i * 7 % 251` to the one
+/// connection it accepts, then waits for the plugin to close it.
+fn one_mib_source() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let data: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        conn.write_all(&data).unwrap();
+        let _ = conn.read_to_end(&mut Vec::new());
+    });
+    port
+}
+
+#[test]
+fn recv_of_1_mib_takes_more_than_4_kib_in_one_call_without_a_trap() {
+    let _ = plugins_or_skip!();
+    let port = one_mib_source();
+    let out = scenario(
+        &["--allow-connect", &allow(port)],
+        &["recv-big", "127.0.0.1", &port.to_string()],
+    );
+    assert!(out.contains("recv-big bytes 1048576 "), "{out}");
+    assert!(out.contains("recv-big equal True"), "{out}");
+    let largest: usize = out
+        .split("largest ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the largest receive");
+    assert!(largest > 4096, "no receive took more than 4 KiB: {out}");
+}
+
 #[test]
 fn a_denied_address_is_permission_error_and_the_plugin_goes_on() {
     let _ = plugins_or_skip!();

@@ -193,6 +193,24 @@ def fail():
     raise RuntimeError("the plugin failed on purpose")
 
 
+def recv_big(host, port):
+    """recv(1 MiB) from a peer that sent 1 MiB (the pattern i * 7 % 251):
+    the host places each receive straight into the plugin, above 4 KiB."""
+    s = socket.create_connection((host, int(port)), timeout=30)
+    time.sleep(0.3)  # let the peer's bytes queue up
+    got, sizes = bytearray(), []
+    while len(got) < 1 << 20:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        sizes.append(len(data))
+        got += data
+    s.close()
+    want = bytes(i * 7 % 251 for i in range(1 << 20))
+    print("recv-big bytes", len(got), "calls", len(sizes), "largest", max(sizes))
+    print("recv-big equal", bytes(got) == want)
+
+
 def exit_with(code, *rest):
     print("argv", sys.argv)
     sys.exit(int(code))
@@ -204,6 +222,7 @@ SCENARIOS = {
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
     "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
+    "recv-big": recv_big,
 }
 
 if __name__ == "__main__":

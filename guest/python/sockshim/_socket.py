@@ -570,16 +570,18 @@ class socket:
             _raise(e.value)
 
 
-# The most one `recv` asks the host for. Above 4 KiB the host receives
-# straight into a buffer it allocates in the plugin and then shrinks it to
-# the bytes received with `cabi_realloc`; componentize-py's `cabi_realloc`
-# cannot shrink (it panics, and the plugin traps), so receives stay on the
-# host's copying path, which allocates exactly what arrived.
-_RECV_CHUNK = 4096
+# The most one `recv` asks the host for: the host's `max-recv-size` (16 MiB),
+# asked once, on the first receive (no host call may run while the
+# component is built). The host allocates exactly the bytes it returns in the
+# plugin and receives straight into them.
+_max_recv_size = None
 
 
 def _max_recv():
-    return _RECV_CHUNK
+    global _max_recv_size
+    if _max_recv_size is None:
+        _max_recv_size = _ss.max_recv_size()
+    return _max_recv_size
 
 
 SocketType = socket
