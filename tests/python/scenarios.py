@@ -4,6 +4,7 @@ what the test checks, one fact a line."""
 
 import sockshim; sockshim.install()  # noqa: E702
 
+import asyncio
 import errno
 import os
 import selectors
@@ -193,6 +194,45 @@ def fail():
     raise RuntimeError("the plugin failed on purpose")
 
 
+def os_sendfile(path, host, port):
+    """os.sendfile from a file opened by its path: the whole file in calls
+    of at most 1 MiB, then 100 bytes from the file's position (offset None)
+    10 bytes before its end."""
+    s = socket.create_connection((host, int(port)), timeout=30)
+    with open(path, "rb") as f:
+        sent = calls = 0
+        while n := os.sendfile(s.fileno(), f.fileno(), sent, 1 << 20):
+            sent += n
+            calls += 1
+        size = os.fstat(f.fileno()).st_size
+        f.seek(size - 10)
+        tail = os.sendfile(s.fileno(), f.fileno(), None, 100)
+        print("os.sendfile sent", sent, "in", calls, "calls, then", tail, "position", f.tell())
+        try:
+            os.sendfile(s.fileno(), 0, 0, 10)
+        except OSError as e:
+            print("os.sendfile of stdin", type(e).__name__, errno.errorcode.get(e.errno))
+    s.close()
+
+
+def asyncio_sendfile(path, host, port):
+    """loop.sock_sendfile without fallback: os.sendfile on a non-blocking
+    socket, BlockingIOError and the selector's wait in between."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        s = socket.socket()
+        s.setblocking(False)
+        await loop.sock_connect(s, (host, int(port)))
+        with open(path, "rb") as f:
+            n = await loop.sock_sendfile(s, f, fallback=False)
+            where = f.tell()
+        s.close()
+        return n, where
+
+    n, where = asyncio.run(main())
+    print("asyncio sock_sendfile sent", n, "position", where)
+
+
 def recv_big(host, port):
     """recv(1 MiB) from a peer that sent 1 MiB (the pattern i * 7 % 251):
     the host places each receive straight into the plugin, above 4 KiB."""
@@ -222,7 +262,7 @@ SCENARIOS = {
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
     "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
-    "recv-big": recv_big,
+    "recv-big": recv_big, "os-sendfile": os_sendfile, "asyncio-sendfile": asyncio_sendfile,
 }
 
 if __name__ == "__main__":

@@ -564,8 +564,13 @@ class socket:
             return e.value.bytes_sent, _exception(e.value.code)
 
     def _sendfile_once(self, descriptor, offset, count):
+        return socket._sendfile_once_on(self._sock(), descriptor, offset, count)
+
+    @staticmethod
+    def _sendfile_once_on(backend, descriptor, offset, count):
+        """The WIT `sendfile-once` on a socket's backend: `os.sendfile`."""
         try:
-            return self._sock().sendfile_once(descriptor, offset, count)
+            return backend.sendfile_once(descriptor, offset, count)
         except _Err as e:
             _raise(e.value)
 
