@@ -596,6 +596,47 @@ fn os_sendfile_and_asyncio_sock_sendfile_go_by_sendfile_2() {
 }
 
 #[test]
+fn a_wait_on_nothing_without_a_timeout_blocks_until_the_host_ends_it() {
+    let _ = plugins_or_skip!();
+    let p = plugins().unwrap();
+    for kind in ["epoll-none", "epoll-minus-1", "poll", "select"] {
+        let started = Instant::now();
+        let out = run(&p.scenarios, &["--timeout", "1.5"], &["wait-forever", kind]);
+        let elapsed = started.elapsed();
+        let (stdout, stderr) = text(&out);
+        assert!(
+            stdout.contains(&format!("waiting {kind}")),
+            "{stdout}\n{stderr}"
+        );
+        assert!(!stdout.contains("returned"), "{kind}: {stdout}\n{stderr}");
+        // 124: ended by --timeout, as timeout(1) says; not an exception
+        assert_eq!(out.status.code(), Some(124), "{kind}: {stdout}\n{stderr}");
+        assert!(
+            elapsed >= Duration::from_millis(1500),
+            "{kind}: {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(20), "{kind}: {elapsed:?}");
+    }
+}
+
+#[test]
+fn dup_fromfd_and_fileno_of_a_foreign_descriptor_are_cpythons_errors() {
+    let _ = plugins_or_skip!();
+    let out = scenario(&[], &["foreign-fd"]);
+    for line in [
+        "socket(fileno=stdout) OSError ENOTSOCK | Socket operation on non-socket",
+        "socket(fileno=999) OSError EBADF | Bad file descriptor",
+        "fromfd(stdout) OSError ENOTSOCK | Socket operation on non-socket",
+        "dup(999) OSError EBADF",
+        "sock.dup() OSError ENOTSUP | sockshim sockets cannot be duplicated",
+        "fromfd(sock) OSError ENOTSUP | sockshim sockets cannot be duplicated",
+        "adopted own True",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn a_denied_address_is_permission_error_and_the_plugin_goes_on() {
     let _ = plugins_or_skip!();
     let port = echo_server();

@@ -7,6 +7,7 @@ import sockshim; sockshim.install()  # noqa: E702
 import asyncio
 import errno
 import os
+import select
 import selectors
 import socket
 import sys
@@ -233,6 +234,43 @@ def asyncio_sendfile(path, host, port):
     print("asyncio sock_sendfile sent", n, "position", where)
 
 
+def wait_forever(kind):
+    """A wait on nothing without a timeout blocks, as in CPython; the test
+    ends the plugin with --timeout."""
+    print("waiting", kind, flush=True)
+    if kind == "epoll-none":
+        select.epoll().poll(None)
+    elif kind == "epoll-minus-1":
+        select.epoll().poll(-1)
+    elif kind == "poll":
+        select.poll().poll()
+    else:
+        select.select([], [], [])
+    print("returned", kind, flush=True)
+
+
+def foreign_fd():
+    """socket.dup, socket.fromfd and socket.socket(fileno=...) of numbers
+    that are no sockshim socket, and dup of one that is."""
+    def outcome(what, call):
+        try:
+            call()
+            print(what, "no error")
+        except OSError as e:
+            print(what, type(e).__name__, errno.errorcode.get(e.errno), "|", e.strerror)
+
+    s = socket.socket()
+    outcome("socket(fileno=stdout)", lambda: socket.socket(fileno=1))
+    outcome("socket(fileno=999)", lambda: socket.socket(fileno=999))
+    outcome("fromfd(stdout)", lambda: socket.fromfd(1, socket.AF_INET, socket.SOCK_STREAM))
+    outcome("dup(999)", lambda: socket.dup(999))
+    outcome("sock.dup()", s.dup)
+    outcome("fromfd(sock)", lambda: socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM))
+    adopted = socket.socket(fileno=s.detach())
+    print("adopted own", adopted.family == socket.AF_INET)
+    adopted.close()
+
+
 def recv_big(host, port):
     """recv(1 MiB) from a peer that sent 1 MiB (the pattern i * 7 % 251):
     the host places each receive straight into the plugin, above 4 KiB."""
@@ -262,7 +300,7 @@ SCENARIOS = {
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
     "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
-    "recv-big": recv_big, "os-sendfile": os_sendfile, "asyncio-sendfile": asyncio_sendfile,
+    "recv-big": recv_big, "wait-forever": wait_forever, "foreign-fd": foreign_fd, "os-sendfile": os_sendfile, "asyncio-sendfile": asyncio_sendfile,
 }
 
 if __name__ == "__main__":

@@ -111,6 +111,22 @@ def _backend(fd):
         raise OSError(_errno.EBADF, "Bad file descriptor") from None
 
 
+def _not_ours(fd):
+    """The error for a descriptor number that is no sockshim socket, as
+    CPython's for a descriptor that is no socket: `ENOTSOCK` when wasi-libc
+    has it open (a file, stdin; CPython's own `_socket` sockets too, which
+    this module cannot adopt), else `EBADF`."""
+    try:
+        _os.fstat(fd)
+    except (OSError, OverflowError, TypeError):
+        return OSError(_errno.EBADF, "Bad file descriptor")
+    return OSError(
+        _errno.ENOTSOCK,
+        "Socket operation on non-socket: descriptor %d is not a sockshim socket "
+        "(only the fileno() of a sockshim socket is)" % fd,
+    )
+
+
 def _oserror(code, err=None):
     return OSError(code, err or _os.strerror(code))
 
@@ -252,7 +268,13 @@ class socket:
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         if fileno is not None:
-            b = _backend(fileno)
+            if not isinstance(fileno, int) or isinstance(fileno, bool):
+                raise TypeError("fileno must be an integer, not %s" % type(fileno).__name__)
+            if fileno < 0:
+                raise ValueError("negative file descriptor")
+            b = _table.get(fileno)
+            if b is None:
+                raise _not_ours(fileno)
             self._fd = fileno
             if isinstance(b, _MemEnd):
                 self._family = AF_UNIX
@@ -601,7 +623,18 @@ def socketpair(family=AF_UNIX, type=SOCK_STREAM, proto=0):
 
 
 def dup(fd):
-    raise OSError(_errno.ENOTSUP, "sockshim sockets cannot be duplicated")
+    """CPython's `_socket.dup`, behind `socket.dup()` and `socket.fromfd`:
+    not supported for a sockshim socket (the host holds one descriptor per
+    socket, with no way to share it between two socket objects); for any
+    other number the error CPython gives for a descriptor that is no
+    socket."""
+    if fd in _table:
+        raise OSError(
+            _errno.ENOTSUP,
+            "sockshim sockets cannot be duplicated (socket.dup, socket.fromfd); "
+            "share the socket object instead",
+        )
+    raise _not_ours(fd)
 
 
 def close(fd):
