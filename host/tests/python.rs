@@ -407,17 +407,7 @@ fn sink() -> (u16, std::thread::JoinHandle<u64>) {
 #[test]
 fn socket_sendfile_of_64_mib_goes_by_sendfile_2() {
     let _ = plugins_or_skip!();
-    let dir = scratch().join("sendfile-site");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("big.bin");
-    let len: u64 = 64 << 20;
-    if std::fs::metadata(&file).map(|m| m.len()).ok() != Some(len) {
-        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
-        let mut f = std::fs::File::create(&file).unwrap();
-        for _ in 0..64 {
-            f.write_all(&chunk).unwrap();
-        }
-    }
+    let (dir, len) = big_file();
     let (port, counted) = sink();
     let mapping = format!("{}::/data", dir.display());
     let p = plugins().unwrap();
@@ -494,7 +484,7 @@ fn recv_of_1_mib_takes_more_than_4_kib_in_one_call_without_a_trap() {
 }
 
 /// The 64 MiB file of the sendfile tests, in a directory of its own; made
-/// once.
+/// once (under another name, then renamed: tests run at once).
 fn big_file() -> (PathBuf, u64) {
     let dir = scratch().join("sendfile-site");
     std::fs::create_dir_all(&dir).unwrap();
