@@ -14,6 +14,7 @@ mod measure;
 mod native;
 mod native_async;
 mod peer;
+mod python;
 mod readiness;
 mod report;
 mod static_files;
@@ -55,7 +56,7 @@ workload (or, with --json, one JSON object).
                      stdout (the tables go to stderr): docs/benchmarks.md's
                      table
   --only WORKLOAD    run only bulk, pingpong, sendfile, connrate, scale,
-                     hostcalls, readiness, manyconn or static (repeatable, or
+                     hostcalls, readiness, manyconn, static or python (repeatable, or
                      comma-separated). readiness: one wait over 1, 100 and
                      1,000 sockets with one ready, sockshim's selector.wait
                      and poll against epoll_wait(2) and poll(2), in ns;
@@ -66,7 +67,11 @@ workload (or, with --json, one JSON object).
                      file-server plugin against nginx (one worker, sendfile
                      on) under wrk or the bench's own load generator, 4 KiB
                      at 1 and 16 connections and 64 MiB at 4; skipped
-                     without nginx (apt-get install nginx-light wrk)
+                     without nginx (apt-get install nginx-light wrk);
+                     python: bench/python/net_bench.py as a plugin on
+                     sockshim, on CPython's _socket over wasi:sockets 0.2
+                     and as native CPython (bulk, ping-pong, start time);
+                     skipped without python3 or componentize-py
   --system KEY       run only this system (repeatable, or comma-separated),
                      by its JSON key: native, wasi_sockets, wasi_sockets_p3,
                      sockshim, sockshim_async (manyconn);
@@ -103,7 +108,7 @@ workload (or, with --json, one JSON object).
 /// The largest `--buffer`: what one sockshim `recv` may take.
 const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
 
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 10] = [
     "bulk",
     "pingpong",
     "sendfile",
@@ -113,6 +118,7 @@ const WORKLOADS: [&str; 9] = [
     "readiness",
     "manyconn",
     "static",
+    "python",
 ];
 
 /// What to run, and how big.
@@ -468,6 +474,21 @@ fn bench(argv: &[String]) -> Result<()> {
             Err(reason) => {
                 show(&reason);
                 json.insert("static".into(), json!({ "skipped": reason }));
+            }
+        }
+    }
+    if let (true, Some(wasm)) = (cfg.runs("python"), &wasm) {
+        match python::python(wasm, &cfg)? {
+            Ok(python_tables) => {
+                for table in python_tables {
+                    show(&table.to_text());
+                    json.insert(table.key.clone(), table.to_json());
+                    tables.push(table);
+                }
+            }
+            Err(reason) => {
+                show(&reason);
+                json.insert("python".into(), json!({ "skipped": reason }));
             }
         }
     }

@@ -25,6 +25,8 @@ pub enum Unit {
     /// `amount` HTTP requests answered: requests per second, CPU µs per
     /// request.
     Requests,
+    /// `amount` starts of a program: ms per start, CPU ms per start.
+    Start,
 }
 
 impl Unit {
@@ -34,6 +36,7 @@ impl Unit {
             Unit::Throughput => amount / wall / 1e6,
             Unit::RoundTrip => wall / amount * 1e6,
             Unit::Rate | Unit::Messages | Unit::Requests => amount / wall,
+            Unit::Start => wall / amount * 1e3,
         }
     }
 
@@ -42,6 +45,7 @@ impl Unit {
         match self {
             Unit::Throughput => cpu / (amount / (1u64 << 30) as f64),
             Unit::RoundTrip | Unit::Rate | Unit::Messages | Unit::Requests => cpu / amount * 1e6,
+            Unit::Start => cpu / amount * 1e3,
         }
     }
 
@@ -53,6 +57,12 @@ impl Unit {
             Unit::Rate => ("conn_per_s", "cpu_us_per_conn", "conn/s", "CPU µs/conn"),
             Unit::Messages => ("msg_per_s", "cpu_us_per_msg", "msg/s", "CPU µs/msg"),
             Unit::Requests => ("req_per_s", "cpu_us_per_req", "req/s", "CPU µs/req"),
+            Unit::Start => (
+                "ms_per_start",
+                "cpu_ms_per_start",
+                "ms/start",
+                "CPU ms/start",
+            ),
         }
     }
 
@@ -71,7 +81,7 @@ impl Unit {
     fn ratio_heading(self) -> &'static str {
         match self {
             Unit::Throughput => "throughput",
-            Unit::RoundTrip => "time",
+            Unit::RoundTrip | Unit::Start => "time",
             Unit::Rate | Unit::Messages | Unit::Requests => "rate",
         }
     }
@@ -237,6 +247,7 @@ impl Table {
             Unit::Rate => "connections",
             Unit::Messages => "messages",
             Unit::Requests => "requests",
+            Unit::Start => "starts",
         };
         obj.insert(amount_key.into(), json!(self.amount as u64));
         obj.insert("repetitions".into(), json!(self.samples.len()));

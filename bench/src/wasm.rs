@@ -62,6 +62,10 @@ pub enum Guest {
     /// (`allow_blocking_current_thread`) rather than hopping to tokio's
     /// blocking pool; whatever `--sockshim-waits` says.
     FileServer,
+    /// The Python plugin of the python workload (`bench/python/net_bench.py`
+    /// built by componentize-py, [`Wasm::load_python`]), run as the file
+    /// server is: as `sockshim run` runs a plugin.
+    Python,
 }
 
 /// Where a guest finds the preopened directory of the file workloads.
@@ -82,11 +86,18 @@ pub struct Wasm {
     /// The `file-server` example, on the reactor and on its thread.
     file_server: wasmtime_wasi::p2::bindings::CommandPre<State>,
     file_server_on_thread: wasmtime_wasi::p2::bindings::CommandPre<State>,
+    /// The Python plugin, once [`Wasm::load_python`] has loaded it.
+    python: std::sync::OnceLock<wasmtime_wasi::p2::bindings::CommandPre<State>>,
+    /// The linker of the plugins whose sockets wait on their thread.
+    thread_linker: Linker<State>,
     policy: std::sync::Arc<Policy>,
     /// Whether the sockshim guest's sockets wait on its thread
     /// (`--sockshim-waits thread`) when it runs through [`Wasm::start`].
     sockshim_on_thread: bool,
 }
+
+/// The future that runs a guest (see [`Wasm::guest_writing_to`]).
+type GuestRun = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
 
 /// A guest started by [`Wasm::start`], to [`Wasm::wait`] for.
 pub struct Started {
@@ -177,6 +188,8 @@ impl Wasm {
             sockshim_on_thread_pre,
             file_server,
             file_server_on_thread,
+            python: std::sync::OnceLock::new(),
+            thread_linker,
             policy: std::sync::Arc::new(policy),
             sockshim_on_thread: false,
         })
@@ -191,6 +204,24 @@ impl Wasm {
     /// threads.
     pub fn sockshim_waits_on_thread(&mut self) {
         self.sockshim_on_thread = true;
+    }
+
+    /// Loads the Python plugin at `path` (compiled once, then from
+    /// `compiled/` beside it), linked as `sockshim run` links a plugin, for
+    /// [`Guest::Python`]; returns how long loading took. At most one plugin:
+    /// a second call keeps the first.
+    pub fn load_python(&self, path: &Path) -> Result<Duration> {
+        let started = std::time::Instant::now();
+        let component = load(&self.engine, path)?;
+        let took = started.elapsed();
+        let pre = self
+            .thread_linker
+            .instantiate_pre(&component)
+            .map_err(werr)?;
+        let _ = self
+            .python
+            .set(wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(werr)?);
+        Ok(took)
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -209,10 +240,7 @@ impl Wasm {
         data_dir: Option<&Path>,
         stdout: Option<MemoryOutputPipe>,
         on_thread: bool,
-    ) -> (
-        impl Future<Output = Result<()>> + Send + 'static,
-        Option<StopWaits>,
-    ) {
+    ) -> (GuestRun, Option<StopWaits>) {
         let setup = self.store(guest, args, data_dir, stdout, on_thread);
         let stop = match &setup {
             Ok(store) => Some(store.data().sockshim.stop_waits()),
@@ -221,6 +249,13 @@ impl Wasm {
         let sockshim = match (guest, on_thread) {
             (Guest::FileServer, true) => self.file_server_on_thread.clone(),
             (Guest::FileServer, false) => self.file_server.clone(),
+            (Guest::Python, _) => match self.python.get() {
+                Some(pre) => pre.clone(),
+                None => {
+                    let run = async { Err("the Python plugin is not loaded".into()) };
+                    return (Box::pin(run) as GuestRun, None);
+                }
+            },
             (_, true) => self.sockshim_on_thread_pre.clone(),
             (_, false) => self.sockshim.clone(),
         };
@@ -231,11 +266,13 @@ impl Wasm {
             let result = match guest {
                 Guest::P3 => run_p3(&mut store, &p3).await,
                 Guest::P2 => run_p2(&mut store, &p2).await,
-                Guest::Sockshim | Guest::FileServer => run_p2(&mut store, &sockshim).await,
+                Guest::Sockshim | Guest::FileServer | Guest::Python => {
+                    run_p2(&mut store, &sockshim).await
+                }
             };
             result.map_err(|e| format!("{what}: {e}").into())
         };
-        (run, stop)
+        (Box::pin(run), stop)
     }
 
     /// Starts `guest` on the runtime, or, if its sockets wait on its thread
@@ -253,7 +290,7 @@ impl Wasm {
     ) -> Started {
         let on_thread = match guest {
             Guest::Sockshim => self.sockshim_on_thread,
-            Guest::FileServer => true,
+            Guest::FileServer | Guest::Python => true,
             Guest::P2 | Guest::P3 => false,
         };
         let (run, stop) = self.guest_writing_to(guest, args, data_dir, stdout, on_thread);
@@ -325,6 +362,7 @@ impl Wasm {
             Guest::P3 => "bench-p3",
             Guest::Sockshim => "bench-sockshim",
             Guest::FileServer => "file-server",
+            Guest::Python => "net_bench.py",
         };
         wasi.arg(program).args(args);
         // The file server logs a line per request: thousands a second
@@ -333,7 +371,7 @@ impl Wasm {
         if guest != Guest::FileServer {
             wasi.inherit_stderr();
         }
-        if guest == Guest::FileServer && on_thread {
+        if matches!(guest, Guest::FileServer | Guest::Python) && on_thread {
             // As `sockshim run`: the plugin has the thread to itself.
             wasi.allow_blocking_current_thread(true);
         }
@@ -359,7 +397,7 @@ impl Wasm {
         };
         let engine = match guest {
             Guest::P3 => &self.concurrent_engine,
-            Guest::P2 | Guest::Sockshim | Guest::FileServer => &self.engine,
+            Guest::P2 | Guest::Sockshim | Guest::FileServer | Guest::Python => &self.engine,
         };
         let mut store = Store::new(engine, state);
         store.set_epoch_deadline(1);

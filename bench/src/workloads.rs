@@ -55,6 +55,10 @@ fn system(sys: Sys) -> System {
             label: "file-server plugin",
             key: "file_server",
         },
+        Sys::Guest(Guest::Python) => System {
+            label: "Python plugin",
+            key: "python_plugin",
+        },
     }
 }
 

@@ -5,7 +5,16 @@
 //! there into a buffer it allocates in the plugin. [`Received`] is lowered
 //! instead of `result<list<u8>, error-code>`: its lowering allocates the
 //! plugin's buffer (the plugin's `realloc`) and calls recv(2) into it, so
-//! the kernel's copy is the only one. Lowering cannot wait, so the host
+//! the kernel's copy is the only one.
+//!
+//! The allocation is never shrunk afterwards (a `realloc` to a smaller
+//! size): componentize-py's `cabi_realloc` panics on a shrink, so a Python
+//! plugin trapped on every receive above 4 KiB, and a plugin's `free` may
+//! take the list's length for the allocation's size. `recv` allocates
+//! exactly the bytes the socket's receive queue holds (`FIONREAD`, at most
+//! `max-len`), all of which the recv(2) then takes; `recv-into` allocates
+//! the whole lent buffer, which the plugin owns whatever the length of the
+//! list at its start. Lowering cannot wait, so the host
 //! function first waits until the socket is readable (a one-byte
 //! `MSG_PEEK` through the deadline loop); the recv(2) during lowering then
 //! finds the bytes the peek saw, as no one else reads this socket, and
@@ -64,8 +73,8 @@ pub enum Lent {
 /// The outcome of a `recv` before it is lowered into the plugin.
 pub enum Received {
     /// Bytes wait on the socket: receive up to this many into the plugin's
-    /// memory during lowering.
-    Ready(Arc<Shared>, usize),
+    /// memory during lowering, into a buffer the plugin lends or not.
+    Ready(Arc<Shared>, usize, Lent),
     /// A receive into a lent buffer on a socket that waits on its thread:
     /// during lowering, wait (ppoll(2), until `deadline` or `stop`) and
     /// receive up to `max_len` bytes into the plugin's memory.
@@ -87,7 +96,7 @@ impl Received {
         match self {
             Received::Copied(bytes) => Ok(bytes),
             Received::Failed(code) => Err(code),
-            Received::Ready(shared, max_len) => {
+            Received::Ready(shared, max_len, _) => {
                 // Not zeroed: only what arrives is written.
                 let mut buf = Vec::with_capacity(max_len);
                 let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
@@ -125,23 +134,42 @@ impl Received {
     fn place<T>(&self, cx: &mut LowerContext<'_, T>) -> wasmtime::Result<Wit> {
         match self {
             Received::Failed(code) => Ok(Err(code.clone())),
-            Received::Copied(bytes) => {
-                let ptr = alloc(cx, bytes.len())?;
-                guest_bytes(cx, ptr, bytes.len())?.copy_from_slice(bytes);
-                Ok(Ok(PlacedList {
-                    ptr,
-                    len: bytes.len(),
-                }))
+            Received::Copied(bytes) => copy(cx, Ok(bytes)),
+            Received::Ready(shared, max_len, lent) => {
+                let len = match lent {
+                    Lent::Yes => *max_len,
+                    // What waits, which the recv(2) takes whole; nothing
+                    // (the peek saw the end, or an error came in between):
+                    // through a host buffer, then copied.
+                    Lent::No => match sys::queued_bytes(shared.io.socket()) {
+                        Ok(0) | Err(_) => {
+                            let mut bytes = Vec::with_capacity(*max_len);
+                            let recv = |s: &Socket| sys::recv_to_spare(s, &mut bytes);
+                            let got = call_now_draining(
+                                &shared.io,
+                                Interest::READABLE,
+                                recv,
+                                drains(*max_len),
+                            );
+                            return copy(cx, got.map(|_| &bytes[..]).map_err(ErrorCode::from));
+                        }
+                        Ok(queued) => queued.min(*max_len),
+                    },
+                };
+                let max_len = *max_len;
+                place_received(cx, len, |buf| {
+                    // Fewer bytes than asked for, or all that waited when
+                    // that was less than the plugin asked for: the queue is
+                    // empty now.
+                    let drained = move |n: &usize| *n > 0 && (*n < len || len < max_len);
+                    let recv = |s: &Socket| sys::recv(s, buf);
+                    // The peek saw bytes (or the end) that recv(2) then did
+                    // not find: nothing else reads this socket, so an error
+                    // here is one the kernel reported in between.
+                    call_now_draining(&shared.io, Interest::READABLE, recv, drained)
+                        .map_err(ErrorCode::from)
+                })
             }
-            Received::Ready(shared, max_len) => place_received(cx, *max_len, |buf| {
-                let drained = drains(buf.len());
-                let recv = |s: &Socket| sys::recv(s, buf);
-                // The peek saw bytes (or the end) that recv(2) then did not
-                // find: nothing else reads this socket, so an error here is
-                // one the kernel reported in between.
-                call_now_draining(&shared.io, Interest::READABLE, recv, drained)
-                    .map_err(ErrorCode::from)
-            }),
             Received::OnThread {
                 shared,
                 stop,
@@ -156,24 +184,34 @@ impl Received {
     }
 }
 
-/// Allocates `max_len` bytes in the plugin, has `receive` fill them, and
-/// gives back what the bytes do not fill.
+/// Allocates `len` bytes in the plugin and has `receive` fill them; the
+/// list is what it received, at the allocation's start. The allocation is
+/// not shrunk (see the module's documentation): the caller allocates what
+/// will be filled, or a buffer the plugin lends.
 pub(crate) fn place_received<T>(
     cx: &mut LowerContext<'_, T>,
-    max_len: usize,
+    len: usize,
     receive: impl FnOnce(&mut [u8]) -> Result<usize, ErrorCode>,
 ) -> wasmtime::Result<Wit> {
-    let ptr = alloc(cx, max_len)?;
-    let received = receive(guest_bytes(cx, ptr, max_len)?);
-    // A buffer of at least one byte, so the plugin's allocator never sees
-    // size zero.
-    let kept = received.as_ref().map_or(1, |n| (*n).max(1));
-    let ptr = if kept < max_len {
-        cx.realloc(ptr, max_len, 1, kept)?
-    } else {
-        ptr
-    };
+    let ptr = alloc(cx, len)?;
+    let received = receive(guest_bytes(cx, ptr, len)?);
     Ok(received.map(|len| PlacedList { ptr, len }))
+}
+
+/// `bytes` (or the error) copied into an allocation of exactly their length
+/// in the plugin.
+fn copy<T>(cx: &mut LowerContext<'_, T>, bytes: Result<&[u8], ErrorCode>) -> wasmtime::Result<Wit> {
+    match bytes {
+        Err(code) => Ok(Err(code)),
+        Ok(bytes) => {
+            let ptr = alloc(cx, bytes.len())?;
+            guest_bytes(cx, ptr, bytes.len())?.copy_from_slice(bytes);
+            Ok(Ok(PlacedList {
+                ptr,
+                len: bytes.len(),
+            }))
+        }
+    }
 }
 
 /// Allocates `len` bytes in the plugin. An empty list is allocated too

@@ -166,7 +166,7 @@ impl Shared {
         }
         match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
             Ok(0) => Received::Copied(Vec::new()), // the end of the stream
-            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize),
+            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, lent),
             Err(code) => Received::Failed(code),
         }
     }

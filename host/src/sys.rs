@@ -87,6 +87,21 @@ pub fn unacknowledged_bytes(sock: &Socket) -> io::Result<usize> {
     Ok(usize::try_from(queued).unwrap_or(0))
 }
 
+/// `ioctl(SIOCINQ)` (tcp(7), the same request number as `FIONREAD`): the
+/// bytes in a stream socket's receive queue, which a recv(2) of that many
+/// takes whole, as no one else reads the socket.
+pub fn queued_bytes(sock: &Socket) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at a
+    // live, exclusively borrowed int; the descriptor is open for the call
+    // (borrowed).
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
 /// Why getaddrinfo(3) found no address.
 #[derive(Debug)]
 pub enum LookupFailure {

@@ -407,17 +407,7 @@ fn sink() -> (u16, std::thread::JoinHandle<u64>) {
 #[test]
 fn socket_sendfile_of_64_mib_goes_by_sendfile_2() {
     let _ = plugins_or_skip!();
-    let dir = scratch().join("sendfile-site");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("big.bin");
-    let len: u64 = 64 << 20;
-    if std::fs::metadata(&file).map(|m| m.len()).ok() != Some(len) {
-        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
-        let mut f = std::fs::File::create(&file).unwrap();
-        for _ in 0..64 {
-            f.write_all(&chunk).unwrap();
-        }
-    }
+    let (dir, len) = big_file();
     let (port, counted) = sink();
     let mapping = format!("{}::/data", dir.display());
     let p = plugins().unwrap();
@@ -458,6 +448,182 @@ fn socket_sendfile_of_64_mib_goes_by_sendfile_2() {
     );
     assert!(out.contains("sent once 1000"), "{out}");
     assert_eq!(counted.join().unwrap(), 1000);
+}
+
+/// A native peer that sends 1 MiB of the pattern `i * 7 % 251` to the one
+/// connection it accepts, then waits for the plugin to close it.
+fn one_mib_source() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let data: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 % 251) as u8).collect();
+        conn.write_all(&data).unwrap();
+        let _ = conn.read_to_end(&mut Vec::new());
+    });
+    port
+}
+
+#[test]
+fn recv_of_1_mib_takes_more_than_4_kib_in_one_call_without_a_trap() {
+    let _ = plugins_or_skip!();
+    let port = one_mib_source();
+    let out = scenario(
+        &["--allow-connect", &allow(port)],
+        &["recv-big", "127.0.0.1", &port.to_string()],
+    );
+    assert!(out.contains("recv-big bytes 1048576 "), "{out}");
+    assert!(out.contains("recv-big equal True"), "{out}");
+    let largest: usize = out
+        .split("largest ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the largest receive");
+    assert!(largest > 4096, "no receive took more than 4 KiB: {out}");
+}
+
+/// The 64 MiB file of the sendfile tests, in a directory of its own; made
+/// once (under another name, then renamed: tests run at once).
+fn big_file() -> (PathBuf, u64) {
+    let dir = scratch().join("sendfile-site");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.bin");
+    let len: u64 = 64 << 20;
+    if std::fs::metadata(&file).map(|m| m.len()).ok() != Some(len) {
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let partial = dir.join("big.partial");
+        let mut f = std::fs::File::create(&partial).unwrap();
+        for _ in 0..64 {
+            f.write_all(&chunk).unwrap();
+        }
+        std::fs::rename(&partial, &file).unwrap();
+    }
+    (dir, len)
+}
+
+/// A native sink that keeps what it reads (up to `expect` bytes, then
+/// counts the rest).
+fn keeping_sink(expect: usize) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut all = Vec::with_capacity(expect);
+        conn.read_to_end(&mut all).unwrap();
+        all
+    });
+    (port, kept)
+}
+
+#[test]
+fn os_sendfile_and_asyncio_sock_sendfile_go_by_sendfile_2() {
+    let _ = plugins_or_skip!();
+    let (dir, len) = big_file();
+    let want = std::fs::read(dir.join("big.bin")).unwrap();
+    let mapping = format!("{}::/data", dir.display());
+    let p = plugins().unwrap();
+    for (scenario_name, total) in [("os-sendfile", len + 10), ("asyncio-sendfile", len)] {
+        let (port, kept) = keeping_sink(total as usize);
+        let out = run(
+            &p.scenarios,
+            &[
+                "--stats",
+                "--allow-connect",
+                &allow(port),
+                "--dir",
+                &mapping,
+            ],
+            &[
+                scenario_name,
+                "/data/big.bin",
+                "127.0.0.1",
+                &port.to_string(),
+            ],
+        );
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "sendfile carried {total} bytes by sendfile(2) and 0 bytes by the read+send fallback"
+            )),
+            "{scenario_name}: {stderr}"
+        );
+        let got = kept.join().unwrap();
+        assert_eq!(got.len() as u64, total, "{scenario_name}");
+        assert!(
+            got[..len as usize] == want[..],
+            "{scenario_name}: bytes differ"
+        );
+        if scenario_name == "os-sendfile" {
+            assert!(
+                got[len as usize..] == want[len as usize - 10..],
+                "the tail differs"
+            );
+            // Each call sends what the socket takes, at most 1 MiB.
+            assert!(
+                stdout.contains(&format!("os.sendfile sent {len} in ")),
+                "{stdout}"
+            );
+            assert!(
+                stdout.contains(&format!("calls, then 10 position {len}")),
+                "{stdout}"
+            );
+            // stdin is no file the plugin opened by its path
+            assert!(
+                stdout.contains("os.sendfile of stdin OSError EINVAL"),
+                "{stdout}"
+            );
+        } else {
+            assert!(
+                stdout.contains(&format!("asyncio sock_sendfile sent {len} position {len}")),
+                "{stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_wait_on_nothing_without_a_timeout_blocks_until_the_host_ends_it() {
+    let _ = plugins_or_skip!();
+    let p = plugins().unwrap();
+    for kind in ["epoll-none", "epoll-minus-1", "poll", "select"] {
+        let started = Instant::now();
+        let out = run(&p.scenarios, &["--timeout", "1.5"], &["wait-forever", kind]);
+        let elapsed = started.elapsed();
+        let (stdout, stderr) = text(&out);
+        assert!(
+            stdout.contains(&format!("waiting {kind}")),
+            "{stdout}\n{stderr}"
+        );
+        assert!(!stdout.contains("returned"), "{kind}: {stdout}\n{stderr}");
+        // 124: ended by --timeout, as timeout(1) says; not an exception
+        assert_eq!(out.status.code(), Some(124), "{kind}: {stdout}\n{stderr}");
+        assert!(
+            elapsed >= Duration::from_millis(1500),
+            "{kind}: {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(20), "{kind}: {elapsed:?}");
+    }
+}
+
+#[test]
+fn dup_fromfd_and_fileno_of_a_foreign_descriptor_are_cpythons_errors() {
+    let _ = plugins_or_skip!();
+    let out = scenario(&[], &["foreign-fd"]);
+    for line in [
+        "socket(fileno=stdout) OSError ENOTSOCK | Socket operation on non-socket",
+        "socket(fileno=999) OSError EBADF | Bad file descriptor",
+        "fromfd(stdout) OSError ENOTSOCK | Socket operation on non-socket",
+        "dup(999) OSError EBADF",
+        "sock.dup() OSError ENOTSUP | sockshim sockets cannot be duplicated",
+        "fromfd(sock) OSError ENOTSUP | sockshim sockets cannot be duplicated",
+        "adopted own True",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
 }
 
 #[test]

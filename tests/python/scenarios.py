@@ -4,8 +4,10 @@ what the test checks, one fact a line."""
 
 import sockshim; sockshim.install()  # noqa: E702
 
+import asyncio
 import errno
 import os
+import select
 import selectors
 import socket
 import sys
@@ -193,6 +195,100 @@ def fail():
     raise RuntimeError("the plugin failed on purpose")
 
 
+def os_sendfile(path, host, port):
+    """os.sendfile from a file opened by its path: the whole file in calls
+    of at most 1 MiB, then 100 bytes from the file's position (offset None)
+    10 bytes before its end."""
+    s = socket.create_connection((host, int(port)), timeout=30)
+    with open(path, "rb") as f:
+        sent = calls = 0
+        while n := os.sendfile(s.fileno(), f.fileno(), sent, 1 << 20):
+            sent += n
+            calls += 1
+        size = os.fstat(f.fileno()).st_size
+        f.seek(size - 10)
+        tail = os.sendfile(s.fileno(), f.fileno(), None, 100)
+        print("os.sendfile sent", sent, "in", calls, "calls, then", tail, "position", f.tell())
+        try:
+            os.sendfile(s.fileno(), 0, 0, 10)
+        except OSError as e:
+            print("os.sendfile of stdin", type(e).__name__, errno.errorcode.get(e.errno))
+    s.close()
+
+
+def asyncio_sendfile(path, host, port):
+    """loop.sock_sendfile without fallback: os.sendfile on a non-blocking
+    socket, BlockingIOError and the selector's wait in between."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        s = socket.socket()
+        s.setblocking(False)
+        await loop.sock_connect(s, (host, int(port)))
+        with open(path, "rb") as f:
+            n = await loop.sock_sendfile(s, f, fallback=False)
+            where = f.tell()
+        s.close()
+        return n, where
+
+    n, where = asyncio.run(main())
+    print("asyncio sock_sendfile sent", n, "position", where)
+
+
+def wait_forever(kind):
+    """A wait on nothing without a timeout blocks, as in CPython; the test
+    ends the plugin with --timeout."""
+    print("waiting", kind, flush=True)
+    if kind == "epoll-none":
+        select.epoll().poll(None)
+    elif kind == "epoll-minus-1":
+        select.epoll().poll(-1)
+    elif kind == "poll":
+        select.poll().poll()
+    else:
+        select.select([], [], [])
+    print("returned", kind, flush=True)
+
+
+def foreign_fd():
+    """socket.dup, socket.fromfd and socket.socket(fileno=...) of numbers
+    that are no sockshim socket, and dup of one that is."""
+    def outcome(what, call):
+        try:
+            call()
+            print(what, "no error")
+        except OSError as e:
+            print(what, type(e).__name__, errno.errorcode.get(e.errno), "|", e.strerror)
+
+    s = socket.socket()
+    outcome("socket(fileno=stdout)", lambda: socket.socket(fileno=1))
+    outcome("socket(fileno=999)", lambda: socket.socket(fileno=999))
+    outcome("fromfd(stdout)", lambda: socket.fromfd(1, socket.AF_INET, socket.SOCK_STREAM))
+    outcome("dup(999)", lambda: socket.dup(999))
+    outcome("sock.dup()", s.dup)
+    outcome("fromfd(sock)", lambda: socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM))
+    adopted = socket.socket(fileno=s.detach())
+    print("adopted own", adopted.family == socket.AF_INET)
+    adopted.close()
+
+
+def recv_big(host, port):
+    """recv(1 MiB) from a peer that sent 1 MiB (the pattern i * 7 % 251):
+    the host places each receive straight into the plugin, above 4 KiB."""
+    s = socket.create_connection((host, int(port)), timeout=30)
+    time.sleep(0.3)  # let the peer's bytes queue up
+    got, sizes = bytearray(), []
+    while len(got) < 1 << 20:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        sizes.append(len(data))
+        got += data
+    s.close()
+    want = bytes(i * 7 % 251 for i in range(1 << 20))
+    print("recv-big bytes", len(got), "calls", len(sizes), "largest", max(sizes))
+    print("recv-big equal", bytes(got) == want)
+
+
 def exit_with(code, *rest):
     print("argv", sys.argv)
     sys.exit(int(code))
@@ -204,6 +300,7 @@ SCENARIOS = {
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
     "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
+    "recv-big": recv_big, "wait-forever": wait_forever, "foreign-fd": foreign_fd, "os-sendfile": os_sendfile, "asyncio-sendfile": asyncio_sendfile,
 }
 
 if __name__ == "__main__":

@@ -10,8 +10,13 @@ It puts pure-Python replacements of the C modules `_socket` and `select` in
 run on sockshim sockets, under the host's policy. See guest/python/README.md.
 """
 
+import builtins
+import errno
+import functools
+import io
 import os
 import posixpath
+import stat
 import sys
 
 __all__ = ["install", "sendfile", "open_descriptor", "builtin_socket_module"]
@@ -50,6 +55,10 @@ def install():
     import socket
 
     socket.socket._sendfile_use_sendfile = _sendfile_use_sendfile
+    if not hasattr(os, "sendfile"):  # WASI's CPython has none
+        builtins.open = io.open = _tracking(io.open)
+        os.open = _tracking(os.open)
+        os.sendfile = _os_sendfile
     _installed = True
 
 
@@ -140,3 +149,81 @@ def sendfile(out_sock, in_file, offset, count):
         return out_sock._sendfile_once(desc, offset, count)
     finally:
         desc.__exit__(None, None, None)
+
+
+# -- os.sendfile: a file's descriptor number back to its path ---------------
+#
+# wasi-libc's descriptor numbers cannot be turned into a wasi:filesystem
+# resource from Python, so `install()` wraps `open`, `io.open` and `os.open`
+# to note the path of each regular file they open, with its device and inode;
+# `os.sendfile` opens that path again from its preopen, after checking that
+# the descriptor and the path still name that file.
+
+# descriptor number -> (absolute path, (st_dev, st_ino))
+_opened = {}
+
+
+def _note_open(fd, path):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return
+        path = os.fsdecode(os.fspath(path))
+        full = posixpath.normpath(posixpath.join(os.getcwd(), path))
+    except (OSError, TypeError, ValueError):
+        return
+    _opened[fd] = (full, (st.st_dev, st.st_ino))
+
+
+def _tracking(real):
+    @functools.wraps(real)
+    def opener(file, *args, **kwargs):
+        f = real(file, *args, **kwargs)
+        if isinstance(file, (str, bytes, os.PathLike)) and kwargs.get("dir_fd") is None:
+            _note_open(f if isinstance(f, int) else f.fileno(), file)
+        return f
+
+    return opener
+
+
+def _os_sendfile(out_fd, in_fd, offset, count):
+    """`os.sendfile(out_fd, in_fd, offset, count)`: `out_fd` a sockshim
+    socket's `fileno()`, `in_fd` the `fileno()` of a regular file the plugin
+    opened by its path (`open`, `os.open`) in a preopened directory. One
+    sendfile(2) on the host (the WIT `sendfile-once`): returns the bytes the
+    socket took, 0 at the end of the file, `BlockingIOError` when a
+    non-blocking socket takes nothing now. `offset` None sends from the
+    file's position and advances it, as on Linux."""
+    from . import _socket as s
+
+    backend = s._table.get(out_fd)
+    if backend is None or isinstance(backend, s._MemEnd):
+        raise OSError(errno.EINVAL, "os.sendfile: out_fd %r is not a sockshim socket" % (out_fd,))
+    if count < 0 or (offset is not None and offset < 0):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    noted = _opened.get(in_fd)
+    try:
+        st = os.fstat(in_fd)
+    except OSError:
+        raise OSError(errno.EBADF, "Bad file descriptor") from None
+    if noted is None or noted[1] != (st.st_dev, st.st_ino):
+        raise OSError(
+            errno.EINVAL,
+            "os.sendfile: in_fd %d is not a regular file the plugin opened by its path" % in_fd,
+        )
+    path = noted[0]
+    try:
+        again = os.stat(path)
+    except OSError:
+        again = None
+    if again is None or (again.st_dev, again.st_ino) != noted[1]:
+        raise OSError(errno.ESTALE, "os.sendfile: %s is no longer the file of in_fd %d" % (path, in_fd))
+    position = os.lseek(in_fd, 0, os.SEEK_CUR) if offset is None else offset
+    desc = open_descriptor(path)
+    try:
+        sent = s.socket._sendfile_once_on(backend, desc, position, count)
+    finally:
+        desc.__exit__(None, None, None)
+    if offset is None:
+        os.lseek(in_fd, position + sent, os.SEEK_SET)
+    return sent

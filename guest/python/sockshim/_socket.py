@@ -111,6 +111,22 @@ def _backend(fd):
         raise OSError(_errno.EBADF, "Bad file descriptor") from None
 
 
+def _not_ours(fd):
+    """The error for a descriptor number that is no sockshim socket, as
+    CPython's for a descriptor that is no socket: `ENOTSOCK` when wasi-libc
+    has it open (a file, stdin; CPython's own `_socket` sockets too, which
+    this module cannot adopt), else `EBADF`."""
+    try:
+        _os.fstat(fd)
+    except (OSError, OverflowError, TypeError):
+        return OSError(_errno.EBADF, "Bad file descriptor")
+    return OSError(
+        _errno.ENOTSOCK,
+        "Socket operation on non-socket: descriptor %d is not a sockshim socket "
+        "(only the fileno() of a sockshim socket is)" % fd,
+    )
+
+
 def _oserror(code, err=None):
     return OSError(code, err or _os.strerror(code))
 
@@ -254,7 +270,13 @@ class socket:
 
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         if fileno is not None:
-            b = _backend(fileno)
+            if not isinstance(fileno, int) or isinstance(fileno, bool):
+                raise TypeError("fileno must be an integer, not %s" % type(fileno).__name__)
+            if fileno < 0:
+                raise ValueError("negative file descriptor")
+            b = _table.get(fileno)
+            if b is None:
+                raise _not_ours(fileno)
             self._fd = fileno
             if isinstance(b, _MemEnd):
                 self._family = AF_UNIX
@@ -566,22 +588,29 @@ class socket:
             return e.value.bytes_sent, _exception(e.value.code)
 
     def _sendfile_once(self, descriptor, offset, count):
+        return socket._sendfile_once_on(self._sock(), descriptor, offset, count)
+
+    @staticmethod
+    def _sendfile_once_on(backend, descriptor, offset, count):
+        """The WIT `sendfile-once` on a socket's backend: `os.sendfile`."""
         try:
-            return self._sock().sendfile_once(descriptor, offset, count)
+            return backend.sendfile_once(descriptor, offset, count)
         except _Err as e:
             _raise(e.value)
 
 
-# The most one `recv` asks the host for. Above 4 KiB the host receives
-# straight into a buffer it allocates in the plugin and then shrinks it to
-# the bytes received with `cabi_realloc`; componentize-py's `cabi_realloc`
-# cannot shrink (it panics, and the plugin traps), so receives stay on the
-# host's copying path, which allocates exactly what arrived.
-_RECV_CHUNK = 4096
+# The most one `recv` asks the host for: the host's `max-recv-size` (16 MiB),
+# asked once, on the first receive (no host call may run while the
+# component is built). The host allocates exactly the bytes it returns in the
+# plugin and receives straight into them.
+_max_recv_size = None
 
 
 def _max_recv():
-    return _RECV_CHUNK
+    global _max_recv_size
+    if _max_recv_size is None:
+        _max_recv_size = _ss.max_recv_size()
+    return _max_recv_size
 
 
 SocketType = socket
@@ -596,7 +625,18 @@ def socketpair(family=AF_UNIX, type=SOCK_STREAM, proto=0):
 
 
 def dup(fd):
-    raise OSError(_errno.ENOTSUP, "sockshim sockets cannot be duplicated")
+    """CPython's `_socket.dup`, behind `socket.dup()` and `socket.fromfd`:
+    not supported for a sockshim socket (the host holds one descriptor per
+    socket, with no way to share it between two socket objects); for any
+    other number the error CPython gives for a descriptor that is no
+    socket."""
+    if fd in _table:
+        raise OSError(
+            _errno.ENOTSUP,
+            "sockshim sockets cannot be duplicated (socket.dup, socket.fromfd); "
+            "share the socket object instead",
+        )
+    raise _not_ours(fd)
 
 
 def close(fd):

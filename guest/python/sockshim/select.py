@@ -97,6 +97,24 @@ def _ns(seconds):
     return None if seconds is None else max(0, _math.ceil(seconds * 1e9))
 
 
+def _wait_forever():
+    """A wait on nothing without a timeout, which in CPython (epoll_wait(2),
+    poll(2), select(2) on no descriptors) blocks until a signal; a plugin
+    gets none, so it blocks until the host ends the plugin. The wait is an
+    empty selector's (epoll_wait(2) on the host), which the host's stop and
+    `--timeout` end as they end any other wait; it holds no CPU."""
+    try:
+        sel = _ss.Selector.create()
+    except _Err as e:
+        _s._raise(e.value)
+    with sel:
+        while True:
+            try:
+                sel.wait(None, 0)
+            except _Err as e:
+                _s._raise(e.value)
+
+
 def _wait_poll(fds, timeout_ns):
     """fds: list of (fd, mask). Returns list of (fd, revents)."""
     entries, positions, out = [], [], []
@@ -115,7 +133,7 @@ def _wait_poll(fds, timeout_ns):
         timeout_ns = 0
     if not entries:
         if timeout_ns is None and not out:
-            raise OSError(_errno.EINVAL, "nothing to wait for")
+            _wait_forever()
         if timeout_ns:
 
             time.sleep(timeout_ns / 1e9)
@@ -142,6 +160,8 @@ def select(rlist, wlist, xlist, timeout=None):
             masks[fd] = masks.get(fd, 0) | bit
             objs.setdefault((fd, bit), []).append(o)
     if not masks:
+        if timeout is None:
+            _wait_forever()
         if timeout:
 
             time.sleep(timeout)
@@ -183,6 +203,8 @@ class poll:
             timeout = float(timeout)
             timeout = None if timeout < 0 else timeout / 1000.0
         if not self._fds:
+            if timeout is None:
+                _wait_forever()
             if timeout:
 
                 time.sleep(timeout)
@@ -293,7 +315,7 @@ class epoll:
 
                 time.sleep(timeout_ns / 1e9)
             elif timeout_ns is None and not out:
-                raise OSError(_errno.EINVAL, "nothing to wait for")
+                _wait_forever()
             return out
         if maxevents is None or maxevents < 0:
             maxevents = 0
