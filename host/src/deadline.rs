@@ -217,7 +217,19 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
                 return Ok(result);
             }
             Ok(Err(e)) => return Err(ErrorCode::from(e)),
-            Err(_would_block) => continue,
+            Err(_would_block) => {
+                // A wake-up with nothing to do: the deadline still holds.
+                // Readiness tokio keeps for good (a read-closed socket's)
+                // makes every `ready` return at once, so the timeout
+                // around it never fires: gVisor reports a datagram socket
+                // whose receiving side is shut down as read-closed while
+                // its recvfrom(2) says EAGAIN, and the operations fuzzer
+                // found a `recv` looping there for good
+                // (`datagram::tests::a_receive_after_shutdown_returns_at_once`).
+                if until.is_some_and(|at| Instant::now() >= at) {
+                    return Err(ErrorCode::Timeout);
+                }
+            }
         }
     }
 }
