@@ -376,7 +376,8 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 for wait_on in both_ways() {
-                    let sock = TcpSocket::new_datagram(
+                    let on_thread = matches!(wait_on, WaitOn::Thread(_));
+                    let mut sock = TcpSocket::new_datagram(
                         AddressFamily::Ipv4,
                         Timeout::After(Duration::from_millis(1)),
                         wait_on,
@@ -400,6 +401,19 @@ mod tests {
                     match sock.shared_ref().receive_from_placed(100).await {
                         ReceivedFrom::Ready { .. } | ReceivedFrom::Failed(ErrorCode::Timeout) => {}
                         _ => panic!("receive_from_placed after shutdown"),
+                    }
+                    // A blocking receive ends as soon as it finds nothing to
+                    // do, or yields so that its plugin can be dropped (here:
+                    // a timeout around it).
+                    if on_thread {
+                        // Blocks its thread by design: ended by StopWaits.
+                        continue;
+                    }
+                    sock.set_timeout(Timeout::Blocking);
+                    let blocking = Duration::from_millis(100);
+                    match tokio::time::timeout(blocking, sock.recvfrom(100)).await {
+                        Ok(r) => assert!(nothing(r)),
+                        Err(_elapsed) => {}
                     }
                 }
             });
