@@ -21,6 +21,20 @@ fn seed(name: &str) -> Summary {
     drive_counting(&input)
 }
 
+/// Runs seed `name` until `done` holds of what it did, at most ten times:
+/// its waits are capped at 2 ms, which a loaded machine's scheduler can
+/// outlast.
+fn seed_until(name: &str, done: impl Fn(&Summary) -> bool) -> Summary {
+    let mut last = seed(name);
+    for _ in 1..10 {
+        if done(&last) {
+            break;
+        }
+        last = seed(name);
+    }
+    last
+}
+
 #[test]
 fn replays_the_fuzz_corpus() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,17 +72,18 @@ fn replays_the_fuzz_corpus() {
 fn the_seeds_move_bytes_through_the_native_peer() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for waits in ["capped", "thread"] {
-        let echo = seed(&format!("echo-{waits}"));
+        let echo = seed_until(&format!("echo-{waits}"), |s| s.received > 0);
         assert_eq!(echo.sent, 100, "{waits}: {echo:?}");
         assert!(echo.received > 0, "{waits}: nothing came back: {echo:?}");
-        let chatty = seed(&format!("chatty-{waits}"));
+        let chatty = seed_until(&format!("chatty-{waits}"), |s| s.received > 0);
         assert!(chatty.received > 0, "{waits}: {chatty:?}");
-        let sendfile = seed(&format!("sendfile-{waits}"));
+        let sendfile = seed_until(&format!("sendfile-{waits}"), |s| s.sent >= 64 << 10);
         assert!(sendfile.sent >= 64 << 10, "{waits}: {sendfile:?}");
-        let udp = seed(&format!("udp-{waits}"));
+        let udp = seed_until(&format!("udp-{waits}"), |s| s.sent == 50 && s.received > 0);
         assert_eq!(udp.sent, 50, "{waits}: {udp:?}");
+        assert!(udp.received > 0, "{waits}: no datagram came back: {udp:?}");
     }
-    let accept = seed("accept");
+    let accept = seed_until("accept", |s| s.received > 0);
     assert_eq!(accept.sent, 150, "{accept:?}");
     assert!(accept.received > 0, "{accept:?}");
     let deny = seed("deny");
