@@ -24,6 +24,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ),
     // The example plugin the static workload serves files with.
     ("file-server", "file-server.wasm", "FILE_SERVER"),
+    // The soak's echo server (`--soak`).
+    ("echo-server", "echo-server.wasm", "ECHO_SERVER"),
 ];
 
 fn main() {
@@ -32,6 +34,7 @@ fn main() {
     for dir in [
         "bench/guests",
         "examples/file-server",
+        "examples/echo-server",
         "guest",
         "wit",
         "Cargo.toml",

@@ -17,6 +17,7 @@ mod peer;
 mod python;
 mod readiness;
 mod report;
+mod soak;
 mod static_files;
 mod wasm;
 mod workloads;
@@ -40,6 +41,7 @@ usage: sockshim-bench [--quick] [--json | --markdown] [--only WORKLOAD]... [--sy
                       [--reps N] [--pooling | --no-pooling] [--time-limit SECONDS]
                       [--sockshim-recv recv|recv_into] [--one-cpu | --split-cpus]
                       [--buffer BYTES]
+       sockshim-bench --soak [SECONDS]
 
 Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
 0.2 and 0.3 on loopback, in paired repetitions, and prints one table per
@@ -98,6 +100,13 @@ workload (or, with --json, one JSON object).
                      recv_into (default; Python's sock.recv_into(buf), one
                      buffer reused) or recv (sock.recv(bufsize), bufsize
                      from --buffer, a new bytes object each call)
+  --soak [SECONDS]   instead of the benchmark, a soak (default 180 s): three
+                     echo-server and two file-server plugins, on the reactor
+                     and on threads of their own, under six concurrent
+                     native clients, every answer checked; prints the
+                     requests served, the errors, and the descriptors and
+                     resident memory before and after; fails on an error or
+                     a leaked descriptor
   --sockshim-waits W where the sockshim guest's sockets wait: reactor
                      (default; tokio's reactor, a waiting guest holds no
                      thread) or thread (ppoll(2) on a thread of its own, as
@@ -159,6 +168,8 @@ pub struct Config {
     /// The sockshim guest's sockets wait on its thread, not on the reactor.
     pub sockshim_on_thread: bool,
     pub time_limit: Duration,
+    /// Run the soak for this many seconds instead (`--soak`).
+    pub soak: Option<u64>,
 }
 
 impl Config {
@@ -195,6 +206,7 @@ impl Config {
             sockshim_recv: "recv_into".into(),
             sockshim_on_thread: false,
             time_limit: Duration::from_secs(if quick { 600 } else { 3600 }),
+            soak: None,
         };
         let mut it = argv.iter();
         while let Some(arg) = it.next() {
@@ -250,6 +262,19 @@ impl Config {
                 "--time-limit" => {
                     cfg.time_limit =
                         Duration::from_secs(number("--time-limit", value("--time-limit")?)?)
+                }
+                "--soak" => {
+                    let seconds = match it.clone().next().map(|s| s.parse::<u64>()) {
+                        Some(Ok(seconds)) => {
+                            it.next();
+                            seconds
+                        }
+                        _ => soak::DEFAULT_SECONDS,
+                    };
+                    if seconds == 0 {
+                        return Err("--soak takes at least 1 second".into());
+                    }
+                    cfg.soak = Some(seconds);
                 }
                 "-h" | "--help" => {
                     print!("{USAGE}");
@@ -349,6 +374,9 @@ fn handle_signals() {
 
 fn bench(argv: &[String]) -> Result<()> {
     let cfg = Config::parse(argv)?;
+    if let Some(seconds) = cfg.soak {
+        return soak::main(seconds);
+    }
     // Before any thread starts: threads and children inherit the CPU.
     if cfg.one_cpu || cfg.split_cpus {
         let cpus = allowed_cpus()?;
@@ -604,6 +632,27 @@ mod tests {
             Some("--reps takes a whole number, not \"-1\"")
         );
         assert!(refused(&["--buffer"]).is_some_and(|e| e.contains("needs a value")));
+    }
+
+    #[test]
+    fn soak_takes_an_optional_number_of_seconds() {
+        assert_eq!(parse(&[]).unwrap().soak, None);
+        assert_eq!(parse(&["--soak"]).unwrap().soak, Some(180));
+        assert_eq!(parse(&["--soak", "30"]).unwrap().soak, Some(30));
+        let then_flag = parse(&["--soak", "--json"]).unwrap();
+        assert_eq!((then_flag.soak, then_flag.json), (Some(180), true));
+        assert_eq!(
+            parse(&["--soak", "0"])
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some("--soak takes at least 1 second")
+        );
+        assert!(
+            parse(&["--soak", "3m"])
+                .err()
+                .is_some_and(|e| e.to_string().starts_with("unknown argument \"3m\""))
+        );
     }
 
     #[test]

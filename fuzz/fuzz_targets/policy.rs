@@ -1,14 +1,8 @@
 //! The network policy under arbitrary rules, names and addresses: the
-//! matcher (`host/src/policy.rs`) and its driver (`host/src/policy_fuzz.rs`,
-//! which says what an input is and what must hold), compiled in here by
-//! path, without the rest of the host and its wasmtime.
+//! matcher (`host/src/policy.rs`) through its driver
+//! (`host/src/policy_fuzz.rs`, which says what an input is and what must
+//! hold).
 
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../host/src/policy.rs"]
-mod policy;
-#[path = "../../host/src/policy_fuzz.rs"]
-mod policy_fuzz;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| policy_fuzz::drive(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sockshim_host::policy_fuzz::drive(data));

@@ -187,8 +187,9 @@ impl Shared {
             let from = sys::peek_from(s)?.as_socket();
             match from {
                 Some(from) if datagram.hears(receives, from) => return Ok(from),
+                None => return Ok(no_sender(s)),
                 // Dropped unseen: received into no buffer at all.
-                _ => sys::recv_from_to_spare(s, &mut Vec::new())?,
+                Some(_) => sys::recv_from_to_spare(s, &mut Vec::new())?,
             };
         };
         match sock_call(&self.io, Interest::READABLE, deadline, peek).await {
@@ -227,13 +228,27 @@ impl Shared {
                     Some(from) if datagram.hears(receives, from) => {
                         return Ok((n, from));
                     }
-                    _ => continue,
+                    None => return Ok((n, no_sender(s))),
+                    Some(_) => continue,
                 }
             }
         };
         let (_, from) = sock_call(&self.io, Interest::READABLE, deadline, recv).await?;
         Ok((buf, from))
     }
+}
+
+/// The sender of what recvfrom(2) returns without one: nothing, because
+/// the socket's receiving side is shut down (shutdown(2) with `SHUT_RD`,
+/// which Linux applies to any datagram socket, connected or not), and every
+/// receive returns 0 at once. That ends the receive as an empty datagram
+/// from the unspecified address of the socket's family, port 0 (Python's
+/// `recvfrom` gives `(b'', None)`); dropping it as a datagram the socket
+/// may not hear would call recvfrom(2) again for good
+/// (`tests::a_receive_after_shutdown_returns_at_once`).
+fn no_sender(s: &Socket) -> SocketAddr {
+    let ipv6 = s.local_addr().is_ok_and(|a| a.is_ipv6());
+    SocketAddr::new(crate::policy::unspecified(ipv6), 0)
 }
 
 /// The destination of a datagram (`sendto`) or the peer of a datagram
@@ -338,6 +353,76 @@ mod tests {
             assert_eq!(received.into_vec().unwrap(), b"");
             assert_eq!(sock.recv(100).await.unwrap(), b"after");
         }
+    }
+
+    /// Found by the operations fuzzer (`fuzz/corpus/operations/
+    /// crash-udp-shutdown-spin`): a receive on a datagram socket after
+    /// shutdown(SHUT_RD) (which Linux applies to any datagram socket, even
+    /// an unconnected one, where it also says `ENOTCONN`) never returned,
+    /// whatever its timeout. On Linux, recvfrom(2) then returns 0 at once
+    /// with no sender, every time, and the receive loop dropped that as a
+    /// datagram the socket may not hear and called again; on gVisor,
+    /// recvfrom(2) says EAGAIN while the socket stays read-closed for
+    /// tokio, whose `ready` then returns at once, so the deadline loop
+    /// never reached its timeout. Now the first is an empty datagram from
+    /// the unspecified address, and the second a timeout.
+    #[test]
+    fn a_receive_after_shutdown_returns_at_once() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for wait_on in both_ways() {
+                    let on_thread = matches!(wait_on, WaitOn::Thread(_));
+                    let mut sock = TcpSocket::new_datagram(
+                        AddressFamily::Ipv4,
+                        Timeout::After(Duration::from_millis(1)),
+                        wait_on,
+                        Policy::deny_all().into(),
+                    )
+                    .unwrap();
+                    let _ = sock.shutdown(std::net::Shutdown::Read);
+                    let nothing = |r: Result<(Vec<u8>, SocketAddr), ErrorCode>| match r {
+                        Ok((bytes, from)) => {
+                            bytes.is_empty() && from == "0.0.0.0:0".parse().unwrap()
+                        }
+                        Err(ErrorCode::Timeout) => true,
+                        Err(_) => false,
+                    };
+                    assert!(nothing(sock.recvfrom(100).await));
+                    assert!(nothing(
+                        sock.recv(100)
+                            .await
+                            .map(|b| (b, "0.0.0.0:0".parse().unwrap()))
+                    ));
+                    match sock.shared_ref().receive_from_placed(100).await {
+                        ReceivedFrom::Ready { .. } | ReceivedFrom::Failed(ErrorCode::Timeout) => {}
+                        _ => panic!("receive_from_placed after shutdown"),
+                    }
+                    // A blocking receive ends as soon as it finds nothing to
+                    // do, or yields so that its plugin can be dropped (here:
+                    // a timeout around it).
+                    if on_thread {
+                        // Blocks its thread by design: ended by StopWaits.
+                        continue;
+                    }
+                    sock.set_timeout(Timeout::Blocking);
+                    let blocking = Duration::from_millis(100);
+                    match tokio::time::timeout(blocking, sock.recvfrom(100)).await {
+                        Ok(r) => assert!(nothing(r)),
+                        Err(_elapsed) => {}
+                    }
+                }
+            });
+            let _ = done.send(());
+        });
+        // Without the fixes the thread loops: a failure, not a hung suite.
+        finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a receive after shutdown(SHUT_RD) did not return");
     }
 
     #[tokio::test]

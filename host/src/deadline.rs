@@ -159,10 +159,18 @@ pub fn call_waiting_on_thread<R>(
     deadline: Deadline,
     mut op: impl FnMut(&Socket) -> io::Result<R>,
 ) -> Result<R, ErrorCode> {
+    let mut woken = false;
     loop {
         match retry_interrupted(|| op(sock)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             other => return other.map_err(ErrorCode::from),
+        }
+        if woken {
+            // Ready, yet the call would block: a socket ppoll(2) reports
+            // ready for good (gVisor's datagram socket shut for reading,
+            // see `wait_and_retry`) would make this loop spin; look again
+            // in a millisecond instead.
+            std::thread::sleep(SPURIOUS_PAUSE);
         }
         let timeout = match deadline {
             Deadline::Now => return Err(ErrorCode::WouldBlock),
@@ -173,12 +181,17 @@ pub fn call_waiting_on_thread<R>(
             },
         };
         match sys::wait_on_thread(sock, interest.is_readable(), stop, timeout)? {
-            Woken::Ready => {}
+            Woken::Ready => woken = true,
             Woken::TimedOut => return Err(ErrorCode::Timeout),
             Woken::Stopped => return Err(io::Error::from_raw_os_error(libc::ECANCELED).into()),
         }
     }
 }
+
+/// How long a wait that woke up to nothing (readiness the socket keeps
+/// reporting while its system call would block) pauses before it looks
+/// again.
+const SPURIOUS_PAUSE: Duration = Duration::from_millis(1);
 
 /// The waiting half of [`sock_call`], for any descriptor on tokio's reactor:
 /// until `deadline`, waits for `interest` (at once when the reactor
@@ -220,6 +233,7 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
             },
         };
         let mut guard = ready.map_err(ErrorCode::from)?;
+        let kept = guard.ready().is_read_closed() || guard.ready().is_write_closed();
         // `try_io` clears the readiness tokio cached when `op` reports
         // EWOULDBLOCK, so the next `ready` really waits for the kernel.
         // Clearing after a draining result is as safe: the guard's
@@ -233,7 +247,27 @@ pub async fn wait_and_retry<T: AsRawFd, R>(
                 return Ok(result);
             }
             Ok(Err(e)) => return Err(ErrorCode::from(e)),
-            Err(_would_block) => continue,
+            Err(_would_block) => {
+                // A wake-up with nothing to do: the deadline still holds.
+                // Readiness tokio keeps for good (a read-closed socket's)
+                // makes every `ready` return at once, so the timeout
+                // around it never fires: gVisor reports a datagram socket
+                // whose receiving side is shut down as read-closed while
+                // its recvfrom(2) says EAGAIN, and the operations fuzzer
+                // found a `recv` looping there for good
+                // (`datagram::tests::a_receive_after_shutdown_returns_at_once`).
+                let now = Instant::now();
+                if until.is_some_and(|at| now >= at) {
+                    return Err(ErrorCode::Timeout);
+                }
+                if kept {
+                    // ... and without a pause this loop would never yield:
+                    // no timeout around it, and no other task of the
+                    // runtime's thread, would run again.
+                    let pause = now + SPURIOUS_PAUSE;
+                    tokio::time::sleep_until(until.map_or(pause, |at| at.min(pause))).await;
+                }
+            }
         }
     }
 }

@@ -79,6 +79,8 @@ pub mod error;
 mod host;
 mod in_place;
 pub mod limits;
+#[doc(hidden)]
+pub mod ops_fuzz;
 mod placed;
 pub mod policy;
 #[doc(hidden)]
