@@ -190,7 +190,7 @@ struct Server {
     name: String,
     stdout: MemoryOutputPipe,
     task: tokio::task::JoinHandle<wasmtime::Result<i32>>,
-    stop: Option<StopWaits>,
+    stop: StopWaits,
 }
 
 impl Server {
@@ -261,10 +261,8 @@ impl Server {
             let ended = self.task.await;
             return Err(format!("{} ended during the soak: {ended:?}", self.name).into());
         }
+        self.stop.stop();
         self.task.abort();
-        if let Some(stop) = self.stop {
-            stop.stop();
-        }
         Ok(())
     }
 }

@@ -468,7 +468,7 @@ struct Plugin<'e> {
     deny: bool,
     waits: Waits,
     max_sockets: usize,
-    stop: Option<StopWaits>,
+    stop: StopWaits,
     /// The live entries the driver made (each socket pollable's readiness
     /// entry aside), by rep.
     kinds: HashMap<u32, Kind>,
@@ -1281,7 +1281,7 @@ impl Plugin<'_> {
                     } else {
                         // Only `none` (nothing could end the wait) or a
                         // plugin stopped (`os(ECANCELED)`) fails it.
-                        let stopped = self.stop.as_ref().is_some_and(StopWaits::is_stopped);
+                        let stopped = self.stop.is_stopped();
                         assert!(
                             n > 0 || timeout.is_none() || stopped,
                             "poll of nothing for {timeout:?} failed: {failed:?}"
@@ -1434,11 +1434,7 @@ impl Plugin<'_> {
                     }
                 }
             }
-            34 => {
-                if let Some(stop) = &self.stop {
-                    stop.stop();
-                }
-            }
+            34 => self.stop.stop(),
             _ => {
                 let mut view = self.view();
                 let max = Host::max_recv_size(&mut view).await.expect("max-recv-size");
