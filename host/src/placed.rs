@@ -96,13 +96,7 @@ impl Received {
         match self {
             Received::Copied(bytes) => Ok(bytes),
             Received::Failed(code) => Err(code),
-            Received::Ready(shared, max_len, _) => {
-                // Not zeroed: only what arrives is written.
-                let mut buf = Vec::with_capacity(max_len);
-                let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
-                call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len))?;
-                Ok(buf)
-            }
+            Received::Ready(shared, max_len, _) => receive_copied(&shared, max_len),
             Received::OnThread {
                 shared,
                 stop,
@@ -117,6 +111,15 @@ impl Received {
             }
         }
     }
+}
+
+/// Up to `max_len` bytes that are ready on `shared`, received into a host
+/// buffer (not zeroed: only what arrives is written).
+fn receive_copied(shared: &Shared, max_len: usize) -> Result<Vec<u8>, ErrorCode> {
+    let mut buf = Vec::with_capacity(max_len);
+    let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
+    call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len))?;
+    Ok(buf)
 }
 
 /// Whether a receive of `n` bytes into a buffer of `max_len` drained the
@@ -143,15 +146,8 @@ impl Received {
                     // through a host buffer, then copied.
                     Lent::No => match sys::queued_bytes(shared.io.socket()) {
                         Ok(0) | Err(_) => {
-                            let mut bytes = Vec::with_capacity(*max_len);
-                            let recv = |s: &Socket| sys::recv_to_spare(s, &mut bytes);
-                            let got = call_now_draining(
-                                &shared.io,
-                                Interest::READABLE,
-                                recv,
-                                drains(*max_len),
-                            );
-                            return copy(cx, got.map(|_| &bytes[..]).map_err(ErrorCode::from));
+                            let bytes = receive_copied(shared, *max_len);
+                            return copy(cx, bytes.as_deref().map_err(Clone::clone));
                         }
                         Ok(queued) => queued.min(*max_len),
                     },
