@@ -607,6 +607,19 @@ impl HostSelector for SockshimCtxView<'_> {
             .await)
     }
 
+    async fn subscribe(
+        &mut self,
+        res: Resource<Selector>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        // `subscribe` takes the parent's type on trust; the pollable would
+        // panic on a handle of another type. (The component model never
+        // passes one, but a host call should not rely on it.)
+        self.table.get(&res)?;
+        // A child of the selector: `drop` of a selector with a pollable
+        // alive traps, as a stream's does.
+        wasmtime_wasi::p2::subscribe(self.table, res)
+    }
+
     async fn drop(&mut self, res: Resource<Selector>) -> wasmtime::Result<()> {
         self.table.delete(res)?;
         Ok(())

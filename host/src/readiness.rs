@@ -46,15 +46,17 @@ use tokio::time::Instant;
 pub const MAX_POLL_ENTRIES: u32 = 1 << 16;
 
 /// The contract's `events` as poll(2)/epoll(7) bits (the same numbers on
-/// Linux: `POLLIN` is `EPOLLIN`, and so on).
+/// Linux: `POLLIN` is `EPOLLIN`, and so on). `edge-triggered` is `EPOLLET`,
+/// the top bit, which the 16 bits of a pollfd's `events` leave out.
 pub(crate) fn to_bits(events: Events) -> u32 {
-    const MAP: [(Events, i32); 6] = [
+    const MAP: [(Events, i32); 7] = [
         (Events::READABLE, libc::POLLIN as i32),
         (Events::PRIORITY, libc::POLLPRI as i32),
         (Events::WRITABLE, libc::POLLOUT as i32),
         (Events::ERROR, libc::POLLERR as i32),
         (Events::HANG_UP, libc::POLLHUP as i32),
         (Events::READ_HANG_UP, libc::POLLRDHUP as i32),
+        (Events::EDGE_TRIGGERED, libc::EPOLLET),
     ];
     MAP.iter()
         .filter(|(flag, _)| events.contains(*flag))
@@ -316,6 +318,52 @@ impl Selector {
             }
             // Woken for nothing that is still ready: wait for the next
             // wake-up.
+            guard.clear_ready();
+        }
+    }
+}
+
+/// The selector's own `wasi:io/poll` pollable (`selector.subscribe`):
+/// ready when a wait that does not wait would report a member. It waits
+/// through the epoll descriptor's registration with tokio's reactor in
+/// either way of waiting, since `wasi:io/poll` waits on several things at
+/// once, and checks each wake-up with poll(2) on the descriptor. While
+/// tokio knows of nothing new since the last look found the set empty, a
+/// look costs no system call: an async plugin hands this pollable to every
+/// `wasi:io/poll` call, ready or not. A member that turns ready wakes the
+/// epoll descriptor's own waiters, so nothing new goes unseen by a wait;
+/// one that stays ready (level-triggered) keeps poll(2) saying so. A look
+/// that does not wait (`pollable.ready`) can miss only a change of the
+/// last moment that tokio's reactor has not taken in yet, as a socket's
+/// pollable can.
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for Selector {
+    async fn ready(&mut self) {
+        let stop = Arc::clone(self.wait_on.stop());
+        let this = &*self;
+        // An error (a reactor that failed) ends the wait too: the plugin's
+        // next `wait` reports it.
+        tokio::select! {
+            _ = this.any_ready() => {}
+            () = stop.stopped() => {}
+        }
+    }
+}
+
+impl Selector {
+    /// Until a member is ready (for a wait that does not wait).
+    async fn any_ready(&self) -> io::Result<()> {
+        let epoll = self.epoll.as_raw_fd();
+        // Before the first registration tokio knows nothing yet: look.
+        if self.reactor.get().is_none() && sys::poll_one_now(epoll, libc::POLLIN)? != 0 {
+            return Ok(());
+        }
+        let registration = registration(&self.reactor, &self.epoll)?;
+        loop {
+            let mut guard = registration.readable().await?;
+            if sys::poll_one_now(epoll, libc::POLLIN)? != 0 {
+                return Ok(());
+            }
             guard.clear_ready();
         }
     }
@@ -853,6 +901,68 @@ mod tests {
         );
         assert!(waited.await.is_ok(), "the pollable did not see the stop");
         stopper.join().unwrap();
+    }
+
+    /// A selector's own pollable is ready exactly when a wait that does
+    /// not wait would report a member, in both wait modes: level-triggered
+    /// members for as long as they are ready, edge-triggered ones once per
+    /// change; and it turns ready when the plugin is stopped.
+    #[tokio::test]
+    async fn a_selectors_pollable_is_ready_when_a_wait_would_report() {
+        use wasmtime_wasi::p2::Pollable;
+        async fn ready_within(selector: &mut Selector, ms: u64) -> bool {
+            tokio::time::timeout(Duration::from_millis(ms), selector.ready())
+                .await
+                .is_ok()
+        }
+        for wait_on in both_ways() {
+            let how = format!("{wait_on:?}");
+            let (level, mut level_peer) = pair(wait_on.clone());
+            let (edge, mut edge_peer) = pair(wait_on.clone());
+            let mut selector = Selector::new(wait_on.clone(), 16, None).unwrap();
+            assert!(!ready_within(&mut selector, 100).await, "{how}: empty set");
+            selector
+                .register(level.shared_ref(), 1, Events::READABLE)
+                .unwrap();
+            selector
+                .register(
+                    edge.shared_ref(),
+                    2,
+                    Events::READABLE | Events::EDGE_TRIGGERED,
+                )
+                .unwrap();
+            assert!(!ready_within(&mut selector, 100).await, "{how}: quiet");
+
+            // Edge-triggered: reported once, though its byte is not read.
+            edge_peer.write_all(b"e").unwrap();
+            assert!(ready_within(&mut selector, 5_000).await, "{how}: edge");
+            let got = selector.wait(Deadline::Now, 0).await.unwrap();
+            assert_eq!(got.iter().map(|s| s.key).collect::<Vec<_>>(), [2], "{how}");
+            assert!(
+                !(got[0].events.contains(Events::EDGE_TRIGGERED)),
+                "{how}: edge-triggered is never reported"
+            );
+            assert!(!ready_within(&mut selector, 100).await, "{how}: edge again");
+            assert!(selector.wait(Deadline::Now, 0).await.unwrap().is_empty());
+            // A new byte is a new edge.
+            edge_peer.write_all(b"f").unwrap();
+            assert!(ready_within(&mut selector, 5_000).await, "{how}: 2nd edge");
+            assert_eq!(selector.wait(Deadline::Now, 0).await.unwrap().len(), 1);
+
+            // Level-triggered: ready until its byte is read.
+            level_peer.write_all(b"l").unwrap();
+            for round in 0..3 {
+                assert!(ready_within(&mut selector, 5_000).await, "{how}: {round}");
+                let got = selector.wait(Deadline::Now, 0).await.unwrap();
+                assert_eq!(got.iter().map(|s| s.key).collect::<Vec<_>>(), [1]);
+            }
+            assert_eq!(level.recv(16).await.unwrap(), b"l", "{how}");
+            assert!(!ready_within(&mut selector, 100).await, "{how}: read");
+
+            // Stopping the plugin ends the wait.
+            wait_on.stop().stop();
+            assert!(ready_within(&mut selector, 5_000).await, "{how}: stop");
+        }
     }
 
     /// A socket's pollable is ready when bytes come, and for good once the
