@@ -32,7 +32,7 @@ use crate::socket::Socket;
 /// assert_eq!(format!("{interest:?}"), "Events(READABLE | WRITABLE)");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Events(u8);
+pub struct Events(pub(crate) u8);
 
 impl Events {
     /// `POLLIN`: a receive would not block (bytes wait, the peer closed its
@@ -54,15 +54,22 @@ impl Events {
     /// `POLLRDHUP`: the peer has shut its sending side; a receive returns
     /// the end of the stream once the bytes before it are read.
     pub const READ_HANG_UP: Events = Events(1 << 5);
+    /// `EPOLLET`, for a selector's registration only (ignored elsewhere,
+    /// never reported): report the socket when it turns ready, once,
+    /// rather than for as long as it is ready; Python's `select.EPOLLET`.
+    /// Whoever waits this way sends or receives until
+    /// [`WouldBlock`](io::ErrorKind::WouldBlock) before waiting again.
+    pub const EDGE_TRIGGERED: Events = Events(1 << 6);
 
     /// Every flag, in the order their names are printed.
-    const NAMED: [(Events, &'static str); 6] = [
+    const NAMED: [(Events, &'static str); 7] = [
         (Events::READABLE, "READABLE"),
         (Events::PRIORITY, "PRIORITY"),
         (Events::WRITABLE, "WRITABLE"),
         (Events::ERROR, "ERROR"),
         (Events::HANG_UP, "HANG_UP"),
         (Events::READ_HANG_UP, "READ_HANG_UP"),
+        (Events::EDGE_TRIGGERED, "EDGE_TRIGGERED"),
     ];
 
     /// No flag.
@@ -72,7 +79,7 @@ impl Events {
 
     /// Every flag.
     pub const fn all() -> Events {
-        Events(0b11_1111)
+        Events(0b111_1111)
     }
 
     /// Whether no flag is set.
@@ -177,6 +184,7 @@ impl From<bindings::Events> for Events {
             (bindings::Events::ERROR, Events::ERROR),
             (bindings::Events::HANG_UP, Events::HANG_UP),
             (bindings::Events::READ_HANG_UP, Events::READ_HANG_UP),
+            (bindings::Events::EDGE_TRIGGERED, Events::EDGE_TRIGGERED),
         ];
         pairs
             .into_iter()
@@ -194,6 +202,7 @@ impl From<Events> for bindings::Events {
             (Events::ERROR, bindings::Events::ERROR),
             (Events::HANG_UP, bindings::Events::HANG_UP),
             (Events::READ_HANG_UP, bindings::Events::READ_HANG_UP),
+            (Events::EDGE_TRIGGERED, bindings::Events::EDGE_TRIGGERED),
         ];
         pairs
             .into_iter()
@@ -429,7 +438,7 @@ mod tests {
         assert_eq!(format!("{:?}", Events::empty()), "Events(empty)");
         assert_eq!(
             format!("{:?}", Events::all()),
-            "Events(READABLE | PRIORITY | WRITABLE | ERROR | HANG_UP | READ_HANG_UP)"
+            "Events(READABLE | PRIORITY | WRITABLE | ERROR | HANG_UP | READ_HANG_UP | EDGE_TRIGGERED)"
         );
     }
 

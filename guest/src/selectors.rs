@@ -58,6 +58,8 @@ use std::io::{self, ErrorKind};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use wasip2::io::poll::Pollable;
+
 use crate::bindings;
 use crate::error::from_code;
 use crate::readiness::{Events, timeout_nanos};
@@ -274,6 +276,40 @@ impl<T> DefaultSelector<T> {
             }
         }
         Ok(result)
+    }
+
+    /// A `wasi:io/poll` pollable that is ready when [`select`] with a zero
+    /// timeout would report a socket: one pollable for the whole set, to
+    /// wait on it beside clocks, streams and other pollables in one
+    /// `wasi:io/poll.poll` (or on an async runtime's reactor), at a cost
+    /// that does not grow with the number of sockets registered.
+    ///
+    /// The pollable belongs to the selector: drop it first. Dropping the
+    /// selector while the pollable lives traps, as a `wasi:io` stream's
+    /// does.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use sockshim::selectors::{DefaultSelector, EVENT_READ};
+    /// use sockshim::wasip2::{clocks::monotonic_clock, io::poll};
+    ///
+    /// let server = sockshim::create_server("127.0.0.1:0")?;
+    /// let mut selector = DefaultSelector::new()?;
+    /// selector.register(&server, EVENT_READ, ())?;
+    /// let any = selector.subscribe();
+    /// let timer = monotonic_clock::subscribe_duration(Duration::from_secs(1).as_nanos() as u64);
+    /// if poll::poll(&[&any, &timer]).contains(&0) {
+    ///     for (key, _) in selector.select(Some(Duration::ZERO))? {
+    ///         println!("socket {} is ready", key.fd);
+    ///     }
+    /// }
+    /// drop(any);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// [`select`]: DefaultSelector::select
+    pub fn subscribe(&self) -> Pollable {
+        self.host.subscribe()
     }
 
     /// The key of a registered socket; Python's `selector.get_key(fileobj)`.

@@ -54,6 +54,7 @@ _PAIRS = (
     (POLLERR, _E.ERROR),
     (POLLHUP, _E.HANG_UP),
     (POLLRDHUP, _E.READ_HANG_UP),
+    (EPOLLET, _E.EDGE_TRIGGERED),
 )
 
 
