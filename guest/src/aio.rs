@@ -74,6 +74,9 @@ use crate::fs::File;
 use crate::readiness::Events;
 use crate::socket::{Family, Kind, Socket};
 
+mod hub;
+use hub::{Direction, Registration};
+
 /// A `wasi:io/poll` pollable of this crate's `wasip2` (such as
 /// [`Socket::subscribe`] returns) as wstd's [`AsyncPollable`], registered
 /// with the running reactor.
@@ -132,7 +135,10 @@ pub async fn wait(pollable: Pollable) {
 /// whole plugin, every task with it.
 #[derive(Debug)]
 pub struct AsyncSocket {
+    // Declared first, so dropped first: the closed socket leaves the hub's
+    // selector by itself, and the registration is then just forgotten.
     socket: Socket,
+    registration: Registration,
 }
 
 /// Connects a new TCP socket to `addr`; asyncio's `sock_connect` on a new
@@ -198,7 +204,10 @@ impl AsyncSocket {
     /// fresh socket alike.
     pub fn from_socket(socket: Socket) -> io::Result<AsyncSocket> {
         socket.setblocking(false)?;
-        Ok(AsyncSocket { socket })
+        Ok(AsyncSocket {
+            socket,
+            registration: Registration::default(),
+        })
     }
 
     /// The socket, for the operations that do not wait (also reached
@@ -207,9 +216,23 @@ impl AsyncSocket {
         &self.socket
     }
 
+    /// Closes the socket; Python's `socket.close()`, as [`Socket::close`].
+    /// A task waiting on it wakes, and its operation fails with "socket is
+    /// closed".
+    pub fn close(&self) {
+        self.socket.close();
+        self.registration.forget();
+    }
+
     /// The socket back, still non-blocking.
     pub fn into_socket(self) -> Socket {
-        self.socket
+        let AsyncSocket {
+            socket,
+            registration,
+        } = self;
+        // Out of the hub's selector before the socket goes its own way.
+        drop(registration);
+        socket
     }
 
     /// Waits until the socket is ready for any of `interest`, or has an
@@ -232,25 +255,45 @@ impl AsyncSocket {
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, waiting for
-    /// `interest` in between on one subscription.
+    /// `direction` in between.
     async fn retry<R>(
         &self,
-        interest: Events,
+        direction: Direction,
         mut op: impl FnMut(&Socket) -> io::Result<R>,
     ) -> io::Result<R> {
-        let mut ready: Option<AsyncPollable> = None;
+        let mut own = None;
         loop {
             match op(&self.socket) {
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {}
                 result => return result,
             }
-            if ready.is_none() {
-                ready = Some(async_pollable(self.socket.subscribe(interest)?));
-            }
-            if let Some(ready) = &ready {
-                ready.wait_for().await;
-            }
+            self.wait_after_would_block(direction, &mut own).await?;
         }
+    }
+
+    /// Waits, after an operation failed with `WouldBlock`, until the socket
+    /// may be ready for `direction` again: through the thread's hub (one
+    /// host selector whose single pollable wstd waits on, however many
+    /// sockets wait), or, where the hub cannot take the socket, on the
+    /// socket's own pollable, made once into `own` and kept for the
+    /// operation's later waits.
+    async fn wait_after_would_block(
+        &self,
+        direction: Direction,
+        own: &mut Option<AsyncPollable>,
+    ) -> io::Result<()> {
+        if own.is_none()
+            && let Some(edge) = self.registration.wait(&self.socket, direction)
+        {
+            edge.await;
+            return Ok(());
+        }
+        let pollable = match own {
+            Some(pollable) => pollable,
+            None => own.insert(async_pollable(self.socket.subscribe(direction.interest())?)),
+        };
+        pollable.wait_for().await;
+        Ok(())
     }
 
     /// Connects to `addr`; asyncio's `loop.sock_connect(sock, address)`.
@@ -275,22 +318,21 @@ impl AsyncSocket {
     /// Accepts a connection; asyncio's `loop.sock_accept(sock)`. The new
     /// socket is non-blocking too.
     pub async fn accept(&self) -> io::Result<(AsyncSocket, SocketAddr)> {
-        let (socket, peer) = self.retry(Events::READABLE, Socket::accept).await?;
+        let (socket, peer) = self.retry(Direction::Read, Socket::accept).await?;
         Ok((AsyncSocket::from_socket(socket)?, peer))
     }
 
     /// Receives up to `bufsize` bytes, empty at the end of the stream;
     /// asyncio's `loop.sock_recv(sock, nbytes)`. See [`Socket::recv`].
     pub async fn recv(&self, bufsize: usize) -> io::Result<Vec<u8>> {
-        self.retry(Events::READABLE, |sock| sock.recv(bufsize))
-            .await
+        self.retry(Direction::Read, |sock| sock.recv(bufsize)).await
     }
 
     /// Receives into `buf` and returns how many bytes arrived, 0 at the end
     /// of the stream; asyncio's `loop.sock_recv_into(sock, buf)`. See
     /// [`Socket::recv_into`].
     pub async fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.retry(Events::READABLE, |sock| sock.recv_into(buf))
+        self.retry(Direction::Read, |sock| sock.recv_into(buf))
             .await
     }
 
@@ -298,7 +340,7 @@ impl AsyncSocket {
     /// and returns how many bytes it took; Python's `send` on a socket that
     /// waits. See [`Socket::send`].
     pub async fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.retry(Events::WRITABLE, |sock| sock.send(data)).await
+        self.retry(Direction::Write, |sock| sock.send(data)).await
     }
 
     /// Sends all of `data`; asyncio's `loop.sock_sendall(sock, data)`.
@@ -308,7 +350,7 @@ impl AsyncSocket {
     /// transfer between two sends.
     pub async fn sendall(&self, data: &[u8]) -> io::Result<()> {
         let mut sent = 0;
-        let mut ready: Option<AsyncPollable> = None;
+        let mut own = None;
         while sent < data.len() {
             match self.socket.sendall(&data[sent..]) {
                 Ok(()) => return Ok(()),
@@ -325,11 +367,14 @@ impl AsyncSocket {
             if sent >= data.len() {
                 break;
             }
-            if ready.is_none() {
-                ready = Some(async_pollable(self.socket.subscribe(Events::WRITABLE)?));
-            }
-            if let Some(ready) = &ready {
-                ready.wait_for().await;
+            if let Err(err) = self
+                .wait_after_would_block(Direction::Write, &mut own)
+                .await
+            {
+                return Err(with_total_sent(
+                    err,
+                    u64::try_from(sent).unwrap_or(u64::MAX),
+                ));
             }
         }
         Ok(())
@@ -369,7 +414,7 @@ impl AsyncSocket {
             None => file.len()?.saturating_sub(offset),
         };
         let mut sent: u64 = 0;
-        let mut ready: Option<AsyncPollable> = None;
+        let mut own = None;
         let result = loop {
             if sent >= wanted {
                 break Ok(sent);
@@ -387,14 +432,11 @@ impl AsyncSocket {
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {}
                 Err(err) => break Err(with_total_sent(err, sent)),
             }
-            if ready.is_none() {
-                match self.socket.subscribe(Events::WRITABLE) {
-                    Ok(pollable) => ready = Some(async_pollable(pollable)),
-                    Err(err) => break Err(with_total_sent(err, sent)),
-                }
-            }
-            if let Some(ready) = &ready {
-                ready.wait_for().await;
+            if let Err(err) = self
+                .wait_after_would_block(Direction::Write, &mut own)
+                .await
+            {
+                break Err(with_total_sent(err, sent));
             }
         };
         file.set_position(offset.saturating_add(sent));
