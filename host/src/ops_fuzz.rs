@@ -362,6 +362,7 @@ impl Input<'_> {
             Events::ERROR,
             Events::HANG_UP,
             Events::READ_HANG_UP,
+            Events::EDGE_TRIGGERED,
         ]
         .into_iter()
         .enumerate()
@@ -472,6 +473,9 @@ struct Plugin<'e> {
     /// The live entries the driver made (each socket pollable's readiness
     /// entry aside), by rep.
     kinds: HashMap<u32, Kind>,
+    /// The selector each selector pollable is a child of, by the
+    /// pollable's rep: a selector with one alive traps when dropped.
+    parents: HashMap<u32, u32>,
     /// Every rep ever handed out, live or dropped, in order.
     seen: Vec<u32>,
     /// The timeout the input gave each socket (what `get-timeout` must
@@ -529,6 +533,7 @@ async fn run(env: &Env, data: &[u8]) -> Summary {
             max_sockets,
             stop,
             kinds: HashMap::new(),
+            parents: HashMap::new(),
             seen: Vec::new(),
             timeouts: HashMap::new(),
             default_timeout: WitTimeout::Blocking,
@@ -639,7 +644,7 @@ macro_rules! never_refused {
     };
 }
 
-never_refused!((), bool, WitTimeout, AddressFamily);
+never_refused!((), bool, WitTimeout, AddressFamily, Resource<DynPollable>);
 
 /// A socket's timeout as `get-timeout` gives it back: zero is
 /// non-blocking, and 2^64 - 1 nanoseconds reads back one shorter (the socket
@@ -848,7 +853,7 @@ impl Plugin<'_> {
     }
 
     async fn step(&mut self, op: u8, input: &mut Input<'_>) {
-        match op % 36 {
+        match op % 37 {
             0 | 1 => {
                 let family = if input.bool() {
                     AddressFamily::Ipv6
@@ -952,7 +957,7 @@ impl Plugin<'_> {
                 let len = input.wild_u64();
                 self.cap(s).await;
                 let res = Resource::new_borrow(s);
-                let r = if op % 36 == 6 {
+                let r = if op % 37 == 6 {
                     call!(self, |view| HostSocket::recv(&mut view, res, len))
                 } else {
                     call!(self, |view| HostSocket::recv_into(&mut view, res, len))
@@ -1050,7 +1055,7 @@ impl Plugin<'_> {
                 let len = input.wild_u64();
                 self.cap(s).await;
                 let res = Resource::new_borrow(s);
-                let r = if op % 36 == 11 {
+                let r = if op % 37 == 11 {
                     call!(self, |view| HostSocket::recvfrom(&mut view, res, len))
                 } else {
                     call!(self, |view| HostSocket::recvfrom_into(&mut view, res, len))
@@ -1394,6 +1399,7 @@ impl Plugin<'_> {
                         HostPollable::drop(&mut self.table, Resource::<DynPollable>::new_own(p));
                     self.expect_trap(&[(p, Kind::Pollable)], &r, "pollable drop");
                     self.kinds.remove(&p);
+                    self.parents.remove(&p);
                 }
             }
             31 => {
@@ -1404,7 +1410,13 @@ impl Plugin<'_> {
             }
             32 => {
                 let sel = self.pick(input, Kind::Selector);
-                if self.droppable(sel, Kind::Selector) {
+                if self.parents.values().any(|parent| *parent == sel) {
+                    // A pollable of it is alive: the drop traps, and the
+                    // selector stays.
+                    let r = HostSelector::drop(&mut self.view(), Resource::new_own(sel)).await;
+                    assert!(r.is_err(), "dropped selector {sel} with a pollable alive");
+                    self.summary.traps += 1;
+                } else if self.droppable(sel, Kind::Selector) {
                     let r = HostSelector::drop(&mut self.view(), Resource::new_own(sel)).await;
                     self.expect_trap(&[(sel, Kind::Selector)], &r, "selector drop");
                     self.kinds.remove(&sel);
@@ -1435,6 +1447,15 @@ impl Plugin<'_> {
                 }
             }
             34 => self.stop.stop(),
+            36 => {
+                let sel = self.pick(input, Kind::Selector);
+                let r = HostSelector::subscribe(&mut self.view(), Resource::new_borrow(sel)).await;
+                self.expect_trap(&[(sel, Kind::Selector)], &r, "selector.subscribe");
+                if let Ok(p) = r {
+                    self.track(p.rep(), Kind::Pollable);
+                    self.parents.insert(p.rep(), sel);
+                }
+            }
             _ => {
                 let mut view = self.view();
                 let max = Host::max_recv_size(&mut view).await.expect("max-recv-size");

@@ -310,6 +310,14 @@ async fn async_recv_races_a_wstd_timer() {
     check_async_race(SockshimCtx::new(loopback())).await;
 }
 
+/// The same with room for one socket only, so that `aio` cannot make the
+/// selector its waits share (it counts against the limit): each wait falls
+/// back to the socket's own pollable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_recv_races_a_wstd_timer_without_room_for_the_shared_selector() {
+    check_async_race(SockshimCtx::new(loopback()).with_max_sockets(1)).await;
+}
+
 /// The same, with the plugin's socket pollables waited on in ppoll(2) on
 /// a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,8 +433,10 @@ async fn the_selector_keeps_pythons_rules() {
         r#"[("a2", Events(READABLE | WRITABLE)), ("b", Events(WRITABLE))]"#,
         "{out}"
     );
+    assert_eq!(out.get("pollable_ready"), "true", "{out}");
     assert_eq!(out.num("after_unregister"), 0, "{out}");
     assert_eq!(out.num("unregistered_select"), 0, "{out}");
+    assert_eq!(out.get("pollable_empty"), "false", "{out}");
 }
 
 async fn check_pollables_dropped(ctx: SockshimCtx) {

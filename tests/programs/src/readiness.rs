@@ -552,12 +552,19 @@ pub fn selector_api() -> Result {
         .collect();
     ready.sort_by_key(|(data, _)| *data);
     report("ready", format!("{ready:?}"));
+    // The set's one pollable: ready while a select would report.
+    let any = selector.subscribe();
+    report("pollable_ready", any.ready());
+    drop(any);
     // Keys are copies: unregistering while handling them is fine.
     for (key, _) in selector.select(ZERO)? {
         selector.unregister_fd(key.fd)?;
     }
     report("after_unregister", selector.len());
     report("unregistered_select", selector.select(ZERO)?.len());
+    let any = selector.subscribe();
+    report("pollable_empty", any.ready());
+    drop(any);
     Ok(())
 }
 
