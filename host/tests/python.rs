@@ -627,6 +627,22 @@ fn dup_fromfd_and_fileno_of_a_foreign_descriptor_are_cpythons_errors() {
 }
 
 #[test]
+fn epoll_with_epollet_reports_a_socket_once_per_change() {
+    let _ = plugins_or_skip!();
+    let out = scenario(
+        &[
+            "--allow-bind",
+            "127.0.0.1:*",
+            "--allow-connect",
+            "127.0.0.1:*",
+        ],
+        &["epoll-edge"],
+    );
+    assert!(out.contains("level 1 1"), "{out}");
+    assert!(out.contains("edge 1 0"), "{out}");
+}
+
+#[test]
 fn a_denied_address_is_permission_error_and_the_plugin_goes_on() {
     let _ = plugins_or_skip!();
     let port = echo_server();

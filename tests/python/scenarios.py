@@ -271,6 +271,23 @@ def foreign_fd():
     adopted.close()
 
 
+def epoll_edge():
+    """select.epoll with and without EPOLLET: a level-triggered socket is
+    reported again while its byte waits, an edge-triggered one once."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    for name, flags in (("level", 0), ("edge", select.EPOLLET)):
+        ep = select.epoll()
+        ep.register(b.fileno(), select.EPOLLIN | flags)
+        a.send(b"x")
+        first = len(ep.poll(5))
+        again = len(ep.poll(0))
+        b.recv(1)
+        ep.close()
+        print(name, first, again, flush=True)
+
+
 def recv_big(host, port):
     """recv(1 MiB) from a peer that sent 1 MiB (the pattern i * 7 % 251):
     the host places each receive straight into the plugin, above 4 KiB."""
@@ -300,7 +317,7 @@ SCENARIOS = {
     "refused": refused, "many": many, "sendfile": sendfile,
     "sendfile-once": sendfile_once, "denied": denied, "builtin": builtin,
     "resolve": resolve, "h11": h11_get, "fail": fail, "exit": exit_with, "udp": udp,
-    "recv-big": recv_big, "wait-forever": wait_forever, "foreign-fd": foreign_fd, "os-sendfile": os_sendfile, "asyncio-sendfile": asyncio_sendfile,
+    "recv-big": recv_big, "wait-forever": wait_forever, "foreign-fd": foreign_fd, "epoll-edge": epoll_edge, "os-sendfile": os_sendfile, "asyncio-sendfile": asyncio_sendfile,
 }
 
 if __name__ == "__main__":
