@@ -4,9 +4,9 @@
 //! `wasm32-wasip2`. Needs the crate feature `async`.
 //!
 //! An [`AsyncSocket`] is a non-blocking [`Socket`]. Each operation tries the
-//! socket first; when it would block, it waits for the socket's
-//! [`subscribe`](Socket::subscribe) pollable on wstd's reactor, which lets
-//! other tasks run meanwhile, and tries again. So sockshim sockets, wstd's
+//! socket first; when it would block, it waits on wstd's reactor, which
+//! lets other tasks run meanwhile, until the host reports the socket
+//! ready, and tries again. So sockshim sockets, wstd's
 //! timers ([`wstd::time`], [`wstd::future::FutureExt::timeout`]), its HTTP
 //! client and anything else that waits on a `wasi:io` pollable share one
 //! task set under [`wstd::runtime::block_on`]. An [`AsyncSocket`] also
@@ -123,12 +123,15 @@ pub async fn wait(pollable: Pollable) {
 /// Dropping a future cancels its operation cleanly: what was sent or
 /// received before stays sent or received, and the socket stays usable.
 ///
-/// An operation that has to wait subscribes once ([`Socket::subscribe`])
-/// and keeps that pollable until it ends. A pollable holds no host
-/// descriptor and does not count against the plugin's limit of open
-/// sockets, so subscribing per wait is cheap. The pollable is not kept
-/// between operations, which would tie the socket to one `block_on`
-/// (wstd's registrations belong to the reactor that made them).
+/// The first time an operation has to wait, the socket joins the
+/// thread's one host selector (edge-triggered, for reading and writing),
+/// and wstd waits on that selector's single pollable for every waiting
+/// socket, so a wake-up costs the same however many tasks wait and wakes
+/// only those whose sockets changed. The selector counts once against the
+/// plugin's limit of open sockets; where it cannot be had, an operation
+/// waits on the socket's own pollable ([`Socket::subscribe`]) instead.
+/// Nothing of wstd's is kept between waits, so a socket moves freely from
+/// one `block_on` to the next.
 ///
 /// The socket must stay non-blocking: made blocking again
 /// ([`settimeout`](Socket::settimeout)), its operations would block the
