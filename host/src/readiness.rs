@@ -116,6 +116,8 @@ fn stopped() -> ErrorCode {
 struct Member {
     socket: Weak<Shared>,
     fd: RawFd,
+    /// Registered `edge-triggered`.
+    edge: bool,
 }
 
 impl Member {
@@ -137,6 +139,9 @@ pub struct Selector {
     /// `max_members`.
     events: EpollEvents,
     members: HashMap<u64, Member>,
+    /// How many members are level-triggered (dropped ones included, until
+    /// their keys are forgotten).
+    level: usize,
     wait_on: WaitOn,
     /// The most members at once (the plugin's socket limit).
     max_members: usize,
@@ -155,6 +160,7 @@ impl Selector {
             epoll: Epoll::new()?,
             events: EpollEvents::default(),
             members: HashMap::new(),
+            level: 0,
             wait_on,
             max_members,
             _slot: slot,
@@ -177,6 +183,7 @@ impl Selector {
             // Keys of sockets dropped without `unregister` hold no
             // descriptor any more; forget them before refusing.
             self.members.retain(|_, member| member.alive());
+            self.level = self.members.values().filter(|m| !m.edge).count();
             if self.members.len() >= self.max_members {
                 return Err(ErrorCode::LimitReached(format!(
                     "a selector holds at most {} sockets",
@@ -195,7 +202,9 @@ impl Selector {
             Err(e) => return Err(e.into()),
         }
         let socket = Arc::downgrade(socket);
-        self.members.insert(key, Member { socket, fd });
+        let edge = events.contains(Events::EDGE_TRIGGERED);
+        self.level += usize::from(!edge);
+        self.members.insert(key, Member { socket, fd, edge });
         Ok(())
     }
 
@@ -204,16 +213,36 @@ impl Selector {
         let member = self.member(key)?;
         if !member.alive() {
             // Its descriptor number may be another socket's by now.
-            self.members.remove(&key);
+            self.forget(key);
             return Err(closed(key));
         }
-        Ok(self.epoll.modify(member.fd, to_bits(events), key)?)
+        self.epoll.modify(member.fd, to_bits(events), key)?;
+        let edge = events.contains(Events::EDGE_TRIGGERED);
+        if let Some(member) = self.members.get_mut(&key)
+            && member.edge != edge
+        {
+            member.edge = edge;
+            if edge {
+                self.level -= 1;
+            } else {
+                self.level += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `key` from the members, keeping the count of
+    /// level-triggered ones.
+    fn forget(&mut self, key: u64) -> Option<Member> {
+        let member = self.members.remove(&key)?;
+        self.level -= usize::from(!member.edge);
+        Some(member)
     }
 
     /// Stops watching the socket under `key`; a socket dropped meanwhile
     /// has left the set already, and its key is just forgotten.
     pub(crate) fn unregister(&mut self, key: u64) -> Result<(), ErrorCode> {
-        let member = self.members.remove(&key).ok_or_else(|| unknown_key(key))?;
+        let member = self.forget(key).ok_or_else(|| unknown_key(key))?;
         if member.alive() {
             match self.epoll.delete(member.fd) {
                 Ok(()) => {}
@@ -242,6 +271,7 @@ impl Selector {
         }
         .max(1);
         match &self.wait_on {
+            _ if deadline == Deadline::Now => self.look(max)?,
             WaitOn::Thread(stop) => {
                 let stop = Arc::clone(stop);
                 self.wait_on_thread(&stop, deadline, max)?
@@ -295,12 +325,26 @@ impl Selector {
 
     /// [`Selector::wait`] on tokio's reactor, where the epoll descriptor
     /// is registered the first time a wait needs it, into `self.events`.
+    ///
+    /// A busy server waits again as soon as it has handled what the last
+    /// wait returned, and each epoll_wait(2) counts: a wait that has to
+    /// sleep makes two (one look, one after the wake-up) beside tokio's
+    /// own. tokio keeps the wake-up that ended the last wait; taken before
+    /// the first look, it is forgotten when that look finds nothing (only
+    /// it: tokio keeps a wake-up that comes after it was taken), so that
+    /// the sleep does not begin with a second, useless look. And when tokio
+    /// has heard of nothing since a look found the set empty, the set has
+    /// had nothing new since, and a wait that may sleep sleeps at once:
+    /// tokio's own look on sleeping sees an event it has not taken in yet.
     async fn wait_on_reactor(&mut self, deadline: Deadline, max: usize) -> Result<(), ErrorCode> {
-        self.epoll.ready_now(&mut self.events, max)?;
-        if !self.events.is_empty() || deadline == Deadline::Now {
-            return Ok(());
-        }
         let registration = registration(&self.reactor, &self.epoll)?;
+        if let Some(mut guard) = known_readable(registration)? {
+            self.epoll.ready_now(&mut self.events, max)?;
+            if !self.events.is_empty() {
+                return Ok(());
+            }
+            guard.clear_ready();
+        }
         loop {
             let woken = match deadline {
                 Deadline::Never | Deadline::Now => registration.readable().await,
@@ -366,6 +410,44 @@ impl Selector {
             }
             guard.clear_ready();
         }
+    }
+}
+
+impl Selector {
+    /// [`Selector::wait`] that does not wait, into `self.events`, in
+    /// either way of waiting.
+    ///
+    /// An async plugin reads its selector this way each time the
+    /// selector's pollable is ready. When every member is edge-triggered
+    /// and the look took every report (fewer than `max`), the set has
+    /// nothing left to report, and the wake-up tokio keeps for the
+    /// pollable is forgotten here (if it came before the look), sparing
+    /// the pollable's next look a poll(2) that would find nothing.
+    fn look(&mut self, max: usize) -> Result<(), ErrorCode> {
+        let known = match self.reactor.get() {
+            Some(registration) if self.level == 0 => known_readable(registration)?,
+            _ => None,
+        };
+        self.epoll.ready_now(&mut self.events, max)?;
+        if let Some(mut guard) = known
+            && self.events.len() < max
+        {
+            guard.clear_ready();
+        }
+        Ok(())
+    }
+}
+
+/// The readiness tokio keeps for `registration`, without waiting: `None`
+/// when it has heard of nothing since it was last forgotten.
+fn known_readable(
+    registration: &AsyncFd<BorrowedRawFd>,
+) -> io::Result<Option<tokio::io::unix::AsyncFdReadyGuard<'_, BorrowedRawFd>>> {
+    let mut readable = std::pin::pin!(registration.readable());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match readable.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(guard) => guard.map(Some),
+        std::task::Poll::Pending => Ok(None),
     }
 }
 
@@ -958,6 +1040,18 @@ mod tests {
             }
             assert_eq!(level.recv(16).await.unwrap(), b"l", "{how}");
             assert!(!ready_within(&mut selector, 100).await, "{how}: read");
+
+            // Edge-triggered alone: a look that takes every report lets the
+            // pollable forget its wake-up, and the next change still wakes.
+            selector.unregister(1).unwrap();
+            for round in 0..3 {
+                edge_peer.write_all(b"g").unwrap();
+                assert!(ready_within(&mut selector, 5_000).await, "{how}: {round}");
+                let got = selector.wait(Deadline::Now, 0).await.unwrap();
+                assert_eq!(got.len(), 1, "{how}: {round}");
+                assert!(!ready_within(&mut selector, 100).await, "{how}: {round}");
+                assert!(selector.wait(Deadline::Now, 0).await.unwrap().is_empty());
+            }
 
             // Stopping the plugin ends the wait.
             wait_on.stop().stop();

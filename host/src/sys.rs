@@ -617,6 +617,11 @@ impl EpollEvents {
         self.len == 0
     }
 
+    /// How many entries the last [`Epoll::ready_now`] found ready.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// How many entries the buffer holds (its bound, for tests).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
