@@ -201,7 +201,8 @@ impl Future for EdgeWait {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let (key, direction) = (self.key, self.direction);
+        let this = &mut *self;
+        let (key, direction) = (this.key, this.direction);
         let outcome = with_hub(|hub| {
             let reported = |hub: &Hub| {
                 hub.slots
@@ -223,6 +224,9 @@ impl Future for EdgeWait {
                     waiters.push(cx.waker().clone());
                 }
             }
+            if !std::mem::replace(&mut this.counted, true) {
+                hub.waiting += 1;
+            }
             false
         });
         match outcome {
@@ -232,16 +236,10 @@ impl Future for EdgeWait {
                 Poll::Pending
             }
             Some(true) => {
-                self.uncount();
+                this.uncount();
                 Poll::Ready(())
             }
-            Some(false) => {
-                if !self.counted {
-                    self.counted = true;
-                    with_hub(|hub| hub.waiting += 1);
-                }
-                Poll::Pending
-            }
+            Some(false) => Poll::Pending,
         }
     }
 }
