@@ -853,7 +853,9 @@ impl Plugin<'_> {
     }
 
     async fn step(&mut self, op: u8, input: &mut Input<'_>) {
-        match op % 37 {
+        // 37 operations, the last (`_`) reading the limits.
+        let op = op % 37;
+        match op {
             0 | 1 => {
                 let family = if input.bool() {
                     AddressFamily::Ipv6
@@ -957,7 +959,7 @@ impl Plugin<'_> {
                 let len = input.wild_u64();
                 self.cap(s).await;
                 let res = Resource::new_borrow(s);
-                let r = if op % 37 == 6 {
+                let r = if op == 6 {
                     call!(self, |view| HostSocket::recv(&mut view, res, len))
                 } else {
                     call!(self, |view| HostSocket::recv_into(&mut view, res, len))
@@ -1055,7 +1057,7 @@ impl Plugin<'_> {
                 let len = input.wild_u64();
                 self.cap(s).await;
                 let res = Resource::new_borrow(s);
-                let r = if op % 37 == 11 {
+                let r = if op == 11 {
                     call!(self, |view| HostSocket::recvfrom(&mut view, res, len))
                 } else {
                     call!(self, |view| HostSocket::recvfrom_into(&mut view, res, len))

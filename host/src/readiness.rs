@@ -411,9 +411,7 @@ impl Selector {
             guard.clear_ready();
         }
     }
-}
 
-impl Selector {
     /// [`Selector::wait`] that does not wait, into `self.events`, in
     /// either way of waiting.
     ///
