@@ -72,7 +72,7 @@ use crate::address::ToAddress;
 use crate::error::with_total_sent;
 use crate::fs::File;
 use crate::readiness::Events;
-use crate::socket::{Family, Kind, Socket};
+use crate::socket::{Family, Kind, MAX_TRANSFER, Socket};
 
 mod hub;
 use hub::{Direction, Registration};
@@ -258,18 +258,32 @@ impl AsyncSocket {
     }
 
     /// Runs `op` until it does not fail with `WouldBlock`, waiting for
-    /// `direction` in between.
+    /// `direction` in between. A result for which `uses_up` is true on a
+    /// stream (a short receive or send) used up what the hub reported, and
+    /// the next operation that way waits for its next report before it
+    /// tries ([`Registration::use_up`]).
     async fn retry<R>(
         &self,
         direction: Direction,
         mut op: impl FnMut(&Socket) -> io::Result<R>,
+        uses_up: impl Fn(&R) -> bool,
     ) -> io::Result<R> {
         let mut own = None;
+        let mut try_now = !self.registration.used_up(direction);
         loop {
-            match op(&self.socket) {
-                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-                result => return result,
+            if try_now {
+                match op(&self.socket) {
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                    Ok(done) => {
+                        if self.socket.kind() == Kind::Stream && uses_up(&done) {
+                            self.registration.use_up(direction);
+                        }
+                        return Ok(done);
+                    }
+                    Err(err) => return Err(err),
+                }
             }
+            try_now = true;
             self.wait_after_would_block(direction, &mut own).await?;
         }
     }
@@ -321,29 +335,48 @@ impl AsyncSocket {
     /// Accepts a connection; asyncio's `loop.sock_accept(sock)`. The new
     /// socket is non-blocking too.
     pub async fn accept(&self) -> io::Result<(AsyncSocket, SocketAddr)> {
-        let (socket, peer) = self.retry(Direction::Read, Socket::accept).await?;
+        let (socket, peer) = self
+            .retry(Direction::Read, Socket::accept, |_| false)
+            .await?;
         Ok((AsyncSocket::from_socket(socket)?, peer))
     }
 
     /// Receives up to `bufsize` bytes, empty at the end of the stream;
     /// asyncio's `loop.sock_recv(sock, nbytes)`. See [`Socket::recv`].
     pub async fn recv(&self, bufsize: usize) -> io::Result<Vec<u8>> {
-        self.retry(Direction::Read, |sock| sock.recv(bufsize)).await
+        let asked = bufsize.min(MAX_TRANSFER);
+        self.retry(
+            Direction::Read,
+            |sock| sock.recv(bufsize),
+            |got| short(got.len(), asked),
+        )
+        .await
     }
 
     /// Receives into `buf` and returns how many bytes arrived, 0 at the end
     /// of the stream; asyncio's `loop.sock_recv_into(sock, buf)`. See
     /// [`Socket::recv_into`].
     pub async fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.retry(Direction::Read, |sock| sock.recv_into(buf))
-            .await
+        let asked = buf.len().min(MAX_TRANSFER);
+        self.retry(
+            Direction::Read,
+            |sock| sock.recv_into(buf),
+            |&got| short(got, asked),
+        )
+        .await
     }
 
     /// Sends as much of `data` as the socket takes once it takes a byte,
     /// and returns how many bytes it took; Python's `send` on a socket that
     /// waits. See [`Socket::send`].
     pub async fn send(&self, data: &[u8]) -> io::Result<usize> {
-        self.retry(Direction::Write, |sock| sock.send(data)).await
+        let asked = data.len().min(MAX_TRANSFER);
+        self.retry(
+            Direction::Write,
+            |sock| sock.send(data),
+            |&sent| short(sent, asked),
+        )
+        .await
     }
 
     /// Sends all of `data`; asyncio's `loop.sock_sendall(sock, data)`.
@@ -445,6 +478,13 @@ impl AsyncSocket {
         file.set_position(offset.saturating_add(sent));
         result
     }
+}
+
+/// Whether a transfer of `done` bytes of the `asked` the host was asked
+/// for came back short: more than none (none is the end of the stream),
+/// fewer than asked.
+fn short(done: usize, asked: usize) -> bool {
+    done > 0 && done < asked
 }
 
 impl Deref for AsyncSocket {

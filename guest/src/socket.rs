@@ -870,7 +870,7 @@ pub fn getdefaulttimeout() -> Option<Duration> {
 /// The most bytes handed to the host in one `send` or `sendall` call.
 /// wasmtime bounds what one host call may copy out of the guest (by default
 /// 128 MiB); past that the call traps instead of failing.
-const MAX_TRANSFER: usize = 16 << 20;
+pub(crate) const MAX_TRANSFER: usize = 16 << 20;
 
 /// `sendall` of `data` in pieces of [`MAX_TRANSFER`] bytes, each given the
 /// time left until `deadline`, if there is one; the error counts the bytes

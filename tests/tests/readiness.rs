@@ -325,6 +325,29 @@ async fn async_recv_races_a_wstd_timer_waiting_on_the_thread() {
     check_async_race(SockshimCtx::new(loopback()).waiting_on_thread().unwrap()).await;
 }
 
+/// A receive that comes back short makes `aio`'s next receive wait for the
+/// shared selector's next report instead of trying first; when the bytes
+/// and the end of the stream came in one report, there is no next one,
+/// and the end of the stream must be returned at once all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_recv_after_a_short_one_sees_an_end_reported_with_the_bytes() {
+    let (addr, server) = serve_one(|mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut go = [0u8; 2];
+        s.read_exact(&mut go).unwrap();
+        assert_eq!(&go, b"go");
+        s.write_all(b"hello").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        drain(s)
+    });
+    let out = run_guest("async-end", &[&addr], loopback()).await.success();
+    server.join().unwrap();
+    assert_eq!(out.get("early"), "timer", "{out}");
+    assert_eq!(out.get("first"), "hello", "{out}");
+    assert_eq!(out.get("second"), "0", "{out}");
+    assert!(out.num("both_ms") < 5_000, "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_echo_through_async_read_and_write_is_byte_exact() {
     const LEN: usize = 8 << 20;

@@ -18,11 +18,24 @@
 //!
 //! Readiness is edge-triggered, as mio's and tokio's is: a socket's bit is
 //! set when the selector reports it and cleared by the waiter when an
-//! operation fails with `WouldBlock`, right before it waits. The plugin has
+//! operation fails with `WouldBlock`, right before it waits, or when a
+//! stream's receive or send came back short ([`Registration::use_up`]): it
+//! emptied the receive queue or filled the send buffer, so the next one
+//! waits for the next report instead of first failing with `WouldBlock`,
+//! one host call fewer per message, as tokio's streams do. The plugin has
 //! one thread, and the selector is read only between tasks, so no report
-//! can fall between that failure and the clearing: a report that comes
+//! can fall between that operation and the clearing: a report that comes
 //! after it wakes the waiter, one from before it at worst wakes it once for
-//! nothing.
+//! nothing. A hang-up or an error is final and never cleared, since no
+//! report follows it.
+//!
+//! After every task it runs, wstd looks at its pollables (a
+//! `wasi:io/poll.poll`, a host call) while other tasks are ready. A drain
+//! that wakes tasks therefore takes the selector's pollable off wstd's
+//! reactor (it "parks") and queues a [`Rearm`] task behind the woken ones,
+//! which hands the pollable back once they have run: a batch of wake-ups
+//! costs a few host calls instead of one per task, as one epoll_wait(2)
+//! serves a native event loop's whole batch.
 //!
 //! Where the hub cannot be had (the selector would pass the plugin's limit
 //! of open sockets), a wait falls back to the socket's own pollable.
@@ -34,7 +47,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use wstd::runtime::WaitFor;
+use wstd::runtime::{AsyncPollable, WaitFor};
 
 use crate::bindings;
 use crate::readiness::Events;
@@ -68,11 +81,17 @@ const WAKES_READER: Events = Events(
 );
 const WAKES_WRITER: Events = Events(Events::WRITABLE.0 | Events::ERROR.0 | Events::HANG_UP.0);
 
+/// What the selector reports that is final for a reader, and for a
+/// writer: no later report follows it, so it is never cleared.
+const CLOSES_READER: Events = Events(Events::READ_HANG_UP.0 | Events::ERROR.0 | Events::HANG_UP.0);
+const CLOSES_WRITER: Events = Events(Events::ERROR.0 | Events::HANG_UP.0);
+
 /// A registered socket: which directions the selector reported since they
-/// were last cleared, and who waits for each.
+/// were last cleared, which it reported closed, and who waits for each.
 #[derive(Default)]
 struct Slot {
     ready: u8,
+    closed: u8,
     readers: Vec<Waker>,
     writers: Vec<Waker>,
 }
@@ -92,9 +111,16 @@ struct Hub {
     next_key: u64,
     /// How many [`EdgeWait`]s are pending.
     waiting: usize,
-    /// The selector's pollable as wstd waits on it, with [`DrainOnWake`]
-    /// as its waker, while `waiting` is not zero.
+    /// The selector's pollable on wstd's reactor, while `waiting` is not
+    /// zero.
+    pollable: Option<AsyncPollable>,
+    /// wstd's wait on `pollable`, with [`DrainOnWake`] as its waker, while
+    /// `waiting` is not zero and the hub is not parked.
     driver: Option<WaitFor>,
+    /// A drain woke tasks and a [`Rearm`] is queued behind them: the
+    /// driver is dropped by the first of them to touch the hub, and no one
+    /// but the `Rearm` starts it again.
+    parked: bool,
 }
 
 thread_local! {
@@ -115,7 +141,9 @@ fn with_hub<R>(f: impl FnOnce(&mut Hub) -> R) -> Option<R> {
                 slots: HashMap::new(),
                 next_key: 0,
                 waiting: 0,
+                pollable: None,
                 driver: None,
+                parked: false,
             })
         });
         hub.as_mut().map(f)
@@ -141,7 +169,13 @@ impl Registration {
                 let host = socket.host().ok()?;
                 let key = with_hub(|hub| {
                     let key = hub.next_key;
-                    let interest = Events::READABLE | Events::WRITABLE | Events::EDGE_TRIGGERED;
+                    // The peer's hang-up is asked for too, so that data and
+                    // the end of the stream that arrive together are reported
+                    // as such, and the end stays known once the data is read.
+                    let interest = Events::READABLE
+                        | Events::WRITABLE
+                        | Events::READ_HANG_UP
+                        | Events::EDGE_TRIGGERED;
                     hub.selector.register(&host, key, interest.into()).ok()?;
                     hub.next_key += 1;
                     hub.slots.insert(key, Slot::default());
@@ -160,6 +194,37 @@ impl Registration {
                 counted: false,
             })
         })?
+    }
+
+    /// Whether the socket is in the hub and the selector has reported
+    /// nothing for `direction` since the last operation that way used up
+    /// what there was: then trying before the next report would only fail
+    /// with `WouldBlock`.
+    pub(super) fn used_up(&self, direction: Direction) -> bool {
+        let Some(key) = self.key.get() else {
+            return false;
+        };
+        with_hub(|hub| {
+            hub.slots
+                .get(&key)
+                .is_some_and(|slot| (slot.ready | slot.closed) & direction as u8 == 0)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Records that an operation `direction` used up what the selector
+    /// reported: a stream's receive that came back shorter than asked
+    /// emptied the receive queue, a send that came back short filled the
+    /// send buffer. The kernel reports the socket again when that changes.
+    pub(super) fn use_up(&self, direction: Direction) {
+        let Some(key) = self.key.get() else {
+            return;
+        };
+        with_hub(|hub| {
+            if let Some(slot) = hub.slots.get_mut(&key) {
+                slot.ready &= !(direction as u8);
+            }
+        });
     }
 
     /// Takes the socket out of the hub, waking whoever waits on it: a
@@ -203,17 +268,24 @@ impl Future for EdgeWait {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let (key, direction) = (this.key, this.direction);
+        let mut parked_driver = None;
         let outcome = with_hub(|hub| {
+            if hub.parked {
+                // A drain woke tasks, and wstd need not look at the
+                // pollable until they have run: the `Rearm` behind them
+                // hands it back.
+                parked_driver = hub.driver.take();
+            }
             let reported = |hub: &Hub| {
                 hub.slots
                     .get(&key)
-                    .is_none_or(|slot| slot.ready & direction as u8 != 0)
+                    .is_none_or(|slot| (slot.ready | slot.closed) & direction as u8 != 0)
             };
             if reported(hub) {
                 return true;
             }
-            if hub.driver.is_none() {
-                hub.start_driver();
+            if hub.driver.is_none() && !hub.parked {
+                hub.arm();
                 if reported(hub) {
                     return true;
                 }
@@ -229,6 +301,8 @@ impl Future for EdgeWait {
             }
             false
         });
+        // Dropped outside the hub's borrow: it deregisters from wstd.
+        drop(parked_driver);
         match outcome {
             // The hub is gone, or in use: look again on the next turn.
             None => {
@@ -251,18 +325,18 @@ impl EdgeWait {
     /// counted, but leaves none waiting all the same).
     fn uncount(&mut self) {
         let counted = std::mem::take(&mut self.counted);
-        let driver = with_hub(|hub| {
+        let off = with_hub(|hub| {
             if counted {
                 hub.waiting = hub.waiting.saturating_sub(1);
             }
             if hub.waiting == 0 {
-                hub.driver.take()
+                (hub.driver.take(), hub.pollable.take())
             } else {
-                None
+                (None, None)
             }
         });
-        // Dropped outside the hub's borrow: it deregisters from wstd.
-        drop(driver);
+        // Dropped outside the hub's borrow: they deregister from wstd.
+        drop(off);
     }
 }
 
@@ -273,43 +347,100 @@ impl Drop for EdgeWait {
 }
 
 impl Hub {
-    /// Hands the selector's pollable to wstd with [`DrainOnWake`] as its
-    /// waker, reading the selector for as long as the pollable is ready.
-    fn start_driver(&mut self) {
-        let pollable = self.selector.subscribe();
-        let mut driver = super::async_pollable(pollable).wait_for();
+    /// Has wstd wait on the selector's pollable with [`DrainOnWake`] as its
+    /// waker; if the pollable is ready already, drains the selector
+    /// instead, and parks if that woke a task.
+    fn arm(&mut self) {
+        let pollable = match &self.pollable {
+            Some(pollable) => pollable.clone(),
+            None => {
+                let pollable = super::async_pollable(self.selector.subscribe());
+                self.pollable.insert(pollable).clone()
+            }
+        };
         let waker = Waker::from(Arc::new(DrainOnWake));
         let mut cx = Context::from_waker(&waker);
-        // wstd keeps the waker only from a poll that found the pollable not
+        // wstd keeps the waker only from a poll that finds the pollable not
         // ready: drain until one does. Each drain takes every report there
         // is, so this ends once no new one comes between a drain and the
         // look after it.
-        while Pin::new(&mut driver).poll(&mut cx).is_ready() {
-            self.drain();
+        loop {
+            let mut driver = pollable.wait_for();
+            if Pin::new(&mut driver).poll(&mut cx).is_pending() {
+                self.driver = Some(driver);
+                return;
+            }
+            if self.drain() {
+                self.park();
+                return;
+            }
         }
-        self.driver = Some(driver);
     }
 
-    /// Takes every report the selector has and wakes whoever waits for it.
-    fn drain(&mut self) {
+    /// Queues a [`Rearm`] behind the tasks a drain just woke (wstd's ready
+    /// list is first in, first out), unless one is queued already.
+    fn park(&mut self) {
+        if !std::mem::replace(&mut self.parked, true) {
+            wstd::runtime::spawn(Rearm).detach();
+        }
+    }
+
+    /// Takes every report the selector has and wakes whoever waits for it;
+    /// true if it woke anyone.
+    fn drain(&mut self) -> bool {
         let Ok(reports) = self.selector.wait(Some(0), 0) else {
             // A failed wait (a stopped plugin) ends it at the next call.
-            return;
+            return false;
         };
+        let mut woke = false;
         for report in reports {
             let Some(slot) = self.slots.get_mut(&report.key) else {
                 continue;
             };
             let events = Events::from(report.events);
+            if events.intersects(CLOSES_READER) {
+                slot.closed |= Direction::Read as u8;
+            }
+            if events.intersects(CLOSES_WRITER) {
+                slot.closed |= Direction::Write as u8;
+            }
             if events.intersects(WAKES_READER) {
                 slot.ready |= Direction::Read as u8;
+                woke |= !slot.readers.is_empty();
                 slot.readers.drain(..).for_each(Waker::wake);
             }
             if events.intersects(WAKES_WRITER) {
                 slot.ready |= Direction::Write as u8;
+                woke |= !slot.writers.is_empty();
                 slot.writers.drain(..).for_each(Waker::wake);
             }
         }
+        woke
+    }
+}
+
+/// The task that hands the selector's pollable back to wstd after a drain
+/// woke tasks: queued behind them, it runs once each has run, and has wstd
+/// wait on the pollable again if anyone still waits.
+struct Rearm;
+
+impl Future for Rearm {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        let stale = with_hub(|hub| {
+            hub.parked = false;
+            // Still registered if none of the woken tasks came back to
+            // wait.
+            let stale = hub.driver.take();
+            if hub.waiting > 0 {
+                hub.arm();
+            }
+            stale
+        });
+        // Dropped outside the hub's borrow: it deregisters from wstd.
+        drop(stale);
+        Poll::Ready(())
     }
 }
 
@@ -327,6 +458,12 @@ impl Wake for DrainOnWake {
     fn wake_by_ref(self: &Arc<Self>) {
         // Skipped if the hub is in use, which cannot happen while wstd
         // looks: then the pollable stays ready and the next look drains.
-        with_hub(Hub::drain);
+        // The driver cannot be dropped here, inside wstd's look (it holds
+        // the lock a deregistration takes): parking leaves that to a task.
+        with_hub(|hub| {
+            if hub.drain() {
+                hub.park();
+            }
+        });
     }
 }

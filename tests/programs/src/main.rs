@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         ("nonblocking-connect", [open, refused]) => readiness::nonblocking_connect(open, refused),
         ("sendfile-once", [addr, path, dir]) => readiness::sendfile_once(addr, path, dir),
         ("async-race", [addr]) => readiness::async_race(addr),
+        ("async-end", [addr]) => readiness::async_end_after_short_read(addr),
         ("async-echo", [addr, len]) => readiness::async_echo(addr, parse(len)),
         ("async-echo-server", [n]) => readiness::async_echo_server(parse(n)),
         ("selector-echo-server", [n]) => readiness::selector_echo_server(parse(n)),

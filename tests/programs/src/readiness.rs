@@ -361,6 +361,51 @@ pub fn async_race(addr: &str) -> Result {
     })
 }
 
+/// Under wstd: a peer that sends a few bytes and closes while the plugin
+/// waits on a timer, so that the bytes and the end of the stream are one
+/// report of the shared selector. The receive of the bytes comes back
+/// short, which tells `aio` that the queue is empty; the end of the stream
+/// must still be seen (the hub keeps a reported hang-up), not waited for.
+pub fn async_end_after_short_read(addr: &str) -> Result {
+    wstd::runtime::block_on(async {
+        let sock = aio::create_connection(addr).await?;
+        // Joins the shared selector, then gives up.
+        let early = sock
+            .recv(100)
+            .timeout(wstd::time::Duration::from_millis(50))
+            .await;
+        report("early", if early.is_err() { "timer" } else { "recv" });
+        sock.sendall(b"go").await?;
+        // The peer sends and closes meanwhile; nobody reads the selector.
+        wstd::time::Timer::after(wstd::time::Duration::from_millis(500))
+            .wait()
+            .await;
+        let mut buf = [0u8; 100];
+        let limit = wstd::time::Duration::from_secs(10);
+        let started = Instant::now();
+        let first = sock.recv_into(&mut buf).timeout(limit).await;
+        report(
+            "first",
+            match first {
+                Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Ok(Err(e)) => format!("error {e}"),
+                Err(_) => "timer".into(),
+            },
+        );
+        let second = sock.recv_into(&mut buf).timeout(limit).await;
+        report(
+            "second",
+            match second {
+                Ok(Ok(n)) => n.to_string(),
+                Ok(Err(e)) => format!("error {e}"),
+                Err(_) => "timer".into(),
+            },
+        );
+        report("both_ms", ms(started));
+        Ok(())
+    })
+}
+
 /// Under wstd: `len` bytes to a native echo peer from one task while
 /// another reads the echo, through `AsyncWrite` and `AsyncRead`.
 pub fn async_echo(addr: &str, len: usize) -> Result {
