@@ -24,6 +24,16 @@
 //! receives skip the peek and copy: for a few bytes a second system call
 //! costs more than the copy saves.
 //!
+//! The receive during lowering is a recvmsg(2) that also learns how many
+//! bytes the queue still holds (`TCP_INQ`, asked for with a stream
+//! socket's first large receive; Linux 4.18 and later). When some are
+//! left, which a bulk receiver finds nearly every time, the next large
+//! receive skips the peek ([`KnownQueued`]): nothing else reads the socket,
+//! so those bytes are there for it. Then a receive costs one system call,
+//! as it does in wasi:sockets 0.3. The figure is forgotten by every other
+//! receive and by `shutdown`, so it is never stale; a kernel that does not
+//! report it just leaves every receive to peek.
+//!
 //! A socket that waits on its plugin's thread peeks too for `recv`, though
 //! the receive during lowering could wait there itself: lowering allocates
 //! the buffer before the receive, and a receive that then failed
@@ -45,8 +55,11 @@ use crate::deadline::{Deadline, call_now_draining, call_waiting_on_thread};
 use crate::socket::Shared;
 use crate::sys::{self, StopSignal};
 use socket2::Socket;
+use std::cell::Cell;
+use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use tokio::io::Interest;
 use wasmtime::ValRaw;
 use wasmtime::component::__internal::{
@@ -70,11 +83,43 @@ pub enum Lent {
     No,
 }
 
+/// What the kernel last said (`TCP_INQ`, tcp(7)) a stream socket's receive
+/// queue holds after a receive into the plugin's memory: bytes that the
+/// next receive finds without waiting, as no one else reads the socket, so
+/// that it need not peek first. Kept only when more than one: after the
+/// peer's FIN, Linux says 1 for an empty queue.
+#[derive(Debug, Default)]
+pub(crate) struct KnownQueued {
+    /// 0 until the kernel is asked to report; 1 when it does; 2 when it
+    /// cannot (not a TCP socket, an old kernel).
+    reporting: AtomicU8,
+    bytes: AtomicUsize,
+}
+
+impl KnownQueued {
+    /// The bytes known to wait, forgotten: whatever the caller receives
+    /// next makes the figure stale.
+    pub(crate) fn take(&self) -> usize {
+        self.bytes.swap(0, Ordering::Relaxed)
+    }
+
+    /// Asks the kernel (once per socket) to report the queue with each
+    /// receive into the plugin's memory.
+    pub(crate) fn ask(&self, sock: &Socket) {
+        if self.reporting.load(Ordering::Relaxed) == 0 {
+            let on = sys::report_queued_on_receive(sock).is_ok();
+            self.reporting
+                .store(if on { 1 } else { 2 }, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The outcome of a `recv` before it is lowered into the plugin.
 pub enum Received {
     /// Bytes wait on the socket: receive up to this many into the plugin's
-    /// memory during lowering, into a buffer the plugin lends or not.
-    Ready(Arc<Shared>, usize, Lent),
+    /// memory during lowering, into a buffer the plugin lends or not; the
+    /// last field is how many the kernel said wait, 0 if it did not say.
+    Ready(Arc<Shared>, usize, Lent, usize),
     /// A receive into a lent buffer on a socket that waits on its thread:
     /// during lowering, wait (ppoll(2), until `deadline` or `stop`) and
     /// receive up to `max_len` bytes into the plugin's memory.
@@ -96,7 +141,7 @@ impl Received {
         match self {
             Received::Copied(bytes) => Ok(bytes),
             Received::Failed(code) => Err(code),
-            Received::Ready(shared, max_len, _) => receive_copied(&shared, max_len),
+            Received::Ready(shared, max_len, ..) => receive_copied(&shared, max_len),
             Received::OnThread {
                 shared,
                 stop,
@@ -117,9 +162,42 @@ impl Received {
 /// buffer (not zeroed: only what arrives is written).
 fn receive_copied(shared: &Shared, max_len: usize) -> Result<Vec<u8>, ErrorCode> {
     let mut buf = Vec::with_capacity(max_len);
-    let recv = |s: &Socket| sys::recv_to_spare(s, &mut buf);
-    call_now_draining(&shared.io, Interest::READABLE, recv, drains(max_len))?;
+    receive_now(
+        shared,
+        |s| sys::recv_to_spare_telling_queued(s, &mut buf),
+        |n| n < max_len,
+    )?;
     Ok(buf)
+}
+
+/// One receive, now, where nothing can be awaited ([`call_now_draining`]),
+/// noting what the kernel says the queue still holds ([`KnownQueued`]).
+/// The queue is empty after it as the kernel says, or, where it does not
+/// say, as `drained_unsaid` guesses from the count received.
+fn receive_now(
+    shared: &Shared,
+    mut recv: impl FnMut(&Socket) -> io::Result<(usize, Option<usize>)>,
+    drained_unsaid: impl Fn(usize) -> bool,
+) -> io::Result<usize> {
+    let left = Cell::new(None);
+    let op = |s: &Socket| {
+        let (n, queued) = recv(s)?;
+        left.set(queued);
+        Ok(n)
+    };
+    let drained = |n: &usize| *n > 0 && left.get().map_or_else(|| drained_unsaid(*n), |q| q == 0);
+    let n = call_now_draining(&shared.io, Interest::READABLE, op, drained)?;
+    // Linux says 1 for an empty queue after the peer's FIN: a single byte
+    // left is not told from the end of the stream, which the next receive
+    // then peeks for.
+    let left = left.get().filter(|left| *left > 1);
+    if n > 0 {
+        shared
+            .queued
+            .bytes
+            .store(left.unwrap_or(0), Ordering::Relaxed);
+    }
+    Ok(n)
 }
 
 /// Whether a receive of `n` bytes into a buffer of `max_len` drained the
@@ -138,12 +216,13 @@ impl Received {
         match self {
             Received::Failed(code) => Ok(Err(code.clone())),
             Received::Copied(bytes) => copy(cx, Ok(bytes)),
-            Received::Ready(shared, max_len, lent) => {
+            Received::Ready(shared, max_len, lent, known) => {
                 let len = match lent {
                     Lent::Yes => *max_len,
-                    // What waits, which the recv(2) takes whole; nothing
-                    // (the peek saw the end, or an error came in between):
-                    // through a host buffer, then copied.
+                    // What waits, which the recv(2) takes whole.
+                    Lent::No if *known > 0 => (*known).min(*max_len),
+                    // Nothing (the peek saw the end, or an error came in
+                    // between): through a host buffer, then copied.
                     Lent::No => match sys::queued_bytes(shared.io.socket()) {
                         Ok(0) | Err(_) => {
                             let bytes = receive_copied(shared, *max_len);
@@ -154,15 +233,14 @@ impl Received {
                 };
                 let max_len = *max_len;
                 place_received(cx, len, |buf| {
-                    // Fewer bytes than asked for, or all that waited when
-                    // that was less than the plugin asked for: the queue is
-                    // empty now.
-                    let drained = move |n: &usize| *n > 0 && (*n < len || len < max_len);
-                    let recv = |s: &Socket| sys::recv(s, buf);
+                    // Where the kernel does not say what is left: fewer
+                    // bytes than asked for, or all that waited when that
+                    // was less than the plugin asked for, empty the queue.
+                    let drained_unsaid = |n| n < len || len < max_len;
                     // The peek saw bytes (or the end) that recv(2) then did
                     // not find: nothing else reads this socket, so an error
                     // here is one the kernel reported in between.
-                    call_now_draining(&shared.io, Interest::READABLE, recv, drained)
+                    receive_now(shared, |s| sys::recv_telling_queued(s, buf), drained_unsaid)
                         .map_err(ErrorCode::from)
                 })
             }

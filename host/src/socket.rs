@@ -7,7 +7,7 @@ use crate::bindings::{AddressFamily, ErrorCode, OptionName, SocketOption, Transf
 use crate::deadline::{
     Deadline, Timeout, retry_interrupted, sock_call, sock_call_draining, wait_and_retry,
 };
-use crate::placed::{Lent, PLACE_ABOVE, Received, drains};
+use crate::placed::{KnownQueued, Lent, PLACE_ABOVE, Received, drains};
 use crate::quota::Slot;
 use crate::sys::{self, SocketIo, WaitOn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     /// What a datagram socket needs to receive under the policy; `None`
     /// for a stream socket.
     pub(crate) datagram: Option<crate::datagram::Datagram>,
+    /// What a stream socket's last receive left in its queue.
+    pub(crate) queued: KnownQueued,
 }
 
 impl Shared {
@@ -129,11 +131,15 @@ impl Shared {
     /// [`Received`]); small receives are made here and copied. The wait is
     /// a one-byte peek (`crate::placed` says why), except for a receive
     /// into a buffer the plugin `lent` (`recv-into`) on a socket that waits
-    /// on its thread: that one waits while its result is lowered.
+    /// on its thread, which waits while its result is lowered, and for one
+    /// that follows a receive after which the kernel said bytes were left
+    /// ([`KnownQueued`]): those are there, and it need not wait.
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64, lent: Lent) -> Received {
         if let Some(datagram) = &self.datagram {
             return self.receive_datagram(datagram, max_len).await;
         }
+        // Whatever this call receives makes the figure stale.
+        let known = self.queued.take();
         if max_len == 0 {
             return Received::Copied(Vec::new());
         }
@@ -164,9 +170,13 @@ impl Shared {
                 deadline,
             };
         }
+        if known > 0 {
+            return Received::Ready(Arc::clone(self), max_len as usize, lent, known);
+        }
+        self.queued.ask(self.io.socket());
         match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
             Ok(0) => Received::Copied(Vec::new()), // the end of the stream
-            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, lent),
+            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, lent, 0),
             Err(code) => Received::Failed(code),
         }
     }
@@ -289,6 +299,7 @@ impl TcpSocket {
                 io: SocketIo::new(sock, wait_on),
                 timeout: AtomicTimeout::new(timeout),
                 datagram: None,
+                queued: KnownQueued::default(),
             }),
             family,
             lingers: false,
@@ -672,6 +683,9 @@ impl TcpSocket {
 
     /// shutdown(2).
     pub fn shutdown(&self, how: Shutdown) -> Result<(), ErrorCode> {
+        // A receive after shutting down reading finds nothing, whatever
+        // the queue held.
+        self.shared.queued.take();
         Ok(self.io().socket().shutdown(how)?)
     }
 
@@ -936,6 +950,60 @@ mod tests {
                 "{how:?}: the end of the stream, yet not an empty copy"
             );
         }
+    }
+
+    /// After a large receive that left bytes in the queue (the kernel
+    /// says so, `TCP_INQ`), the next is ready at once, with no peek and no
+    /// wait, even where waiting is not allowed; one that emptied the queue,
+    /// and a `shutdown`, leave the next to peek.
+    #[tokio::test]
+    async fn a_receive_after_one_that_left_bytes_does_not_peek() {
+        let (ours, mut peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let sock = TcpSocket::from_socket(
+            ours,
+            AddressFamily::Ipv4,
+            Timeout::NonBlocking,
+            WaitOn::reactor(),
+        );
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&data).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let large = 64 << 10;
+        let first = sock.shared.receive(large, Lent::No).await;
+        assert!(matches!(first, Received::Ready(.., 0)), "the first peeks");
+        let mut got = first.into_vec().unwrap();
+        assert_eq!(got.len(), large as usize);
+        let second = sock.shared.receive(large, Lent::No).await;
+        assert!(
+            matches!(second, Received::Ready(.., known) if known == 100_000 - got.len()),
+            "the kernel said what was left"
+        );
+        got.extend(second.into_vec().unwrap());
+        assert_eq!(got, data);
+        // The queue is empty: the next receive peeks, and would block.
+        let third = sock.shared.receive(large, Lent::No).await;
+        assert!(matches!(third, Received::Failed(ErrorCode::WouldBlock)));
+        // A shutdown forgets what was left.
+        peer.write_all(&data).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = sock
+            .shared
+            .receive(large, Lent::No)
+            .await
+            .into_vec()
+            .unwrap();
+        assert!(sock.shared.queued.take() > 0);
+        peer.write_all(&data).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = sock
+            .shared
+            .receive(large, Lent::No)
+            .await
+            .into_vec()
+            .unwrap();
+        sock.shutdown(Shutdown::Read).unwrap();
+        assert_eq!(sock.shared.queued.take(), 0);
     }
 
     /// Issue 26 (`recv` could leave an allocation in the plugin when

@@ -61,6 +61,98 @@ pub fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     (&*sock).read(buf)
 }
 
+/// setsockopt(2) `TCP_INQ` (tcp(7), Linux 4.18): from now on, a
+/// [`recv_telling_queued`] on the stream socket learns how many bytes its
+/// receive queue still holds.
+pub fn report_queued_on_receive(sock: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the option value points at a live int of the length passed;
+    // the descriptor is open for the call (borrowed).
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INQ,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `recv(2)` into `buf`, made as recvmsg(2): the count received and, on a
+/// stream socket with [`report_queued_on_receive`] set, the bytes its
+/// receive queue holds after this receive; once the peer's FIN has come,
+/// an empty queue is said to hold 1, so that the reader reads on.
+pub fn recv_telling_queued(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, Option<usize>)> {
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and
+    // recvmsg(2) writes only initialised bytes into the buffer, so `buf`
+    // holds valid `u8`s afterwards.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    recvmsg_telling_queued(sock, uninit)
+}
+
+/// [`recv_telling_queued`] into the spare capacity of `buf`, without
+/// zeroing it first; grows `buf.len()` by the count received.
+pub fn recv_to_spare_telling_queued(
+    sock: &Socket,
+    buf: &mut Vec<u8>,
+) -> io::Result<(usize, Option<usize>)> {
+    let (n, queued) = recvmsg_telling_queued(sock, buf.spare_capacity_mut())?;
+    // SAFETY: recvmsg(2) initialised the first `n` bytes of the spare
+    // capacity, and `n` is at most its length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok((n, queued))
+}
+
+/// recvmsg(2) into `buf` with room for the kernel's `TCP_CM_INQ` control
+/// message, which it reads.
+fn recvmsg_telling_queued(
+    sock: &Socket,
+    buf: &mut [MaybeUninit<u8>],
+) -> io::Result<(usize, Option<usize>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one control message with an int (CMSG_SPACE(4) is 24 on
+    // 64-bit Linux), aligned as a `cmsghdr`.
+    let mut control = [0u64; 4];
+    // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: `msg` points at one iovec over `buf`, live and exclusively
+    // borrowed, and at `control` with its true length; recvmsg(2) writes
+    // at most those lengths. The descriptor is open for the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut queued = None;
+    // SAFETY: the CMSG_* functions walk the control messages the kernel
+    // wrote into `control`, within the `msg_controllen` it set; a message's
+    // data is read unaligned, as an int only when its level and type say
+    // it is `TCP_CM_INQ`'s.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_TCP && (*cmsg).cmsg_type == libc::TCP_CM_INQ {
+                let left: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                queued = usize::try_from(left).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    // recvmsg(2) returned a non-negative count of at most `buf.len()`.
+    Ok((n as usize, queued))
+}
+
 /// `recv(2)` of one byte with `MSG_PEEK`: 1 when bytes wait, 0 at the end
 /// of the stream; the byte stays for the next receive.
 pub fn peek(sock: &Socket) -> io::Result<usize> {
@@ -858,6 +950,35 @@ mod tests {
         ] {
             assert!(!is_local_filesystem_magic(remote), "{remote:#x}");
         }
+    }
+
+    /// recvmsg(2) with `TCP_INQ` on says what the queue still holds after
+    /// each receive, into a buffer and into spare capacity alike; without
+    /// it, it says nothing.
+    #[test]
+    fn a_receive_tells_what_is_left_once_asked() {
+        let (ours, mut peer) = crate::testing::loopback_pair();
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        peer.write_all(&data).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; 1_000];
+        assert_eq!(recv_telling_queued(&ours, &mut buf).unwrap(), (1_000, None));
+        report_queued_on_receive(&ours).unwrap();
+        assert_eq!(
+            recv_telling_queued(&ours, &mut buf).unwrap(),
+            (1_000, Some(8_000))
+        );
+        let mut rest = Vec::with_capacity(20_000);
+        assert_eq!(
+            recv_to_spare_telling_queued(&ours, &mut rest).unwrap(),
+            (8_000, Some(0))
+        );
+        assert_eq!(rest, data[2_000..]);
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        // The end of the stream: nothing received, and "1 left", which
+        // Linux says after the peer's FIN so that a reader reads on.
+        assert_eq!(recv_telling_queued(&ours, &mut buf).unwrap(), (0, Some(1)));
     }
 
     /// The name the child test runs under, for the parent to select it.

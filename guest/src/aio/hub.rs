@@ -12,9 +12,10 @@
 //!
 //! The hub drains the selector inside the waker that wstd calls for the
 //! selector's pollable: that waker is registered with wstd for as long as
-//! any task waits through the hub, and dropped when the last one stops
-//! waiting, so that `block_on` can end (and so that nothing the hub holds
-//! belongs to a reactor that has ended).
+//! any task waits through the hub (but while the hub is parked, below),
+//! and dropped when the last one stops waiting, so that `block_on` can end
+//! (and so that nothing the hub holds belongs to a reactor that has
+//! ended).
 //!
 //! Readiness is edge-triggered, as mio's and tokio's is: a socket's bit is
 //! set when the selector reports it and cleared by the waiter when an
