@@ -24,6 +24,11 @@
 //! receives skip the peek and copy: for a few bytes a second system call
 //! costs more than the copy saves.
 //!
+//! A non-blocking socket never waits, so it skips the peek: the receive
+//! during lowering answers `would-block` itself, into a lent buffer, or,
+//! for `recv`, after `FIONREAD` found the queue empty and before anything
+//! is allocated in the plugin.
+//!
 //! The receive during lowering is a recvmsg(2) that also learns how many
 //! bytes the queue still holds (`TCP_INQ`, asked for with a stream
 //! socket's first large receive; Linux 4.18 and later). When some are
@@ -221,8 +226,9 @@ impl Received {
                     Lent::Yes => *max_len,
                     // What waits, which the recv(2) takes whole.
                     Lent::No if *known > 0 => (*known).min(*max_len),
-                    // Nothing (the peek saw the end, or an error came in
-                    // between): through a host buffer, then copied.
+                    // Nothing (the peek saw the end, an error came in
+                    // between, or a non-blocking socket has nothing yet):
+                    // through a host buffer, then copied.
                     Lent::No => match sys::queued_bytes(shared.io.socket()) {
                         Ok(0) | Err(_) => {
                             let bytes = receive_copied(shared, *max_len);

@@ -131,8 +131,9 @@ impl Shared {
     /// [`Received`]); small receives are made here and copied. The wait is
     /// a one-byte peek (`crate::placed` says why), except for a receive
     /// into a buffer the plugin `lent` (`recv-into`) on a socket that waits
-    /// on its thread, which waits while its result is lowered, and for one
-    /// that follows a receive after which the kernel said bytes were left
+    /// on its thread, which waits while its result is lowered, for one on a
+    /// non-blocking socket, which never waits, and for one that follows a
+    /// receive after which the kernel said bytes were left
     /// ([`KnownQueued`]): those are there, and it need not wait.
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64, lent: Lent) -> Received {
         if let Some(datagram) = &self.datagram {
@@ -170,10 +171,14 @@ impl Shared {
                 deadline,
             };
         }
-        if known > 0 {
+        self.queued.ask(self.io.socket());
+        if known > 0 || deadline == Deadline::Now {
+            // Bytes known to wait, or a socket that never waits, for which
+            // `would-block` is an answer too: no peek, the receive during
+            // lowering tells (a `recv` looks at the queue before it
+            // allocates in the plugin, see `Received`).
             return Received::Ready(Arc::clone(self), max_len as usize, lent, known);
         }
-        self.queued.ask(self.io.socket());
         match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
             Ok(0) => Received::Copied(Vec::new()), // the end of the stream
             Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, lent, 0),
@@ -916,7 +921,7 @@ mod tests {
 
     /// A large receive is made ready to land in the plugin's memory only
     /// when bytes wait, on the reactor and on the thread alike: one that
-    /// would block, and the end of the stream, are settled before lowering,
+    /// times out, and the end of the stream, are settled before lowering,
     /// which would otherwise allocate a buffer in the plugin that no one
     /// owns.
     #[tokio::test]
@@ -925,14 +930,14 @@ mod tests {
         for wait_on in [WaitOn::reactor(), WaitOn::Thread(stop)] {
             let (ours, mut peer) = crate::testing::loopback_pair();
             ours.set_nonblocking(true).unwrap();
-            let sock =
-                TcpSocket::from_socket(ours, AddressFamily::Ipv4, Timeout::NonBlocking, wait_on);
+            let timeout = Timeout::After(Duration::from_millis(50));
+            let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, timeout, wait_on);
             let how = sock.shared.io.wait_on().clone();
             let large = 64 << 10;
             let received = sock.shared.receive(large, Lent::No).await;
             assert!(
-                matches!(received, Received::Failed(ErrorCode::WouldBlock)),
-                "{how:?}: nothing waits, yet not would-block"
+                matches!(received, Received::Failed(ErrorCode::Timeout)),
+                "{how:?}: nothing waits, yet not a timeout"
             );
             peer.write_all(b"bytes").unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -952,10 +957,42 @@ mod tests {
         }
     }
 
+    /// A large receive on a non-blocking socket does not peek: the receive
+    /// during lowering tells, would-block and the end of the stream
+    /// included, into a lent buffer or not.
+    #[tokio::test]
+    async fn a_non_blocking_large_receive_is_settled_while_lowering() {
+        let (ours, mut peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let sock = TcpSocket::from_socket(
+            ours,
+            AddressFamily::Ipv4,
+            Timeout::NonBlocking,
+            WaitOn::reactor(),
+        );
+        let large = 64 << 10;
+        for lent in [Lent::Yes, Lent::No] {
+            let received = sock.shared.receive(large, lent).await;
+            assert!(matches!(received, Received::Ready(.., 0)), "{lent:?}");
+            assert!(
+                matches!(received.into_vec(), Err(ErrorCode::WouldBlock)),
+                "{lent:?}"
+            );
+        }
+        peer.write_all(b"bytes").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let received = sock.shared.receive(large, Lent::Yes).await;
+        assert_eq!(received.into_vec().unwrap(), b"bytes");
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let received = sock.shared.receive(large, Lent::No).await;
+        assert_eq!(received.into_vec().unwrap(), b"");
+    }
+
     /// After a large receive that left bytes in the queue (the kernel
     /// says so, `TCP_INQ`), the next is ready at once, with no peek and no
-    /// wait, even where waiting is not allowed; one that emptied the queue,
-    /// and a `shutdown`, leave the next to peek.
+    /// wait; one that emptied the queue, and a `shutdown`, leave the next
+    /// to peek.
     #[tokio::test]
     async fn a_receive_after_one_that_left_bytes_does_not_peek() {
         let (ours, mut peer) = crate::testing::loopback_pair();
@@ -963,7 +1000,7 @@ mod tests {
         let sock = TcpSocket::from_socket(
             ours,
             AddressFamily::Ipv4,
-            Timeout::NonBlocking,
+            Timeout::After(Duration::from_millis(50)),
             WaitOn::reactor(),
         );
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -981,9 +1018,9 @@ mod tests {
         );
         got.extend(second.into_vec().unwrap());
         assert_eq!(got, data);
-        // The queue is empty: the next receive peeks, and would block.
+        // The queue is empty: the next receive peeks, and times out.
         let third = sock.shared.receive(large, Lent::No).await;
-        assert!(matches!(third, Received::Failed(ErrorCode::WouldBlock)));
+        assert!(matches!(third, Received::Failed(ErrorCode::Timeout)));
         // A shutdown forgets what was left.
         peer.write_all(&data).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
