@@ -827,6 +827,12 @@ impl Response {
                     self.logged_bytes = self.body_sent;
                     this_turn += n;
                     moved = true;
+                    if n < count && self.body_sent < *len {
+                        // Short of the file: the socket's buffer is full,
+                        // and another call now would only fail (nginx's
+                        // rule too). The selector says when it drains.
+                        return Ok(Progress::Blocked { moved });
+                    }
                 }
                 Err(err) if is_transient(&err) => return Ok(Progress::Blocked { moved }),
                 Err(err) => return Err(err),
