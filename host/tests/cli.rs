@@ -1,19 +1,14 @@
 //! The `sockshim` command as a user runs it: a real process, real plugins,
 //! native peers.
 
+mod common;
+
+use common::sockshim;
 use sockshim_test_artifacts::{ECHO_SERVER, HTTP_GET, SOCKSHIM_TEST_GUEST};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
-
-/// The command, with its cache of compiled plugins in the build's
-/// scratch directory rather than the user's.
-fn sockshim() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sockshim"));
-    command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    command
-}
 
 fn run(args: &[&str]) -> Output {
     sockshim().args(args).output().expect("cannot run sockshim")

@@ -2,20 +2,18 @@
 //! the plugin's path reach the plugin, name rules work for the plugins as
 //! written, and each mistake gets one line that says what to do.
 
+mod common;
+
+use common::sockshim;
 use sockshim_test_artifacts::{HTTP_GET, SOCKSHIM_TEST_GUEST};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// The command, with its cache of compiled plugins in the build's
-/// scratch directory rather than the user's.
+/// `sockshim ARGS`, output captured.
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sockshim"))
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
-        .args(args)
-        .output()
-        .expect("cannot run sockshim")
+    sockshim().args(args).output().expect("cannot run sockshim")
 }
 
 fn stdout(out: &Output) -> String {

@@ -3,6 +3,9 @@
 //! sockets. Time bounds are generous and only catch a server that holds
 //! one client behind another; no test asserts speed.
 
+mod common;
+
+use common::{Listening, sockshim};
 use sockshim_test_artifacts::{ECHO_SERVER, FILE_SERVER, TCP_PROXY};
 use std::collections::HashSet;
 use std::fs;
@@ -10,105 +13,43 @@ use std::hash::{DefaultHasher, Hasher};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for anything before it calls the server stuck.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A plugin run with `sockshim run`, listening: the address from its
-/// `listening on IP:PORT` line, its stderr collected by a thread. Killed on
-/// drop, so a failed test leaves no server behind.
-struct Plugin {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-    stderr: Option<JoinHandle<()>>,
-}
+/// A plugin run with `sockshim run`, listening ([`Listening`]).
+struct Plugin(Listening);
 
 impl Plugin {
     fn start(sockshim_flags: &[&str], plugin: &str, args: &[&str]) -> Plugin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sockshim"))
-            .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
-            .args(["run", "--allow-bind", "127.0.0.1:*"])
-            .args(sockshim_flags)
-            .arg(plugin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run sockshim");
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&log);
-        let stderr = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                let mut log = collected.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut plugin = Plugin {
-            child,
-            addr: String::new(),
-            log,
-            stderr: Some(stderr),
-        };
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        match line.trim().strip_prefix("listening on ") {
-            Some(addr) => plugin.addr = addr.to_string(),
-            None => {
-                let log = plugin.stop();
-                panic!("unexpected first line {line:?}; stderr:\n{log}");
-            }
-        }
-        plugin
+        Plugin(Listening::start(
+            sockshim()
+                .args(["run", "--allow-bind", "127.0.0.1:*"])
+                .args(sockshim_flags)
+                .arg(plugin)
+                .args(args),
+        ))
     }
 
     fn connect(&self) -> TcpStream {
-        let conn = TcpStream::connect(&self.addr).unwrap();
+        let conn = TcpStream::connect(&self.0.addr).unwrap();
         conn.set_read_timeout(Some(PATIENCE)).unwrap();
         conn.set_write_timeout(Some(PATIENCE)).unwrap();
         conn
     }
 
-    /// The stderr so far.
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// Waits (up to [`PATIENCE`]) until stderr satisfies `logged`; returns
     /// it.
     fn wait_for_log(&self, logged: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log();
-            if logged(&log) || start.elapsed() > PATIENCE {
-                return log;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.0.wait_for_log(PATIENCE, logged)
     }
 
     /// Kills the plugin; returns its whole stderr.
     fn stop(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(thread) = self.stderr.take() {
-            let _ = thread.join();
-        }
-        self.log()
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill().1
     }
 }
 

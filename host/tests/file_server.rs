@@ -2,14 +2,15 @@
 //! real process, a temporary site directory, and real `curl` (or a plain
 //! `std::net` client) as the native HTTP client.
 
+mod common;
+
+use common::{Listening, sockshim};
 use sockshim_test_artifacts::FILE_SERVER;
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 const CURL: &str = "/usr/bin/curl";
@@ -51,63 +52,29 @@ impl Drop for Site {
 }
 
 /// A `sockshim run … file-server.wasm 127.0.0.1:0` process serving `site/`
-/// as `/`; its stderr (the request log) is collected by a thread, readable
-/// while it runs. Killed on drop, so a failed test leaves no server behind.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    log: Arc<Mutex<String>>,
-    stderr: Option<JoinHandle<()>>,
-}
+/// as `/` ([`Listening`]: its stderr, the request log, readable while it
+/// runs).
+struct Server(Listening);
 
 impl Server {
     fn start(site: &Site, sockshim_flags: &[&str], plugin_flags: &[&str]) -> Server {
         let dir = format!("{}::/", site.root().display());
-        let mut child = sockshim()
-            .args(["run", "--allow-bind", "127.0.0.1:*", "--dir", &dir])
-            .args(sockshim_flags)
-            .arg(FILE_SERVER)
-            .args(plugin_flags)
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run sockshim");
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&log);
-        let stderr = thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                let mut log = collected.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            log,
-            stderr: Some(stderr),
-        };
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        match line.trim().strip_prefix("listening on ") {
-            Some(addr) => server.addr = addr.to_string(),
-            None => {
-                let (_, log) = server.kill();
-                panic!("unexpected first line {line:?}; stderr:\n{log}");
-            }
-        }
-        server
+        Server(Listening::start(
+            sockshim()
+                .args(["run", "--allow-bind", "127.0.0.1:*", "--dir", &dir])
+                .args(sockshim_flags)
+                .arg(FILE_SERVER)
+                .args(plugin_flags)
+                .arg("127.0.0.1:0"),
+        ))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.0.addr)
     }
 
     fn connect(&self) -> TcpStream {
-        let conn = TcpStream::connect(&self.addr).unwrap();
+        let conn = TcpStream::connect(&self.0.addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         conn
@@ -117,87 +84,43 @@ impl Server {
     /// the process is gone and nothing listens on its address any more.
     /// Returns its exit status and stderr.
     fn kill(&mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().expect("the server was already stopped");
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        self.finish(child.id(), status)
+        let pid = self.0.pid();
+        let ended = self.0.kill();
+        self.check_gone(pid, ended)
     }
 
     /// Waits (up to 30 s) until the request log satisfies `logged`, then as
     /// [`Server::kill`]. The plugin logs a request after answering it, so a
     /// client can be done before the line is written.
     fn kill_once_logged(&mut self, logged: impl Fn(&str) -> bool) -> (ExitStatus, String) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if logged(&self.log.lock().unwrap_or_else(|e| e.into_inner())) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.0.wait_for_log(Duration::from_secs(30), logged);
         self.kill()
     }
 
     /// Waits (up to 60 s) for the server to exit on its own, as it does
     /// after `--max-requests` answers; then as for [`Server::kill`].
     fn wait_for_exit(&mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().expect("the server was already stopped");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = self.finish_log();
-                panic!("the server did not exit; stderr:\n{log}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        self.finish(child.id(), status)
+        let pid = self.0.pid();
+        let ended = self.0.wait_for_exit(Duration::from_secs(60));
+        self.check_gone(pid, ended)
     }
 
-    /// The whole request log, once the process's stderr has closed.
-    fn finish_log(&mut self) -> String {
-        if let Some(thread) = self.stderr.take() {
-            let _ = thread.join();
-        }
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn finish(&mut self, pid: u32, status: ExitStatus) -> (ExitStatus, String) {
-        let log = self.finish_log();
+    fn check_gone(&self, pid: Option<u32>, ended: (ExitStatus, String)) -> (ExitStatus, String) {
+        let pid = pid.expect("the server was already stopped");
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
             "process {pid} is still there"
         );
         assert!(
-            TcpStream::connect(&self.addr).is_err(),
+            TcpStream::connect(&self.0.addr).is_err(),
             "something still listens on {}",
-            self.addr
+            self.0.addr
         );
-        (status, log)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        ended
     }
 }
 
 /// Runs curl with a generous overall time limit.
-/// The command, with its cache of compiled plugins in the build's
-/// scratch directory rather than the user's.
-fn sockshim() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sockshim"));
-    command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    command
-}
-
 fn curl(args: &[&str]) -> Output {
     Command::new(CURL)
         .args(["--silent", "--show-error", "--max-time", "300"])

@@ -1,16 +1,16 @@
 //! Issue 26's hardening of the `sockshim` command, run as a process against
 //! native peers: what only a whole process shows (that it exits, and when).
 
+mod common;
+
 use sockshim_test_artifacts::SOCKSHIM_TEST_GUEST;
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// `sockshim run ARGS`, output captured, with its cache of compiled plugins
-/// in the build's scratch directory rather than the user's.
+/// `sockshim run ARGS`, output captured.
 fn sockshim(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sockshim"))
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+    common::sockshim()
         .arg("run")
         .args(args)
         .stdout(Stdio::piped())

@@ -8,6 +8,9 @@
 //! not changed since the last run is not built again. Where componentize-py
 //! cannot be installed (no `python3 -m venv`, no PyPI) every test here says
 //! so and passes without running.
+mod common;
+
+use common::sockshim;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -27,14 +30,6 @@ fn root() -> PathBuf {
 
 fn scratch() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-plugins")
-}
-
-/// The command, with its cache of compiled plugins in the build's scratch
-/// directory, kept between test runs.
-fn sockshim() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sockshim"));
-    command.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    command
 }
 
 struct Plugins {

@@ -4,6 +4,9 @@
 //! this workspace, then run with `sockshim run` under a name rule. So the
 //! README cannot drift from the API.
 
+mod common;
+
+use common::sockshim;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -134,8 +137,7 @@ fn the_readme_plugin_builds_outside_the_workspace_and_runs() {
     // Run as the README says: a name rule, the name as the argument.
     let (port, server) = http_server("hello from the test's server");
     let rule = format!("localhost:{port}");
-    let out = Command::new(env!("CARGO_BIN_EXE_sockshim"))
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+    let out = sockshim()
         .args(["run", "--allow-connect", &rule])
         .arg(&wasm)
         .arg(&rule)
@@ -165,8 +167,7 @@ fn selector_echo_serves_two_clients_at_once(wasm: &Path) {
     use std::process::Stdio;
     use std::time::Duration;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sockshim"))
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+    let mut child = sockshim()
         .args(["run", "--allow-bind", "127.0.0.1:*"])
         .arg(wasm)
         .arg("127.0.0.1:0")

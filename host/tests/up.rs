@@ -2,11 +2,14 @@
 //! (a client that passes, and one that fails), and through the
 //! `Sandboxes` API a plugin that never gets ready.
 
+mod common;
+
+use common::sockshim;
 use sockshim_host::sandboxes::{Ready, Sandbox, Sandboxes, UpError};
 use sockshim_test_artifacts::{ECHO_SERVER, SOCKSHIM_TEST_GUEST};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,8 +43,7 @@ fn free_port(bind: impl Fn() -> std::io::Result<std::io::Result<std::net::Socket
 }
 
 fn up(manifest: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sockshim"))
-        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+    sockshim()
         .arg("up")
         .arg(manifest)
         .output()
