@@ -2,14 +2,17 @@
 """Where a workload's sockshim guest spends the CPU native code does not.
 
 Runs `sockshim-bench --only GROUP --one-cpu --system SYSTEM` under
-`perf record` for native Rust std::net and for the sockshim guest, in
-alternation, keeps the samples of the benchmark process (not its peers)
-while the chosen workload's peer process lives, sorts them by whose code
-they are in, and prints the counts side by side with sockshim's extra as a
-share of native's total:
+`perf record` for native Rust std::net (or another system, `--against`)
+and for the sockshim guest, in alternation, keeps the samples of the
+benchmark process (not its peers) while the chosen workload's peer process
+lives, sorts them by whose code they are in, and prints the counts side by
+side with sockshim's extra as a share of the other system's total; with
+`--symbols N`, also the N functions where sockshim's samples exceed the
+other's most:
 
     python3 bench/profile_cpu.py [--workload send|receive|server|pingpong|manyconn]
                                  [--runs N] [--reps N] [--waits thread|reactor]
+                                 [--against native|wasi_sockets_p3|...] [--symbols N]
 
 The workloads: `send` is the bulk guest -> native sink (the default),
 `receive` native source -> guest (the guest connects), `server` native
@@ -97,7 +100,8 @@ def event_time(line):
 
 
 def profile(workload, system, reps, waits, data):
-    """Samples of the benchmark process while the workload's peer lives."""
+    """Samples of the benchmark process while the workload's peer lives, by
+    category and by function."""
     group, index, _ = WORKLOADS[workload]
     subprocess.run(
         ["perf", "record", "-q", "-F", "20000", "-o", data, "--", BENCH,
@@ -129,6 +133,7 @@ def profile(workload, system, reps, waits, data):
     if end is None:
         sys.exit(f"{system}: the {workload} workload's peer did not end in the profile ({data})")
     counts = collections.Counter()
+    functions = collections.Counter()
     for line in script:
         sample = SAMPLE.match(line)
         if not sample or "PERF_RECORD" in line:
@@ -136,7 +141,8 @@ def profile(workload, system, reps, waits, data):
         pid, _tid, time, symbol, dso = sample.groups()
         if pid == bench and start <= float(time) <= end:
             counts[category(symbol.strip(), dso)] += 1
-    return counts
+            functions[symbol.strip()] += 1
+    return counts, functions
 
 
 def main():
@@ -147,16 +153,24 @@ def main():
     parser.add_argument("--reps", type=int, default=5, help="the benchmark's --reps (default 5)")
     parser.add_argument("--waits", default="thread", choices=["thread", "reactor"],
                         help="the benchmark's --sockshim-waits (default thread)")
+    parser.add_argument("--against", default="native",
+                        help="the system to compare with, by its --system key (default native)")
+    parser.add_argument("--symbols", type=int, default=0,
+                        help="also list the N functions with the most extra samples")
     args = parser.parse_args()
+    base = args.against
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "sockshim-bench"],
                    cwd=ROOT, check=True)
-    runs = {"native": [], "sockshim": []}
+    runs = {base: [], "sockshim": []}
+    functions = {base: collections.Counter(), "sockshim": collections.Counter()}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
             for system in runs:
                 print(f"· run {run + 1}/{args.runs}: {system}", file=sys.stderr)
                 data = os.path.join(tmp, f"{system}-{run}.data")
-                runs[system].append(profile(args.workload, system, args.reps, args.waits, data))
+                counts, by_function = profile(args.workload, system, args.reps, args.waits, data)
+                runs[system].append(counts)
+                functions[system].update(by_function)
                 os.remove(data)
     print(f"{WORKLOADS[args.workload][2]}, one CPU, sockets waiting on the {args.waits}, "
           f"{args.runs} profiles of {args.reps} repetitions (+ warm-up) per system; "
@@ -167,28 +181,34 @@ def main():
         return sum(runs[system][i][c] for c in categories)
 
     def shares(categories):
-        """sockshim's extra in `categories` ÷ native's total, per run."""
+        """sockshim's extra in `categories` ÷ the other's total, per run."""
         return "  ".join(
-            f"{(samples('sockshim', categories, i) - samples('native', categories, i)) / totals['native'][i]:+.3f}"
+            f"{(samples('sockshim', categories, i) - samples(base, categories, i)) / totals[base][i]:+.3f}"
             for i in range(args.runs))
 
     head = "samples (mean of the runs)"
     width = len(head) + 6
-    print(f"{head:{width}}{'native':>10}{'sockshim':>10}   sockshim's extra ÷ native's total, per run")
+    print(f"{head:{width}}{base:>16}{'sockshim':>10}   sockshim's extra ÷ {base}'s total, per run")
     for name in CATEGORIES + ["total"]:
         categories = CATEGORIES if name == "total" else [name]
         means = [sum(samples(system, categories, i) for i in range(args.runs)) // args.runs
                  for system in runs]
-        print(f"{name:{width}}{means[0]:>10}{means[1]:>10}   {shares(categories)}")
-    print("sockshim ÷ native, CPU in the workload (per run): "
-          + "  ".join(f"{totals['sockshim'][i] / totals['native'][i]:.3f}"
+        print(f"{name:{width}}{means[0]:>16}{means[1]:>10}   {shares(categories)}")
+    print(f"sockshim ÷ {base}, CPU in the workload (per run): "
+          + "  ".join(f"{totals['sockshim'][i] / totals[base][i]:.3f}"
                       for i in range(args.runs)))
     outside_kernel = [c for c in CATEGORIES if not c.startswith("kernel")]
-    print(f"sockshim's extra outside the kernel, ÷ native's total: {shares(outside_kernel)}")
+    print(f"sockshim's extra outside the kernel, ÷ {base}'s total: {shares(outside_kernel)}")
     print(f"  of which wasmtime and the allocator:               "
           f"{shares(['wasmtime', 'allocator'])}")
     print("(on one CPU the loopback's receive work is charged to whichever process runs,")
     print(" so the kernel's share moves between the benchmark and its peer from run to run)")
+    if args.symbols:
+        extra = functions["sockshim"].copy()
+        extra.subtract(functions[base])
+        print(f"functions with the most extra samples (sum of the runs, sockshim - {base}):")
+        for name, count in extra.most_common(args.symbols):
+            print(f"  {count:>+8}  {functions['sockshim'][name]:>8}  {name}")
 
 
 if __name__ == "__main__":
