@@ -31,7 +31,8 @@
 //!
 //! The receive during lowering is a recvmsg(2) that also learns how many
 //! bytes the queue still holds (`TCP_INQ`, asked for with a stream
-//! socket's first large receive; Linux 4.18 and later). When some are
+//! socket's first large receive that can use it, which a non-blocking
+//! `recv-into` cannot; Linux 4.18 and later). When some are
 //! left, which a bulk receiver finds nearly every time, the next large
 //! receive skips the peek ([`KnownQueued`]): nothing else reads the socket,
 //! so those bytes are there for it. Then a receive costs one system call,
@@ -117,6 +118,13 @@ impl KnownQueued {
                 .store(if on { 1 } else { 2 }, Ordering::Relaxed);
         }
     }
+
+    /// Whether the kernel reports the queue with each receive: then a
+    /// receive reads it, with recvmsg(2) and its control message, else it
+    /// is a plain recv(2).
+    fn reporting(&self) -> bool {
+        self.reporting.load(Ordering::Relaxed) == 1
+    }
 }
 
 /// The outcome of a `recv` before it is lowered into the plugin.
@@ -169,7 +177,10 @@ fn receive_copied(shared: &Shared, max_len: usize) -> Result<Vec<u8>, ErrorCode>
     let mut buf = Vec::with_capacity(max_len);
     receive_now(
         shared,
-        |s| sys::recv_to_spare_telling_queued(s, &mut buf),
+        |s| match shared.queued.reporting() {
+            true => sys::recv_to_spare_telling_queued(s, &mut buf),
+            false => sys::recv_to_spare(s, &mut buf).map(|n| (n, None)),
+        },
         |n| n < max_len,
     )?;
     Ok(buf)
@@ -246,8 +257,11 @@ impl Received {
                     // The peek saw bytes (or the end) that recv(2) then did
                     // not find: nothing else reads this socket, so an error
                     // here is one the kernel reported in between.
-                    receive_now(shared, |s| sys::recv_telling_queued(s, buf), drained_unsaid)
-                        .map_err(ErrorCode::from)
+                    let recv = |s: &Socket| match shared.queued.reporting() {
+                        true => sys::recv_telling_queued(s, buf),
+                        false => sys::recv(s, buf).map(|n| (n, None)),
+                    };
+                    receive_now(shared, recv, drained_unsaid).map_err(ErrorCode::from)
                 })
             }
             Received::OnThread {

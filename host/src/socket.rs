@@ -171,7 +171,12 @@ impl Shared {
                 deadline,
             };
         }
-        self.queued.ask(self.io.socket());
+        if deadline != Deadline::Now || lent == Lent::No {
+            // The kernel's count lets the next receive skip its peek, or
+            // for `recv` its FIONREAD; a non-blocking `recv-into` has
+            // neither to skip, and keeps the plain recv(2).
+            self.queued.ask(self.io.socket());
+        }
         if known > 0 || deadline == Deadline::Now {
             // Bytes known to wait, or a socket that never waits, for which
             // `would-block` is an answer too: no peek, the receive during
