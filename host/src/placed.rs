@@ -177,10 +177,7 @@ fn receive_copied(shared: &Shared, max_len: usize) -> Result<Vec<u8>, ErrorCode>
     let mut buf = Vec::with_capacity(max_len);
     receive_now(
         shared,
-        |s| match shared.queued.reporting() {
-            true => sys::recv_to_spare_telling_queued(s, &mut buf),
-            false => sys::recv_to_spare(s, &mut buf).map(|n| (n, None)),
-        },
+        |s| sys::recv_to_spare_telling_queued(s, &mut buf, shared.queued.reporting()),
         |n| n < max_len,
     )?;
     Ok(buf)
@@ -257,10 +254,8 @@ impl Received {
                     // The peek saw bytes (or the end) that recv(2) then did
                     // not find: nothing else reads this socket, so an error
                     // here is one the kernel reported in between.
-                    let recv = |s: &Socket| match shared.queued.reporting() {
-                        true => sys::recv_telling_queued(s, buf),
-                        false => sys::recv(s, buf).map(|n| (n, None)),
-                    };
+                    let tell = shared.queued.reporting();
+                    let recv = |s: &Socket| sys::recv_telling_queued(s, buf, tell);
                     receive_now(shared, recv, drained_unsaid).map_err(ErrorCode::from)
                 })
             }

@@ -83,16 +83,22 @@ pub fn report_queued_on_receive(sock: &Socket) -> io::Result<()> {
     Ok(())
 }
 
-/// `recv(2)` into `buf`, made as recvmsg(2): the count received and, on a
-/// stream socket with [`report_queued_on_receive`] set, the bytes its
-/// receive queue holds after this receive; once the peer's FIN has come,
-/// an empty queue is said to hold 1, so that the reader reads on.
-pub fn recv_telling_queued(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, Option<usize>)> {
+/// `recv(2)` into `buf`: the count received and, when `tell` (on a stream
+/// socket with [`report_queued_on_receive`] set), the bytes its receive
+/// queue holds after this receive, which takes recvmsg(2) and its control
+/// message; once the peer's FIN has come, an empty queue is said to hold
+/// 1, so that the reader reads on. Without `tell`, a plain recv(2) that
+/// says nothing of the queue.
+pub fn recv_telling_queued(
+    sock: &Socket,
+    buf: &mut [u8],
+    tell: bool,
+) -> io::Result<(usize, Option<usize>)> {
     // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and
-    // recvmsg(2) writes only initialised bytes into the buffer, so `buf`
-    // holds valid `u8`s afterwards.
+    // recv(2) and recvmsg(2) write only initialised bytes into the buffer,
+    // so `buf` holds valid `u8`s afterwards.
     let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-    recvmsg_telling_queued(sock, uninit)
+    recv_maybe_telling_queued(sock, uninit, tell)
 }
 
 /// [`recv_telling_queued`] into the spare capacity of `buf`, without
@@ -100,12 +106,26 @@ pub fn recv_telling_queued(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, 
 pub fn recv_to_spare_telling_queued(
     sock: &Socket,
     buf: &mut Vec<u8>,
+    tell: bool,
 ) -> io::Result<(usize, Option<usize>)> {
-    let (n, queued) = recvmsg_telling_queued(sock, buf.spare_capacity_mut())?;
-    // SAFETY: recvmsg(2) initialised the first `n` bytes of the spare
+    let (n, queued) = recv_maybe_telling_queued(sock, buf.spare_capacity_mut(), tell)?;
+    // SAFETY: the receive initialised the first `n` bytes of the spare
     // capacity, and `n` is at most its length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok((n, queued))
+}
+
+/// [`recvmsg_telling_queued`] when `tell`, else a plain recv(2).
+fn recv_maybe_telling_queued(
+    sock: &Socket,
+    buf: &mut [MaybeUninit<u8>],
+    tell: bool,
+) -> io::Result<(usize, Option<usize>)> {
+    if tell {
+        recvmsg_telling_queued(sock, buf)
+    } else {
+        sock.recv(buf).map(|n| (n, None))
+    }
 }
 
 /// recvmsg(2) into `buf` with room for the kernel's `TCP_CM_INQ` control
@@ -962,15 +982,18 @@ mod tests {
         peer.write_all(&data).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let mut buf = vec![0u8; 1_000];
-        assert_eq!(recv_telling_queued(&ours, &mut buf).unwrap(), (1_000, None));
+        assert_eq!(
+            recv_telling_queued(&ours, &mut buf, true).unwrap(),
+            (1_000, None)
+        );
         report_queued_on_receive(&ours).unwrap();
         assert_eq!(
-            recv_telling_queued(&ours, &mut buf).unwrap(),
+            recv_telling_queued(&ours, &mut buf, true).unwrap(),
             (1_000, Some(8_000))
         );
         let mut rest = Vec::with_capacity(20_000);
         assert_eq!(
-            recv_to_spare_telling_queued(&ours, &mut rest).unwrap(),
+            recv_to_spare_telling_queued(&ours, &mut rest, true).unwrap(),
             (8_000, Some(0))
         );
         assert_eq!(rest, data[2_000..]);
@@ -978,7 +1001,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         // The end of the stream: nothing received, and "1 left", which
         // Linux says after the peer's FIN so that a reader reads on.
-        assert_eq!(recv_telling_queued(&ours, &mut buf).unwrap(), (0, Some(1)));
+        assert_eq!(
+            recv_telling_queued(&ours, &mut buf, true).unwrap(),
+            (0, Some(1))
+        );
     }
 
     /// The name the child test runs under, for the parent to select it.
