@@ -122,6 +122,9 @@ struct Hub {
     /// driver is dropped by the first of them to touch the hub, and no one
     /// but the `Rearm` starts it again.
     parked: bool,
+    /// [`DrainOnWake`], made once: the driver is armed again after every
+    /// batch of wake-ups.
+    drain_on_wake: Waker,
 }
 
 thread_local! {
@@ -145,6 +148,7 @@ fn with_hub<R>(f: impl FnOnce(&mut Hub) -> R) -> Option<R> {
                 pollable: None,
                 driver: None,
                 parked: false,
+                drain_on_wake: Waker::from(Arc::new(DrainOnWake)),
             })
         });
         hub.as_mut().map(f)
@@ -359,7 +363,7 @@ impl Hub {
                 self.pollable.insert(pollable).clone()
             }
         };
-        let waker = Waker::from(Arc::new(DrainOnWake));
+        let waker = self.drain_on_wake.clone();
         let mut cx = Context::from_waker(&waker);
         // wstd keeps the waker only from a poll that finds the pollable not
         // ready: drain until one does. Each drain takes every report there
