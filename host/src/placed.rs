@@ -14,31 +14,37 @@
 //! exactly the bytes the socket's receive queue holds (`FIONREAD`, at most
 //! `max-len`), all of which the recv(2) then takes; `recv-into` allocates
 //! the whole lent buffer, which the plugin owns whatever the length of the
-//! list at its start. Lowering cannot wait, so the host
-//! function first waits until the socket is readable (a one-byte
-//! `MSG_PEEK` through the deadline loop); the recv(2) during lowering then
-//! finds the bytes the peek saw, as no one else reads this socket, and
-//! (through [`call_now_draining`]) clears the readiness tokio remembers when
-//! it drains the socket, so the next `recv` waits instead of making a peek
-//! bound to fail. Small
-//! receives skip the peek and copy: for a few bytes a second system call
-//! costs more than the copy saves.
+//! list at its start. Lowering cannot wait, so the host function first
+//! waits, through the deadline loop, until a look at the queue finds bytes:
+//! `FIONREAD`, whose count `recv` then allocates, or when that says none a
+//! one-byte `MSG_PEEK`, which tells the end of the stream and a pending
+//! error from a socket to wait for (this whole look is "the peek" below).
+//! The recv(2) during lowering then finds the bytes the peek saw, as no one
+//! else reads this socket, and (through [`call_now_draining`]) clears the
+//! readiness tokio remembers when it drains the socket, so the next `recv`
+//! waits instead of making a peek bound to fail. Small receives skip the
+//! peek and copy: for a few bytes a second system call costs more than the
+//! copy saves.
 //!
 //! A non-blocking socket never waits, so it skips the peek: the receive
 //! during lowering answers `would-block` itself, into a lent buffer, or,
 //! for `recv`, after `FIONREAD` found the queue empty and before anything
 //! is allocated in the plugin.
 //!
-//! The receive during lowering is a recvmsg(2) that also learns how many
-//! bytes the queue still holds (`TCP_INQ`, asked for with a stream
+//! The receive during lowering can be a recvmsg(2) that also learns how
+//! many bytes the queue still holds (`TCP_INQ`, asked for with a stream
 //! socket's first large receive that can use it, which a non-blocking
-//! `recv-into` cannot; Linux 4.18 and later). When some are
-//! left, which a bulk receiver finds nearly every time, the next large
-//! receive skips the peek ([`KnownQueued`]): nothing else reads the socket,
-//! so those bytes are there for it. Then a receive costs one system call,
-//! as it does in wasi:sockets 0.3. The figure is forgotten by every other
-//! receive and by `shutdown`, so it is never stale; a kernel that does not
-//! report it just leaves every receive to peek.
+//! `recv-into` cannot; Linux 4.18 and later). When some are left, which a
+//! bulk receiver finds nearly every time, the next large receive skips the
+//! peek ([`KnownQueued`]): nothing else reads the socket, so those bytes
+//! are there for it. Then a receive costs one system call, as it does in
+//! wasi:sockets 0.3. recvmsg(2) costs about 0.4 µs more than recv(2) here,
+//! so the kernel is asked only by a receive that may take all the bytes
+//! known to wait: while more are known than a receive takes, it is a plain
+//! recv(2), and what it leaves is known without asking. The figure is
+//! forgotten by every other receive and by `shutdown`, so it is never
+//! stale; a kernel that does not report it just leaves every receive to
+//! peek.
 //!
 //! A socket that waits on its plugin's thread peeks too for `recv`, though
 //! the receive during lowering could wait there itself: lowering allocates
@@ -89,11 +95,12 @@ pub enum Lent {
     No,
 }
 
-/// What the kernel last said (`TCP_INQ`, tcp(7)) a stream socket's receive
-/// queue holds after a receive into the plugin's memory: bytes that the
-/// next receive finds without waiting, as no one else reads the socket, so
-/// that it need not peek first. Kept only when more than one: after the
-/// peer's FIN, Linux says 1 for an empty queue.
+/// How many bytes at least a stream socket's receive queue holds after a
+/// receive into the plugin's memory: what the kernel last said (`TCP_INQ`,
+/// tcp(7)) or counted (`FIONREAD`), less what was received since. The next
+/// receive finds them without waiting, as no one else reads the socket, so
+/// it need not peek first. A count from `TCP_INQ` is kept only when more
+/// than one: after the peer's FIN, Linux says 1 for an empty queue.
 #[derive(Debug, Default)]
 pub(crate) struct KnownQueued {
     /// 0 until the kernel is asked to report; 1 when it does; 2 when it
@@ -107,6 +114,12 @@ impl KnownQueued {
     /// next makes the figure stale.
     pub(crate) fn take(&self) -> usize {
         self.bytes.swap(0, Ordering::Relaxed)
+    }
+
+    /// The bytes known to wait, kept.
+    #[cfg(test)]
+    pub(crate) fn known(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Asks the kernel (once per socket) to report the queue with each
@@ -154,7 +167,7 @@ impl Received {
         match self {
             Received::Copied(bytes) => Ok(bytes),
             Received::Failed(code) => Err(code),
-            Received::Ready(shared, max_len, ..) => receive_copied(&shared, max_len),
+            Received::Ready(shared, max_len, _, known) => receive_copied(&shared, max_len, known),
             Received::OnThread {
                 shared,
                 stop,
@@ -172,43 +185,66 @@ impl Received {
 }
 
 /// Up to `max_len` bytes that are ready on `shared`, received into a host
-/// buffer (not zeroed: only what arrives is written).
-fn receive_copied(shared: &Shared, max_len: usize) -> Result<Vec<u8>, ErrorCode> {
+/// buffer (not zeroed: only what arrives is written); `known` bytes at
+/// least wait ([`KnownQueued`]).
+fn receive_copied(shared: &Shared, max_len: usize, known: usize) -> Result<Vec<u8>, ErrorCode> {
     let mut buf = Vec::with_capacity(max_len);
     receive_now(
         shared,
-        |s| sys::recv_to_spare_telling_queued(s, &mut buf, shared.queued.reporting()),
+        known,
+        max_len,
+        |s, tell| sys::recv_to_spare_telling_queued(s, &mut buf, tell),
         |n| n < max_len,
     )?;
     Ok(buf)
 }
 
-/// One receive, now, where nothing can be awaited ([`call_now_draining`]),
-/// noting what the kernel says the queue still holds ([`KnownQueued`]).
-/// The queue is empty after it as the kernel says, or, where it does not
-/// say, as `drained_unsaid` guesses from the count received.
+/// One receive of at most `len` bytes, now, where nothing can be awaited
+/// ([`call_now_draining`]), when at least `known` bytes wait; notes how
+/// many wait after it ([`KnownQueued`]).
+///
+/// While more than `len` bytes are known to wait, at least the difference
+/// still waits after the receive, as no one else takes them: the receive is
+/// a plain recv(2). Only one that may take all that is known asks the
+/// kernel what is left (`recv(socket, tell)` with `tell`: recvmsg(2) and
+/// its control message, about 0.4 µs more per call here). A bulk receiver
+/// whose queue holds many buffers' worth then asks once per that many
+/// receives. The queue is empty after it as the kernel says, or, where it
+/// does not say, as `drained_unsaid` guesses from the count received.
 fn receive_now(
     shared: &Shared,
-    mut recv: impl FnMut(&Socket) -> io::Result<(usize, Option<usize>)>,
+    known: usize,
+    len: usize,
+    mut recv: impl FnMut(&Socket, bool) -> io::Result<(usize, Option<usize>)>,
     drained_unsaid: impl Fn(usize) -> bool,
 ) -> io::Result<usize> {
-    let left = Cell::new(None);
+    let tell = known <= len && shared.queued.reporting();
+    let said = Cell::new(None);
     let op = |s: &Socket| {
-        let (n, queued) = recv(s)?;
-        left.set(queued);
+        let (n, queued) = recv(s, tell)?;
+        said.set(queued);
         Ok(n)
     };
-    let drained = |n: &usize| *n > 0 && left.get().map_or_else(|| drained_unsaid(*n), |q| q == 0);
-    let n = call_now_draining(&shared.io, Interest::READABLE, op, drained)?;
     // Linux says 1 for an empty queue after the peer's FIN: a single byte
     // left is not told from the end of the stream, which the next receive
     // then peeks for.
-    let left = left.get().filter(|left| *left > 1);
+    let left = |n: usize| match said.get() {
+        Some(queued) => (queued > 1).then_some(queued),
+        None => known.checked_sub(n).filter(|left| *left > 0),
+    };
+    let drained = |n: &usize| {
+        *n > 0
+            && left(*n).is_none()
+            && said
+                .get()
+                .map_or_else(|| drained_unsaid(*n), |queued| queued == 0)
+    };
+    let n = call_now_draining(&shared.io, Interest::READABLE, op, drained)?;
     if n > 0 {
         shared
             .queued
             .bytes
-            .store(left.unwrap_or(0), Ordering::Relaxed);
+            .store(left(n).unwrap_or(0), Ordering::Relaxed);
     }
     Ok(n)
 }
@@ -230,19 +266,21 @@ impl Received {
             Received::Failed(code) => Ok(Err(code.clone())),
             Received::Copied(bytes) => copy(cx, Ok(bytes)),
             Received::Ready(shared, max_len, lent, known) => {
-                let len = match lent {
-                    Lent::Yes => *max_len,
+                let (len, known) = match lent {
+                    Lent::Yes => (*max_len, *known),
                     // What waits, which the recv(2) takes whole.
-                    Lent::No if *known > 0 => (*known).min(*max_len),
-                    // Nothing (the peek saw the end, an error came in
-                    // between, or a non-blocking socket has nothing yet):
-                    // through a host buffer, then copied.
+                    Lent::No if *known > 0 => ((*known).min(*max_len), *known),
+                    // Not counted (a non-blocking socket, or a byte the
+                    // peek saw arrive after `FIONREAD`): counted now; when
+                    // nothing waits (a non-blocking socket's queue is
+                    // empty, an error came in between), through a host
+                    // buffer, then copied.
                     Lent::No => match sys::queued_bytes(shared.io.socket()) {
                         Ok(0) | Err(_) => {
-                            let bytes = receive_copied(shared, *max_len);
+                            let bytes = receive_copied(shared, *max_len, 0);
                             return copy(cx, bytes.as_deref().map_err(Clone::clone));
                         }
-                        Ok(queued) => queued.min(*max_len),
+                        Ok(queued) => (queued.min(*max_len), queued),
                     },
                 };
                 let max_len = *max_len;
@@ -254,9 +292,8 @@ impl Received {
                     // The peek saw bytes (or the end) that recv(2) then did
                     // not find: nothing else reads this socket, so an error
                     // here is one the kernel reported in between.
-                    let tell = shared.queued.reporting();
-                    let recv = |s: &Socket| sys::recv_telling_queued(s, buf, tell);
-                    receive_now(shared, recv, drained_unsaid).map_err(ErrorCode::from)
+                    let recv = |s: &Socket, tell| sys::recv_telling_queued(s, buf, tell);
+                    receive_now(shared, known, len, recv, drained_unsaid).map_err(ErrorCode::from)
                 })
             }
             Received::OnThread {

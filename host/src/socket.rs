@@ -110,6 +110,35 @@ pub(crate) struct Shared {
     pub(crate) queued: KnownQueued,
 }
 
+/// What a stream socket's receive queue holds, learnt without taking it.
+#[derive(Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Bytes wait: this many, or 0 when only a peek saw them.
+    Bytes(usize),
+    /// The end of the stream.
+    End,
+}
+
+/// The look before a large receive that may have to wait: `FIONREAD`, whose
+/// count the receive during lowering then needs not ask for again (`recv`
+/// allocates that much in the plugin). Only when it says nothing waits, a
+/// one-byte peek tells the end of the stream, a pending error, or
+/// `EAGAIN`, which has the caller wait and look again. So a receive that
+/// waited costs two system calls, a look and the receive, for `recv` as
+/// for `recv-into`; `FIONREAD` is also the cheaper look (no copy, a fast
+/// lock).
+fn probe(sock: &Socket) -> io::Result<Waiting> {
+    match sys::queued_bytes(sock) {
+        Ok(n) if n > 0 => Ok(Waiting::Bytes(n)),
+        // Empty, or not asked of this socket (a listening one's `EINVAL`):
+        // the peek tells, with the error a receive would report.
+        _ => match sys::peek(sock)? {
+            0 => Ok(Waiting::End),
+            _ => Ok(Waiting::Bytes(0)),
+        },
+    }
+}
+
 impl Shared {
     /// One send(2), after waiting (within the socket's timeout) until the
     /// socket takes at least one byte. `send` makes the system call, so the
@@ -129,12 +158,13 @@ impl Shared {
     /// `max_len` bytes can complete, and makes it ready to be received
     /// straight into the plugin's memory when its result is lowered (see
     /// [`Received`]); small receives are made here and copied. The wait is
-    /// a one-byte peek (`crate::placed` says why), except for a receive
-    /// into a buffer the plugin `lent` (`recv-into`) on a socket that waits
-    /// on its thread, which waits while its result is lowered, for one on a
-    /// non-blocking socket, which never waits, and for one that follows a
-    /// receive after which the kernel said bytes were left
-    /// ([`KnownQueued`]): those are there, and it need not wait.
+    /// for a look at the queue that finds bytes ([`probe`];
+    /// `crate::placed` says why), except for a receive into a buffer the
+    /// plugin `lent` (`recv-into`) on a socket that waits on its thread,
+    /// which waits while its result is lowered, for one on a non-blocking
+    /// socket, which never waits, and for one that follows a receive after
+    /// which the kernel said bytes were left ([`KnownQueued`]): those are
+    /// there, and it need not wait.
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64, lent: Lent) -> Received {
         if let Some(datagram) = &self.datagram {
             return self.receive_datagram(datagram, max_len).await;
@@ -184,9 +214,11 @@ impl Shared {
             // allocates in the plugin, see `Received`).
             return Received::Ready(Arc::clone(self), max_len as usize, lent, known);
         }
-        match sock_call(&self.io, Interest::READABLE, deadline, sys::peek).await {
-            Ok(0) => Received::Copied(Vec::new()), // the end of the stream
-            Ok(_) => Received::Ready(Arc::clone(self), max_len as usize, lent, 0),
+        match sock_call(&self.io, Interest::READABLE, deadline, probe).await {
+            Ok(Waiting::End) => Received::Copied(Vec::new()),
+            Ok(Waiting::Bytes(known)) => {
+                Received::Ready(Arc::clone(self), max_len as usize, lent, known)
+            }
             Err(code) => Received::Failed(code),
         }
     }
@@ -899,6 +931,43 @@ mod tests {
         (sock, peer)
     }
 
+    /// The look before a large receive counts what waits exactly, says
+    /// `EAGAIN` on an empty queue, tells the end of the stream (which
+    /// `FIONREAD` counts as nothing, though `TCP_INQ` says 1) and a reset,
+    /// and answers a listening socket with the error recv(2) gives it
+    /// (`ENOTCONN`, CPython's), not `FIONREAD`'s `EINVAL`.
+    #[test]
+    fn the_probe_counts_what_waits_and_tells_the_end_and_errors() {
+        let (ours, mut peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let empty = probe(&ours).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        peer.write_all(&[7u8; 5000]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(probe(&ours).unwrap(), Waiting::Bytes(5000));
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(probe(&ours).unwrap(), Waiting::Bytes(5000), "bytes first");
+        let mut buf = [0u8; 8192];
+        assert_eq!(sys::recv(&ours, &mut buf).unwrap(), 5000);
+        assert_eq!(probe(&ours).unwrap(), Waiting::End);
+
+        let (ours, peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(50));
+        let reset = probe(&ours).unwrap_err();
+        assert_eq!(reset.kind(), io::ErrorKind::ConnectionReset);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = Socket::from(listener);
+        let refused = probe(&listening).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ENOTCONN));
+    }
+
     /// `recv` into a host buffer takes both ways a receive waits: the copy
     /// of a small one and the peek of a large one, then the end of stream.
     #[tokio::test]
@@ -1013,7 +1082,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let large = 64 << 10;
         let first = sock.shared.receive(large, Lent::No).await;
-        assert!(matches!(first, Received::Ready(.., 0)), "the first peeks");
+        assert!(
+            matches!(first, Received::Ready(.., 100_000)),
+            "the first looks, and counts what waits"
+        );
         let mut got = first.into_vec().unwrap();
         assert_eq!(got.len(), large as usize);
         let second = sock.shared.receive(large, Lent::No).await;
@@ -1034,6 +1106,55 @@ mod tests {
         assert_eq!(first.into_vec().unwrap().len(), large as usize);
         sock.shutdown(Shutdown::Read).unwrap();
         assert_eq!(sock.shared.queued.take(), 0);
+    }
+
+    /// While more bytes are known to wait than a receive takes, it does
+    /// not ask the kernel what is left: what it leaves is the known count
+    /// less what it took, a lower bound that bytes arriving meanwhile do
+    /// not raise. A receive that may take all that is known asks again.
+    #[tokio::test]
+    async fn a_receive_that_leaves_known_bytes_counts_them_without_asking() {
+        let (ours, mut peer) = crate::testing::loopback_pair();
+        ours.set_nonblocking(true).unwrap();
+        let sock = TcpSocket::from_socket(
+            ours,
+            AddressFamily::Ipv4,
+            Timeout::After(Duration::from_millis(50)),
+            WaitOn::reactor(),
+        );
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&data[..100_000]).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let large = 32 << 10;
+        let first = sock.shared.receive(large, Lent::No).await;
+        assert!(matches!(first, Received::Ready(.., 100_000)), "counted");
+        // More arrives before the receive is made: the kernel would say
+        // 150,000 less what was taken, the count kept says 100,000 less.
+        peer.write_all(&data[100_000..]).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut got = first.into_vec().unwrap();
+        assert_eq!(got.len(), large as usize);
+        assert_eq!(sock.shared.queued.known(), 100_000 - got.len());
+        while got.len() < data.len() {
+            let known = sock.shared.queued.known();
+            let received = sock.shared.receive(large, Lent::Yes).await;
+            assert!(matches!(received, Received::Ready(.., k) if k == known));
+            let before = got.len();
+            got.extend(received.into_vec().unwrap());
+            let took = got.len() - before;
+            let left = sock.shared.queued.known();
+            if known > large as usize {
+                assert_eq!(
+                    left,
+                    known - took,
+                    "not asked, the count less what was taken"
+                );
+            } else if got.len() < data.len() {
+                // Asked: the kernel says what is left, the 50,000 too.
+                assert_eq!(left, data.len() - got.len(), "asked");
+            }
+        }
+        assert_eq!(got, data);
     }
 
     /// Issue 26 (`recv` could leave an allocation in the plugin when
