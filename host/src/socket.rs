@@ -918,16 +918,17 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// A socket of ours, accepted and non-blocking, and its native peer.
+    /// A blocking socket of ours on the reactor, accepted, and its native
+    /// peer.
     fn pair() -> (TcpSocket, std::net::TcpStream) {
+        pair_with(Timeout::Blocking)
+    }
+
+    /// [`pair`] with this timeout.
+    fn pair_with(timeout: Timeout) -> (TcpSocket, std::net::TcpStream) {
         let (ours, peer) = crate::testing::loopback_pair();
         ours.set_nonblocking(true).unwrap();
-        let sock = TcpSocket::from_socket(
-            ours,
-            AddressFamily::Ipv4,
-            Timeout::Blocking,
-            WaitOn::reactor(),
-        );
+        let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, timeout, WaitOn::reactor());
         (sock, peer)
     }
 
@@ -1036,14 +1037,7 @@ mod tests {
     /// included, into a lent buffer or not.
     #[tokio::test]
     async fn a_non_blocking_large_receive_is_settled_while_lowering() {
-        let (ours, mut peer) = crate::testing::loopback_pair();
-        ours.set_nonblocking(true).unwrap();
-        let sock = TcpSocket::from_socket(
-            ours,
-            AddressFamily::Ipv4,
-            Timeout::NonBlocking,
-            WaitOn::reactor(),
-        );
+        let (sock, mut peer) = pair_with(Timeout::NonBlocking);
         let large = 64 << 10;
         for lent in [Lent::Yes, Lent::No] {
             let received = sock.shared.receive(large, lent).await;
@@ -1069,14 +1063,7 @@ mod tests {
     /// to peek.
     #[tokio::test]
     async fn a_receive_after_one_that_left_bytes_does_not_peek() {
-        let (ours, mut peer) = crate::testing::loopback_pair();
-        ours.set_nonblocking(true).unwrap();
-        let sock = TcpSocket::from_socket(
-            ours,
-            AddressFamily::Ipv4,
-            Timeout::After(Duration::from_millis(50)),
-            WaitOn::reactor(),
-        );
+        let (sock, mut peer) = pair_with(Timeout::After(Duration::from_millis(50)));
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         peer.write_all(&data).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1114,14 +1101,7 @@ mod tests {
     /// not raise. A receive that may take all that is known asks again.
     #[tokio::test]
     async fn a_receive_that_leaves_known_bytes_counts_them_without_asking() {
-        let (ours, mut peer) = crate::testing::loopback_pair();
-        ours.set_nonblocking(true).unwrap();
-        let sock = TcpSocket::from_socket(
-            ours,
-            AddressFamily::Ipv4,
-            Timeout::After(Duration::from_millis(50)),
-            WaitOn::reactor(),
-        );
+        let (sock, mut peer) = pair_with(Timeout::After(Duration::from_millis(50)));
         let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
         peer.write_all(&data[..100_000]).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
