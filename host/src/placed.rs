@@ -232,12 +232,14 @@ fn receive_now(
         Some(queued) => (queued > 1).then_some(queued),
         None => known.checked_sub(n).filter(|left| *left > 0),
     };
+    // Emptied as the kernel says, or, where it did not say, when no bytes
+    // are known left and the count received suggests so.
     let drained = |n: &usize| {
         *n > 0
-            && left(*n).is_none()
-            && said
-                .get()
-                .map_or_else(|| drained_unsaid(*n), |queued| queued == 0)
+            && match said.get() {
+                Some(queued) => queued == 0,
+                None => left(*n).is_none() && drained_unsaid(*n),
+            }
     };
     let n = call_now_draining(&shared.io, Interest::READABLE, op, drained)?;
     if n > 0 {

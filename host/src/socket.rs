@@ -120,7 +120,7 @@ enum Waiting {
 }
 
 /// The look before a large receive that may have to wait: `FIONREAD`, whose
-/// count the receive during lowering then needs not ask for again (`recv`
+/// count the receive during lowering then need not ask for again (`recv`
 /// allocates that much in the plugin). Only when it says nothing waits, a
 /// one-byte peek tells the end of the stream, a pending error, or
 /// `EAGAIN`, which has the caller wait and look again. So a receive that
