@@ -51,6 +51,15 @@ fn run_on(command: &mut Command, cpu: usize) {
     unsafe { command.pre_exec(move || set_affinity(&set)) };
 }
 
+/// Makes `command`'s process start on the peers' CPU under
+/// `--split-cpus` (a load generator that is not one of our peers, wrk);
+/// otherwise it runs where this process does.
+pub fn on_peer_cpu(command: &mut Command) {
+    if let Some(&cpu) = PEER_CPU.get() {
+        run_on(command, cpu);
+    }
+}
+
 /// Restricts the calling thread (and every thread and child it starts
 /// after) to `cpu`.
 pub fn pin_this_thread(cpu: usize) -> std::io::Result<()> {

@@ -277,10 +277,12 @@ impl Loader {
         let url = format!("http://127.0.0.1:{port}/{path}");
         match self {
             Loader::Wrk(wrk) => {
-                let out = Command::new(wrk)
+                let mut command = Command::new(wrk);
+                command
                     .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), &url])
-                    .stdin(Stdio::null())
-                    .output()?;
+                    .stdin(Stdio::null());
+                crate::child::on_peer_cpu(&mut command);
+                let out = command.output()?;
                 let text = String::from_utf8_lossy(&out.stdout);
                 if !out.status.success() {
                     return Err(format!(
