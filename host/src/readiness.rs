@@ -17,10 +17,11 @@
 //! Readiness is level-triggered and exact: what is reported is what epoll
 //! or poll(2) says the kernel has now, never tokio's memory of an earlier
 //! wake-up, so a socket is reported for as long as it is ready and no
-//! longer. Waiting follows the plugin's [`WaitOn`]: in ppoll(2) on its
-//! thread beside its stop signal, or on tokio's reactor, where the set
-//! itself (an epoll descriptor is pollable) is registered and each wait
-//! races the stop signal. A pollable always waits on the reactor, since
+//! longer. Waiting follows the plugin's [`WaitOn`]: on its thread beside
+//! its stop signal (a selector holds the signal's eventfd in its set, so a
+//! wait is one epoll_wait(2); `poll` ppoll(2)s it beside the sockets), or
+//! on tokio's reactor, where the set itself (an epoll descriptor is
+//! pollable) is registered and each wait races the stop signal. A pollable always waits on the reactor, since
 //! `wasi:io/poll` waits on several things at once; it too ends when the
 //! plugin is stopped, in either way of waiting.
 //!
@@ -111,6 +112,13 @@ fn stopped() -> ErrorCode {
     io::Error::from_raw_os_error(libc::ECANCELED).into()
 }
 
+/// What a set that waits on the plugin's thread holds its stop signal's
+/// eventfd under, so that one epoll_wait(2) waits for both. Not kept from
+/// the plugin: the eventfd is readable only once the signal is given, and
+/// from then on every wait ends with `ECANCELED`, so an event under this
+/// key while the signal is not given is a member's.
+const STOP_KEY: u64 = u64::MAX;
+
 /// A socket in a set: its descriptor number, valid while `socket` lives.
 #[derive(Debug)]
 struct Member {
@@ -155,9 +163,13 @@ impl Selector {
         max_members: usize,
         slot: Option<Slot>,
     ) -> io::Result<Selector> {
+        let epoll = Epoll::new()?;
+        if let WaitOn::Thread(stop) = &wait_on {
+            epoll.add_stop(stop, STOP_KEY)?;
+        }
         Ok(Selector {
             reactor: OnceLock::new(),
-            epoll: Epoll::new()?,
+            epoll,
             events: EpollEvents::default(),
             members: HashMap::new(),
             level: 0,
@@ -284,6 +296,13 @@ impl Selector {
                 }
             }
         }
+        // A look of a stopped plugin on its thread would report the stop
+        // signal's eventfd as a member.
+        if let WaitOn::Thread(stop) = &self.wait_on
+            && stop.is_stopped()
+        {
+            return Err(stopped());
+        }
         Ok(self
             .events
             .iter()
@@ -294,31 +313,29 @@ impl Selector {
             .collect())
     }
 
-    /// [`Selector::wait`] in ppoll(2) on this thread, beside `stop`, into
-    /// `self.events`.
+    /// [`Selector::wait`] in epoll_wait(2) on this thread, into
+    /// `self.events`: one system call, however long it waits, since the
+    /// set holds `stop`'s eventfd (under [`STOP_KEY`]).
     fn wait_on_thread(
         &mut self,
         stop: &StopSignal,
         deadline: Deadline,
         max: usize,
     ) -> Result<(), ErrorCode> {
-        // No allocation until a wait needs it (`Vec::new` makes none).
-        let mut fds = Vec::new();
         loop {
-            self.epoll.ready_now(&mut self.events, max)?;
-            if !self.events.is_empty() {
-                return Ok(());
+            if stop.is_stopped() {
+                return Err(stopped());
             }
-            let Ok(timeout) = time_left(deadline) else {
+            // Once the deadline has passed, one last look.
+            let timeout = time_left(deadline).unwrap_or(Some(Duration::ZERO));
+            self.epoll.wait(&mut self.events, max, timeout)?;
+            if self.events.iter().any(|(key, _)| key == STOP_KEY) && stop.is_stopped() {
+                return Err(stopped());
+            }
+            // Nothing, and time left: a signal interrupted the wait, which
+            // goes on with the time that is left.
+            if !self.events.is_empty() || time_left(deadline).is_err() {
                 return Ok(());
-            };
-            fds.clear();
-            fds.push(pollfd(self.epoll.as_raw_fd(), libc::POLLIN));
-            match sys::poll_on_thread(&mut fds, stop, timeout)? {
-                Woken::Stopped => return Err(stopped()),
-                // Look again: a timeout ends at the top of the loop, a
-                // signal is waited through with the time that is left.
-                Woken::Ready | Woken::TimedOut => {}
             }
         }
     }
@@ -473,14 +490,6 @@ fn unknown_key(key: u64) -> ErrorCode {
 /// `modify` of a key whose socket was dropped: Python's `OSError(EBADF)`.
 fn closed(_key: u64) -> ErrorCode {
     io::Error::from_raw_os_error(libc::EBADF).into()
-}
-
-fn pollfd(fd: RawFd, events: i16) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
 }
 
 /// What a socket's `wasi:io/poll` pollable waits on. Ready when the socket
@@ -981,6 +990,35 @@ mod tests {
         );
         assert!(waited.await.is_ok(), "the pollable did not see the stop");
         stopper.join().unwrap();
+    }
+
+    /// A set that waits on the plugin's thread holds the stop signal's
+    /// eventfd under `u64::MAX`, a key the plugin may use too: a member
+    /// under it is reported as the member, and once the signal is given
+    /// every wait, a look included, ends with `ECANCELED` instead of
+    /// reporting the eventfd.
+    #[tokio::test]
+    async fn a_member_under_the_stop_signals_key_is_the_members_until_the_stop() {
+        let wait_on = WaitOn::Thread(Arc::new(StopSignal::new().unwrap()));
+        let (sock, mut peer) = pair(wait_on.clone());
+        let mut selector = Selector::new(wait_on.clone(), 4, None).unwrap();
+        selector
+            .register(sock.shared_ref(), u64::MAX, Events::READABLE)
+            .unwrap();
+        assert!(selector.wait(after(50), 0).await.unwrap().is_empty());
+        peer.write_all(b"x").unwrap();
+        let ready = selector.wait(after(5_000), 0).await.unwrap();
+        assert_eq!(ready.len(), 1, "{ready:?}");
+        assert_eq!(ready[0].key, u64::MAX);
+        assert!(ready[0].events.contains(Events::READABLE));
+
+        assert_eq!(sock.recv(16).await.unwrap(), b"x");
+        wait_on.stop().stop();
+        let ecanceled = crate::error::wasi_errno::from_host(libc::ECANCELED);
+        for deadline in [Deadline::Now, after(5_000), Deadline::Never] {
+            let err = selector.wait(deadline, 0).await.unwrap_err();
+            assert!(matches!(err, ErrorCode::Os(n) if n == ecanceled), "{err:?}");
+        }
     }
 
     /// A selector's own pollable is ready exactly when a wait that does

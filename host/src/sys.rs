@@ -674,37 +674,76 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
+    /// Adds `stop`'s eventfd under `data`, so that a wait in this set
+    /// ([`Epoll::wait`]) ends when the signal is given: the eventfd stays
+    /// readable from then on. Nothing for a signal without an eventfd.
+    pub fn add_stop(&self, stop: &StopSignal, data: u64) -> io::Result<()> {
+        match &stop.eventfd {
+            Some(eventfd) => self.add(eventfd.as_raw_fd(), libc::EPOLLIN as u32, data),
+            None => Ok(()),
+        }
+    }
+
     /// epoll_wait(2) without waiting: what is ready now, at most `max`
     /// events (at least one), into `into` (whose earlier events are
     /// forgotten). `into` grows to `max` entries if it is smaller, and is
     /// kept for the next call, so a busy event loop allocates nothing here.
     pub fn ready_now(&self, into: &mut EpollEvents, max: usize) -> io::Result<()> {
+        loop {
+            match self.epoll_wait(into, max, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// epoll_wait(2) on this thread, into `into` as [`Epoll::ready_now`]
+    /// fills it: until something in the set is ready or `timeout` passes
+    /// (`None`: no limit). The timeout is rounded up to whole milliseconds,
+    /// as Python's `epoll.poll` rounds it, so the wait never ends early. A
+    /// signal that interrupts the wait returns with no events: the caller
+    /// waits again with the time that is left.
+    pub fn wait(
+        &self,
+        into: &mut EpollEvents,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let millis = timeout.map_or(-1, |t| {
+            t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        match self.epoll_wait(into, max, millis) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            done => done,
+        }
+    }
+
+    fn epoll_wait(&self, into: &mut EpollEvents, max: usize, millis: i32) -> io::Result<()> {
         into.len = 0;
         let max = max.clamp(1, i32::MAX as usize);
         if into.buf.len() < max {
             into.buf
                 .resize(max, libc::epoll_event { events: 0, u64: 0 });
         }
-        let n = loop {
-            // SAFETY: `into.buf` holds at least `max` writable entries; a
-            // zero timeout never blocks.
-            let n = unsafe {
-                libc::epoll_wait(self.0.as_raw_fd(), into.buf.as_mut_ptr(), max as i32, 0)
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
+        // SAFETY: `into.buf` holds at least `max` writable entries; the
+        // kernel writes at most `max`.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                into.buf.as_mut_ptr(),
+                max as i32,
+                millis,
+            )
         };
-        into.len = n.min(max);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        into.len = (n as usize).min(max);
         Ok(())
     }
 }
 
-/// The buffer [`Epoll::ready_now`] fills, kept between its calls: as many
+/// The buffer [`Epoll::ready_now`] and [`Epoll::wait`] fill, kept between its calls: as many
 /// entries as the largest `max` it was given, no more.
 #[derive(Default)]
 pub struct EpollEvents {
@@ -714,7 +753,7 @@ pub struct EpollEvents {
 }
 
 impl EpollEvents {
-    /// The events of the last [`Epoll::ready_now`].
+    /// The events of the last [`Epoll::ready_now`] or [`Epoll::wait`].
     pub fn iter(&self) -> impl ExactSizeIterator<Item = EpollEvent> + '_ {
         // `epoll_event` is packed on x86_64: copy its fields out, never
         // borrow them.
@@ -724,12 +763,12 @@ impl EpollEvents {
         })
     }
 
-    /// Whether the last [`Epoll::ready_now`] found nothing ready.
+    /// Whether the last wait found nothing ready.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// How many entries the last [`Epoll::ready_now`] found ready.
+    /// How many entries the last wait found ready.
     pub fn len(&self) -> usize {
         self.len
     }
