@@ -12,6 +12,7 @@ other's most:
 
     python3 bench/profile_cpu.py [--workload send|receive|server|pingpong|manyconn]
                                  [--runs N] [--reps N] [--waits thread|reactor]
+                                 [--system sockshim|sockshim_async]
                                  [--against native|wasi_sockets_p3|...] [--symbols N]
 
 The workloads: `send` is the bulk guest -> native sink (the default),
@@ -153,16 +154,19 @@ def main():
     parser.add_argument("--reps", type=int, default=5, help="the benchmark's --reps (default 5)")
     parser.add_argument("--waits", default="thread", choices=["thread", "reactor"],
                         help="the benchmark's --sockshim-waits (default thread)")
+    parser.add_argument("--system", default="sockshim",
+                        help="the sockshim system to profile, by its --system key (default "
+                             "sockshim; sockshim_async for the manyconn workload's wstd server)")
     parser.add_argument("--against", default="native",
                         help="the system to compare with, by its --system key (default native)")
     parser.add_argument("--symbols", type=int, default=0,
                         help="also list the N functions with the most extra samples")
     args = parser.parse_args()
-    base = args.against
+    base, ours = args.against, args.system
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "sockshim-bench"],
                    cwd=ROOT, check=True)
-    runs = {base: [], "sockshim": []}
-    functions = {base: collections.Counter(), "sockshim": collections.Counter()}
+    runs = {base: [], ours: []}
+    functions = {base: collections.Counter(), ours: collections.Counter()}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
             for system in runs:
@@ -183,32 +187,32 @@ def main():
     def shares(categories):
         """sockshim's extra in `categories` ÷ the other's total, per run."""
         return "  ".join(
-            f"{(samples('sockshim', categories, i) - samples(base, categories, i)) / totals[base][i]:+.3f}"
+            f"{(samples(ours, categories, i) - samples(base, categories, i)) / totals[base][i]:+.3f}"
             for i in range(args.runs))
 
     head = "samples (mean of the runs)"
     width = len(head) + 6
-    print(f"{head:{width}}{base:>16}{'sockshim':>10}   sockshim's extra ÷ {base}'s total, per run")
+    print(f"{head:{width}}{base:>16}{ours:>16}   {ours}'s extra ÷ {base}'s total, per run")
     for name in CATEGORIES + ["total"]:
         categories = CATEGORIES if name == "total" else [name]
         means = [sum(samples(system, categories, i) for i in range(args.runs)) // args.runs
                  for system in runs]
-        print(f"{name:{width}}{means[0]:>16}{means[1]:>10}   {shares(categories)}")
-    print(f"sockshim ÷ {base}, CPU in the workload (per run): "
-          + "  ".join(f"{totals['sockshim'][i] / totals[base][i]:.3f}"
+        print(f"{name:{width}}{means[0]:>16}{means[1]:>16}   {shares(categories)}")
+    print(f"{ours} ÷ {base}, CPU in the workload (per run): "
+          + "  ".join(f"{totals[ours][i] / totals[base][i]:.3f}"
                       for i in range(args.runs)))
     outside_kernel = [c for c in CATEGORIES if not c.startswith("kernel")]
-    print(f"sockshim's extra outside the kernel, ÷ {base}'s total: {shares(outside_kernel)}")
+    print(f"{ours}'s extra outside the kernel, ÷ {base}'s total: {shares(outside_kernel)}")
     print(f"  of which wasmtime and the allocator:               "
           f"{shares(['wasmtime', 'allocator'])}")
     print("(on one CPU the loopback's receive work is charged to whichever process runs,")
     print(" so the kernel's share moves between the benchmark and its peer from run to run)")
     if args.symbols:
-        extra = functions["sockshim"].copy()
+        extra = functions[ours].copy()
         extra.subtract(functions[base])
-        print(f"functions with the most extra samples (sum of the runs, sockshim - {base}):")
+        print(f"functions with the most extra samples (sum of the runs, {ours} - {base}):")
         for name, count in extra.most_common(args.symbols):
-            print(f"  {count:>+8}  {functions['sockshim'][name]:>8}  {name}")
+            print(f"  {count:>+8}  {functions[ours][name]:>8}  {name}")
 
 
 if __name__ == "__main__":
