@@ -21,9 +21,10 @@
 //! its stop signal (a selector holds the signal's eventfd in its set, so a
 //! wait is one epoll_wait(2); `poll` ppoll(2)s it beside the sockets), or
 //! on tokio's reactor, where the set itself (an epoll descriptor is
-//! pollable) is registered and each wait races the stop signal. A pollable always waits on the reactor, since
-//! `wasi:io/poll` waits on several things at once; it too ends when the
-//! plugin is stopped, in either way of waiting.
+//! pollable) is registered and each wait races the stop signal. A pollable
+//! always waits on the reactor, since `wasi:io/poll` waits on several
+//! things at once; it too ends when the plugin is stopped, in either way of
+//! waiting.
 //!
 //! None of them keeps a socket open: a set holds the socket's descriptor
 //! number and a weak reference, and the kernel drops a closed descriptor
@@ -296,8 +297,8 @@ impl Selector {
                 }
             }
         }
-        // A look of a stopped plugin on its thread would report the stop
-        // signal's eventfd as a member.
+        // Stopped on its thread: the stop signal's eventfd may be among the
+        // events, and is no member to report.
         if let WaitOn::Thread(stop) = &self.wait_on
             && stop.is_stopped()
         {
@@ -328,10 +329,9 @@ impl Selector {
             }
             // Once the deadline has passed, one last look.
             let timeout = time_left(deadline).unwrap_or(Some(Duration::ZERO));
+            // The stop signal's event, if any, is [`Selector::wait`]'s
+            // to turn into `ECANCELED`.
             self.epoll.wait(&mut self.events, max, timeout)?;
-            if self.events.iter().any(|(key, _)| key == STOP_KEY) && stop.is_stopped() {
-                return Err(stopped());
-            }
             // Nothing, and time left: a signal interrupted the wait, which
             // goes on with the time that is left.
             if !self.events.is_empty() || time_left(deadline).is_err() {
