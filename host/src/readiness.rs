@@ -285,10 +285,7 @@ impl Selector {
         .max(1);
         match &self.wait_on {
             _ if deadline == Deadline::Now => self.look(max)?,
-            WaitOn::Thread(stop) => {
-                let stop = Arc::clone(stop);
-                self.wait_on_thread(&stop, deadline, max)?
-            }
+            WaitOn::Thread(_) => self.wait_on_thread(deadline, max)?,
             WaitOn::Reactor(stop) => {
                 let stop = Arc::clone(stop);
                 tokio::select! {
@@ -316,21 +313,13 @@ impl Selector {
 
     /// [`Selector::wait`] in epoll_wait(2) on this thread, into
     /// `self.events`: one system call, however long it waits, since the
-    /// set holds `stop`'s eventfd (under [`STOP_KEY`]).
-    fn wait_on_thread(
-        &mut self,
-        stop: &StopSignal,
-        deadline: Deadline,
-        max: usize,
-    ) -> Result<(), ErrorCode> {
+    /// set holds the stop signal's eventfd (under [`STOP_KEY`]). A stopped
+    /// plugin's wait returns at once, with that event; [`Selector::wait`]
+    /// turns it into `ECANCELED`.
+    fn wait_on_thread(&mut self, deadline: Deadline, max: usize) -> Result<(), ErrorCode> {
         loop {
-            if stop.is_stopped() {
-                return Err(stopped());
-            }
             // Once the deadline has passed, one last look.
             let timeout = time_left(deadline).unwrap_or(Some(Duration::ZERO));
-            // The stop signal's event, if any, is [`Selector::wait`]'s
-            // to turn into `ECANCELED`.
             self.epoll.wait(&mut self.events, max, timeout)?;
             // Nothing, and time left: a signal interrupted the wait, which
             // goes on with the time that is left.

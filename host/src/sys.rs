@@ -743,8 +743,9 @@ impl Epoll {
     }
 }
 
-/// The buffer [`Epoll::ready_now`] and [`Epoll::wait`] fill, kept between its calls: as many
-/// entries as the largest `max` it was given, no more.
+/// The buffer [`Epoll::ready_now`] and [`Epoll::wait`] fill, kept between
+/// their calls: as many entries as the largest `max` they were given, no
+/// more.
 #[derive(Default)]
 pub struct EpollEvents {
     buf: Vec<libc::epoll_event>,
