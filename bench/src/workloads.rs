@@ -69,29 +69,29 @@ pub(crate) fn bound(bytes: u64, ops: u64) -> Duration {
 }
 
 /// Runs `run(i, warm_up)` for every system `i` (those `--system` selects),
-/// first once as a warm-up, then `cfg.reps` times in rotating order:
-/// repetition r starts with system r mod n. `run` returns `None` for a
-/// system that cannot run.
+/// first once as a warm-up, then `cfg.reps` times in rotating order over
+/// the selected systems: repetition r starts with the (r mod m)th of the
+/// m selected, so with two systems each goes first in every other
+/// repetition. `run` returns `None` for a system that cannot run.
 pub(crate) fn paired(
     what: &str,
     names: &[System],
     cfg: &Config,
     mut run: impl FnMut(usize, bool) -> Result<Option<Sample>>,
 ) -> Result<Vec<Vec<Option<Sample>>>> {
-    let n = names.len();
-    let selected = |i: usize| cfg.selects(names[i].key);
+    let selected: Vec<usize> = (0..names.len())
+        .filter(|&i| cfg.selects(names[i].key))
+        .collect();
     progress(&format!("{what}: warm-up"));
-    for i in (0..n).filter(|&i| selected(i)) {
+    for &i in &selected {
         run(i, true)?;
     }
-    let mut samples = vec![vec![None; n]; cfg.reps];
+    let mut samples = vec![vec![None; names.len()]; cfg.reps];
     for (r, rep) in samples.iter_mut().enumerate() {
         progress(&format!("{what}: repetition {}/{}", r + 1, cfg.reps));
-        for k in 0..n {
-            let i = (r + k) % n;
-            if selected(i) {
-                rep[i] = run(i, false)?;
-            }
+        for k in 0..selected.len() {
+            let i = selected[(r + k) % selected.len()];
+            rep[i] = run(i, false)?;
         }
     }
     Ok(samples)
@@ -1024,6 +1024,31 @@ mod tests {
             setup_ms: 0.0,
             exit_ms: 0.0,
         }
+    }
+
+    #[test]
+    fn two_selected_systems_take_turns_going_first() {
+        // Five systems, two selected (p3 and sockshim): before, the
+        // rotation was over all five, and p3 went first in four
+        // repetitions of every five.
+        let names: Vec<System> = SOCKET_SYSTEMS.iter().copied().map(system).collect();
+        let argv = ["--system", "wasi_sockets_p3,sockshim", "--reps", "4"];
+        let cfg = crate::Config::parse(&argv.map(String::from)).unwrap();
+        let mut order = Vec::new();
+        let samples = paired("order", &names, &cfg, |i, warm| {
+            if !warm {
+                order.push(names[i].key);
+            }
+            Ok(None)
+        })
+        .unwrap();
+        assert_eq!(samples.len(), 4);
+        let firsts: Vec<&str> = order.chunks(2).map(|pair| pair[0]).collect();
+        assert_eq!(
+            firsts,
+            ["wasi_sockets_p3", "sockshim", "wasi_sockets_p3", "sockshim"]
+        );
+        assert!(order.chunks(2).all(|pair| pair[0] != pair[1]));
     }
 
     #[test]
