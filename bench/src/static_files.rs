@@ -118,7 +118,8 @@ impl Drop for Site {
 
 /// nginx's configuration: one worker, sendfile, keep-alive without a limit
 /// on requests per connection (the file server has none), no access log
-/// (the file server's log goes nowhere), listening on 127.0.0.1:`port`.
+/// (the file server runs with `--no-access-log`), listening on
+/// 127.0.0.1:`port`.
 fn nginx_config(dir: &Path, port: u16) -> String {
     let d = dir.display();
     format!(
@@ -397,7 +398,11 @@ pub fn static_files(wasm: &Wasm, cfg: &Config) -> Result<std::result::Result<Vec
                 let port = free_port()?;
                 let server = wasm.start(
                     Guest::FileServer,
-                    &args(&[&format!("127.0.0.1:{port}"), &GUEST_DATA_DIR]),
+                    &args(&[
+                        &"--no-access-log",
+                        &format!("127.0.0.1:{port}"),
+                        &GUEST_DATA_DIR,
+                    ]),
                     Some(&site.www()),
                 );
                 if let Err(e) = wait_listening(port) {

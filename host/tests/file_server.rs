@@ -686,3 +686,20 @@ fn a_silent_or_trickling_client_cannot_hold_the_server() {
         "{log}"
     );
 }
+
+#[test]
+fn no_access_log_leaves_out_the_requests_but_not_the_dropped_clients() {
+    let site = Site::new("quiet");
+    let mut server = Server::start(&site, &[], &["--no-access-log", "--timeout", "1"]);
+    let silent = server.connect();
+    let out = curl(&[&server.url("/hello.txt"), &server.url("/docs/")]);
+    assert!(out.status.success(), "curl: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{HELLO}{INDEX}"));
+
+    // The silent client is still dropped with a line, after the answers.
+    let (_, log) = server.kill_once_logged(|log| log.contains(": no complete request within 1 s"));
+    drop(silent);
+    assert!(log.contains(": no complete request within 1 s"), "{log}");
+    assert!(log_peers(&log, "HTTP/1.1\" ").is_empty(), "{log}");
+    assert!(!log.contains("\"GET "), "{log}");
+}

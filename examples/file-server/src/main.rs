@@ -1,4 +1,4 @@
-//! `file-server [--timeout SECS] [--head-timeout SECS] [--max-requests N] ADDR [ROOT]`:
+//! `file-server [--timeout SECS] [--head-timeout SECS] [--max-requests N] [--no-access-log] ADDR [ROOT]`:
 //! a small HTTP/1.1 static file server, a sockshim example plugin.
 //!
 //! Serves the files under ROOT (default `/`), a directory the plugin reaches
@@ -51,7 +51,9 @@
 //! at most that long later. At most [`OPEN_FILES_MAX`] files are kept.
 //!
 //! One line per request goes to stderr, through a buffer written out each
-//! time the loop is about to wait, not once per line. With
+//! time the loop is about to wait, not once per line; `--no-access-log`
+//! leaves those lines out (nginx's `access_log off`) and keeps the lines
+//! about failures and dropped connections. With
 //! `--max-requests N` the server stops reading requests after the Nth
 //! (whose answer says `Connection: close`), finishes the responses under
 //! way and exits, so that `sockshim run --stats`, which reports when the
@@ -120,7 +122,7 @@ const OPEN_FILES_MAX: usize = 64;
 /// numbers, counted from zero.
 const LISTENER: u64 = u64::MAX;
 
-const USAGE: &str = "usage: file-server [--timeout SECS] [--head-timeout SECS] [--max-requests N] ADDR [ROOT]   (for example 127.0.0.1:8000 /)";
+const USAGE: &str = "usage: file-server [--timeout SECS] [--head-timeout SECS] [--max-requests N] [--no-access-log] ADDR [ROOT]   (for example 127.0.0.1:8000 /)";
 
 /// The command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,6 +136,8 @@ struct Args {
     timeout: Duration,
     /// See [`DEFAULT_HEAD_TIMEOUT`].
     head_timeout: Duration,
+    /// Log each request answered in full (`--no-access-log` clears it).
+    access_log: bool,
 }
 
 /// Parses a number of seconds for `flag`, from 1 to [`MAX_TIMEOUT_SECS`].
@@ -152,6 +156,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut max_requests = None;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut head_timeout = DEFAULT_HEAD_TIMEOUT;
+    let mut access_log = true;
     let mut positional = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -165,6 +170,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             timeout = parse_secs(arg, args.next())?;
         } else if arg == "--head-timeout" {
             head_timeout = parse_secs(arg, args.next())?;
+        } else if arg == "--no-access-log" {
+            access_log = false;
         } else if arg.starts_with('-') {
             return Err(format!("unknown option `{arg}`"));
         } else {
@@ -181,6 +188,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         max_requests,
         timeout,
         head_timeout,
+        access_log,
     })
 }
 
@@ -229,6 +237,7 @@ fn main() -> ExitCode {
         root: root.trim_end_matches('/').to_owned(),
         timeout: args.timeout,
         head_timeout: args.head_timeout,
+        access_log: args.access_log,
         requests_left: args.max_requests,
         selector: match DefaultSelector::new() {
             Ok(selector) => selector,
@@ -325,6 +334,8 @@ struct Server {
     root: String,
     timeout: Duration,
     head_timeout: Duration,
+    /// Whether a request answered in full gets a line in the log.
+    access_log: bool,
     /// Requests still to answer under `--max-requests`.
     requests_left: Option<u64>,
     selector: DefaultSelector<u64>,
@@ -685,7 +696,9 @@ impl Server {
                 return Some(Next::Close(Some(line)));
             }
         }
-        let _ = writeln!(self.log, "{}", response.log_line(conn.peer, None));
+        if self.access_log {
+            let _ = writeln!(self.log, "{}", response.log_line(conn.peer, None));
+        }
         let now = Instant::now();
         if response.keep_alive {
             conn.state = State::ReadingHead {
@@ -1029,6 +1042,7 @@ mod tests {
                 max_requests: None,
                 timeout: DEFAULT_TIMEOUT,
                 head_timeout: DEFAULT_HEAD_TIMEOUT,
+                access_log: true,
             })
         );
         assert_eq!(
@@ -1040,6 +1054,7 @@ mod tests {
                 "5",
                 "--head-timeout",
                 "3",
+                "--no-access-log",
                 "/site"
             ]),
             Ok(Args {
@@ -1048,6 +1063,7 @@ mod tests {
                 max_requests: Some(2),
                 timeout: Duration::from_secs(5),
                 head_timeout: Duration::from_secs(3),
+                access_log: false,
             })
         );
         for bad in [
@@ -1061,6 +1077,7 @@ mod tests {
             &["--timeout", "86401", "a"],
             &["a", "--timeout"],
             &["--head-timeout", "0", "a"],
+            &["--no-access-log=yes", "a"],
             &["--head-timeout", "x", "a"],
             &["a", "--head-timeout"],
             &["--help"],
