@@ -13,6 +13,8 @@ mod child;
 mod measure;
 mod native;
 mod native_async;
+#[path = "../guests/page_aligned.rs"]
+mod page_aligned;
 mod peer;
 mod python;
 mod readiness;

@@ -2,6 +2,7 @@
 //! (blocking sockets) in the benchmark process.
 
 use crate::Result;
+use crate::page_aligned::PageAligned;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -49,10 +50,11 @@ pub fn send(addr: &str, bytes: u64, bufsize: usize) -> Result<()> {
 }
 
 fn read_to_eof(sock: &mut TcpStream, bufsize: usize) -> Result<u64> {
-    let mut buf = vec![0u8; bufsize];
+    let mut buf = PageAligned::new(bufsize);
+    let buf = buf.as_mut_slice();
     let mut total = 0u64;
     loop {
-        match sock.read(&mut buf)? {
+        match sock.read(buf)? {
             0 => return Ok(total),
             n => total += n as u64,
         }

@@ -5,6 +5,7 @@
 //! reactor (a try that fails with EAGAIN, epoll, a wake-up), not wasm.
 
 use crate::Result;
+use crate::page_aligned::PageAligned;
 use std::net::TcpListener;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,10 +52,11 @@ pub async fn send(addr: String, bytes: u64, bufsize: usize) -> Result<()> {
 }
 
 async fn read_to_eof(sock: &mut TcpStream, bufsize: usize) -> Result<u64> {
-    let mut buf = vec![0u8; bufsize];
+    let mut buf = PageAligned::new(bufsize);
+    let buf = buf.as_mut_slice();
     let mut total = 0u64;
     loop {
-        match sock.read(&mut buf).await? {
+        match sock.read(buf).await? {
             0 => return Ok(total),
             n => total += n as u64,
         }

@@ -23,6 +23,10 @@
 //!   and waiting for `k`; wait for `g`; then echo BYTES through the peer in
 //!   messages of MSG bytes; close everything.
 
+#[path = "../../page_aligned.rs"]
+mod page_aligned;
+
+use page_aligned::PageAligned;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -93,10 +97,11 @@ fn send(addr: &str, bytes: u64, bufsize: usize) -> io::Result<()> {
 }
 
 fn read_to_eof(sock: &mut TcpStream, bufsize: usize) -> io::Result<u64> {
-    let mut buf = vec![0u8; bufsize];
+    let mut buf = PageAligned::new(bufsize);
+    let buf = buf.as_mut_slice();
     let mut total = 0u64;
     loop {
-        match sock.read(&mut buf)? {
+        match sock.read(buf)? {
             0 => return Ok(total),
             n => total += n as u64,
         }

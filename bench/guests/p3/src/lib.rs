@@ -10,6 +10,10 @@
 //! buffer: a bulk send hands the same 64 KiB allocation to every stream
 //! write, a receive reads into the same capacity.
 
+#[path = "../../page_aligned.rs"]
+mod page_aligned;
+
+use page_aligned::page_aligned_spare;
 use wasip3::sockets::types::{
     ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, TcpSocket,
 };
@@ -75,14 +79,15 @@ fn check(what: &str, got: u64, expected: u64) -> Result<()> {
     }
 }
 
-/// Reads `rx` until the peer closes, into `buf`'s capacity; returns the count.
-async fn read_to_eof(rx: &mut StreamReader<u8>, mut buf: Vec<u8>) -> u64 {
+/// Reads `rx` until the peer closes, into `buf`'s spare capacity after its
+/// first `at` bytes; returns the count.
+async fn read_to_eof(rx: &mut StreamReader<u8>, mut buf: Vec<u8>, at: usize) -> u64 {
     let mut total = 0u64;
     loop {
-        buf.clear();
+        buf.truncate(at);
         let (status, back) = rx.read(buf).await;
         buf = back;
-        total += buf.len() as u64;
+        total += (buf.len() - at) as u64;
         if let StreamResult::Dropped = status {
             return total;
         }
@@ -121,7 +126,10 @@ async fn send(addr: &str, bytes: u64, bufsize: usize) -> Result<()> {
 
 async fn recv_all(sock: &TcpSocket, bytes: u64, bufsize: usize) -> Result<()> {
     let (mut rx, received) = sock.receive();
-    let got = read_to_eof(&mut rx, Vec::with_capacity(bufsize)).await;
+    // At a page boundary, as every bulk receiver's buffer.
+    let (buf, at) = page_aligned_spare(bufsize)
+        .ok_or("the allocator moved the receive buffer when shrinking it")?;
+    let got = read_to_eof(&mut rx, buf, at).await;
     received.await.map_err(err("receive"))?;
     check("received", got, bytes)
 }

@@ -31,7 +31,11 @@
 //! `serve` take an optional last argument, `recv` (Python's
 //! `sock.recv(bufsize)`) or `recv_into` (the default).
 
+#[path = "../../page_aligned.rs"]
+mod page_aligned;
 mod readiness;
+
+use page_aligned::PageAligned;
 
 use sockshim::{SockOpt, Socket};
 use std::io::{self, Read};
@@ -186,15 +190,17 @@ fn send(addr: &str, bytes: u64, bufsize: usize) -> io::Result<()> {
 }
 
 /// Reads until end of stream with `how`: `recv_into` (Python's
-/// `sock.recv_into(buf)`, one buffer reused) or `recv` (Python's
-/// `sock.recv(bufsize)`, a new buffer each time).
+/// `sock.recv_into(buf)`, one buffer reused, at a page boundary as every
+/// bulk receiver's) or `recv` (Python's `sock.recv(bufsize)`, a new buffer
+/// each time).
 fn read_to_eof(sock: &Socket, bufsize: usize, how: &str) -> io::Result<u64> {
     let mut total = 0u64;
     match how {
         "recv_into" => {
-            let mut buf = vec![0u8; bufsize];
+            let mut buf = PageAligned::new(bufsize);
+            let buf = buf.as_mut_slice();
             loop {
-                match sock.recv_into(&mut buf)? {
+                match sock.recv_into(buf)? {
                     0 => return Ok(total),
                     n => total += n as u64,
                 }
