@@ -8,7 +8,7 @@
 //! allocator puts a 64 KiB buffer at an offset of its own (the wasi:sockets
 //! 0.3 guest's was at 336 when it listened, the sockshim guest's at 2624),
 //! so without this the systems would be compared at different offsets.
-//! bench/README.md has the measurement.
+//! docs/benchmarks.md has the measurement.
 
 #![allow(dead_code)] // each including crate uses one of the two
 
@@ -59,11 +59,9 @@ mod tests {
             assert_eq!(slice.len(), len);
             assert_eq!(slice.as_ptr() as usize % PAGE, 0);
             let (vec, at) = page_aligned_spare(len).expect("shrunk in place");
-            {
-                assert_eq!(vec.len(), at);
-                assert_eq!(vec.capacity() - vec.len(), len);
-                assert_eq!(vec[at..].as_ptr() as usize % PAGE, 0);
-            }
+            assert_eq!(vec.len(), at);
+            assert_eq!(vec.capacity() - vec.len(), len);
+            assert_eq!(vec[at..].as_ptr() as usize % PAGE, 0);
         }
     }
 }

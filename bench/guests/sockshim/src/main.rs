@@ -36,7 +36,6 @@ mod page_aligned;
 mod readiness;
 
 use page_aligned::PageAligned;
-
 use sockshim::{SockOpt, Socket};
 use std::io::{self, Read};
 use std::net::{Ipv4Addr, Shutdown};
