@@ -15,22 +15,19 @@
 /// The page size the offsets are taken in.
 pub const PAGE: usize = 4096;
 
-/// `len` zeroed bytes at a page boundary.
-pub struct PageAligned {
-    store: Vec<u8>,
-    at: usize,
-    len: usize,
-}
+/// `len` zeroed bytes at a page boundary, inside an allocation a page
+/// longer.
+pub struct PageAligned(Vec<u8>);
 
 impl PageAligned {
     pub fn new(len: usize) -> PageAligned {
-        let store = vec![0u8; len + PAGE];
-        let at = store.as_ptr().align_offset(PAGE);
-        PageAligned { store, at, len }
+        PageAligned(vec![0u8; len + PAGE])
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.store[self.at..self.at + self.len]
+        let at = self.0.as_ptr().align_offset(PAGE);
+        let len = self.0.len() - PAGE;
+        &mut self.0[at..at + len]
     }
 }
 
