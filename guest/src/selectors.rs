@@ -53,10 +53,14 @@
 //! (`select` returns copies of the keys, hence `Clone`, so that the
 //! selector can be changed while they are handled.)
 
-use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
+
+/// The map [`DefaultSelector::get_map`] returns: a
+/// [`HashMap`](std::collections::HashMap) with `rustc_hash`'s hasher, since
+/// its keys are the plugin's own socket numbers.
+pub use rustc_hash::FxHashMap;
 
 use wasip2::io::poll::Pollable;
 
@@ -108,10 +112,10 @@ struct Registration {
 /// socket with the same number is registered, which replaces it.
 pub struct DefaultSelector<T> {
     host: bindings::Selector,
-    keys: HashMap<u32, SelectorKey<T>>,
-    registrations: HashMap<u32, Registration>,
+    keys: FxHashMap<u32, SelectorKey<T>>,
+    registrations: FxHashMap<u32, Registration>,
     /// Host key to socket number.
-    fds: HashMap<u64, u32>,
+    fds: FxHashMap<u64, u32>,
     next_key: u64,
 }
 
@@ -124,9 +128,9 @@ impl<T> DefaultSelector<T> {
         let host = bindings::Selector::create().map_err(from_code)?;
         Ok(DefaultSelector {
             host,
-            keys: HashMap::new(),
-            registrations: HashMap::new(),
-            fds: HashMap::new(),
+            keys: FxHashMap::default(),
+            registrations: FxHashMap::default(),
+            fds: FxHashMap::default(),
             next_key: 0,
         })
     }
@@ -320,7 +324,7 @@ impl<T> DefaultSelector<T> {
     }
 
     /// Every registration, by socket number; Python's `selector.get_map()`.
-    pub fn get_map(&self) -> &HashMap<u32, SelectorKey<T>> {
+    pub fn get_map(&self) -> &FxHashMap<u32, SelectorKey<T>> {
         &self.keys
     }
 

@@ -42,12 +42,12 @@
 //! of open sockets), a wait falls back to the socket's own pollable.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use rustc_hash::FxHashMap;
 use wstd::runtime::{AsyncPollable, WaitFor};
 
 use crate::bindings;
@@ -108,7 +108,7 @@ impl Slot {
 
 struct Hub {
     selector: bindings::Selector,
-    slots: HashMap<u64, Slot>,
+    slots: FxHashMap<u64, Slot>,
     next_key: u64,
     /// How many [`EdgeWait`]s are pending.
     waiting: usize,
@@ -142,7 +142,7 @@ fn with_hub<R>(f: impl FnOnce(&mut Hub) -> R) -> Option<R> {
         let hub = cell.get_or_insert_with(|| {
             bindings::Selector::create().ok().map(|selector| Hub {
                 selector,
-                slots: HashMap::new(),
+                slots: FxHashMap::default(),
                 next_key: 0,
                 waiting: 0,
                 pollable: None,
