@@ -1,10 +1,13 @@
 //! The system calls socket2 leaves to us: the crate's only `unsafe` system
 //! calls (wasmtime's own `unsafe` traits and loaders are used in `placed`
-//! and `compiled`).
+//! and `compiled`). Also the `send(2)` and `recv(2)` every transfer makes,
+//! as rustix's raw system calls rather than through glibc (see
+//! [`recv_uninit`]).
 
+use rustix::net::{RecvFlags, SendFlags};
 use socket2::{SockAddr, Socket};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +18,7 @@ use tokio::io::unix::AsyncFd;
 /// `recv(2)` into the spare capacity of `buf`, without zeroing it first;
 /// returns the count received and grows `buf.len()` by it.
 pub fn recv_to_spare(sock: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let n = sock.recv(buf.spare_capacity_mut())?;
+    let n = recv_uninit(sock, buf.spare_capacity_mut())?;
     // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity,
     // and `n` is at most its length.
     unsafe { buf.set_len(buf.len() + n) };
@@ -57,8 +60,17 @@ pub fn send_to(sock: &Socket, data: &[u8], to: &SockAddr) -> io::Result<usize> {
 
 /// `recv(2)` into `buf`.
 pub fn recv(sock: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-    // socket2's `Read for &Socket` is recv(2) without flags.
-    (&*sock).read(buf)
+    Ok(rustix::net::recv(sock, buf, RecvFlags::empty())?.0)
+}
+
+/// `recv(2)` without flags into `buf`, which it need not have
+/// initialised; returns the count received, whose bytes it initialised at
+/// the start of `buf`. A raw system call (rustix), as every `recv` and
+/// `send` on the path of a transfer: glibc's wrappers are cancellation
+/// points, which the host never uses and would pay for on every call.
+fn recv_uninit(sock: &Socket, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    let ((received, _), _) = rustix::net::recv(sock, buf, RecvFlags::empty())?;
+    Ok(received.len())
 }
 
 /// setsockopt(2) `TCP_INQ` (tcp(7), Linux 4.18): from now on, a
@@ -124,7 +136,7 @@ fn recv_maybe_telling_queued(
     if tell {
         recvmsg_telling_queued(sock, buf)
     } else {
-        sock.recv(buf).map(|n| (n, None))
+        recv_uninit(sock, buf).map(|n| (n, None))
     }
 }
 
@@ -182,7 +194,7 @@ pub fn peek(sock: &Socket) -> io::Result<usize> {
 /// `send(2)` with `MSG_NOSIGNAL`: a write to a connection the peer has closed
 /// fails with `EPIPE` instead of raising `SIGPIPE` in the host process.
 pub fn send(sock: &Socket, data: &[u8]) -> io::Result<usize> {
-    sock.send_with_flags(data, libc::MSG_NOSIGNAL)
+    Ok(rustix::net::send(sock, data, SendFlags::NOSIGNAL)?)
 }
 
 /// `ioctl(SIOCOUTQ)` (tcp(7)): the bytes in the socket's send queue that
