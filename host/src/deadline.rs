@@ -141,7 +141,18 @@ pub async fn sock_call_draining<R>(
         }
     };
     let stop = io.wait_on().stop();
-    wait_and_retry(fd, interest, deadline, stop, || op(io.socket()), drained).await
+    // Boxed: the wait's state (tokio's readiness, timer and stop futures)
+    // is most of a host call's future, which wasmtime boxes and moves on
+    // every call, though most calls of a busy socket never wait.
+    Box::pin(wait_and_retry(
+        fd,
+        interest,
+        deadline,
+        stop,
+        || op(io.socket()),
+        drained,
+    ))
+    .await
 }
 
 /// [`sock_call_draining`] for a socket that waits on the thread running the

@@ -167,7 +167,9 @@ impl Shared {
     /// there, and it need not wait.
     pub(crate) async fn receive(self: &Arc<Self>, max_len: u64, lent: Lent) -> Received {
         if let Some(datagram) = &self.datagram {
-            return self.receive_datagram(datagram, max_len).await;
+            // Boxed, as the waits are (`sock_call_draining`): a stream
+            // receive's future need not be a datagram receive's size.
+            return Box::pin(self.receive_datagram(datagram, max_len)).await;
         }
         // Whatever this call receives makes the figure stale.
         let known = self.queued.take();
@@ -930,6 +932,27 @@ mod tests {
         ours.set_nonblocking(true).unwrap();
         let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, timeout, WaitOn::reactor());
         (sock, peer)
+    }
+
+    /// A host call's future is boxed and moved by wasmtime on every call,
+    /// and lives in the heap while the plugin waits: the state of a wait
+    /// (tokio's readiness, timer and stop futures, about 600 bytes) is
+    /// boxed on its own when a call does wait, so the calls that do not
+    /// stay small.
+    #[test]
+    fn the_futures_of_transfers_leave_the_wait_boxed() {
+        let (sock, _peer) = pair_with(Timeout::NonBlocking);
+        let shared = sock.shared();
+        let receive = shared.receive(64 << 10, Lent::Yes);
+        let send = shared.send_with(64, |_: &Socket| Ok(0));
+        let sendall = shared.sendall_with(64, |_: &Socket, _: usize| Ok(0));
+        for (what, size) in [
+            ("receive", size_of_val(&receive)),
+            ("send", size_of_val(&send)),
+            ("sendall", size_of_val(&sendall)),
+        ] {
+            assert!(size <= 256, "{what}'s future is {size} bytes");
+        }
     }
 
     /// The look before a large receive counts what waits exactly, says
