@@ -68,6 +68,8 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
+
 use sockshim::fs::File;
 use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE};
 use sockshim::{Events, SockOpt, Socket};
@@ -246,7 +248,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        conns: HashMap::new(),
+        conns: FxHashMap::default(),
         deadlines: BTreeSet::new(),
         next_id: 0,
         accepting: false,
@@ -254,6 +256,7 @@ fn main() -> ExitCode {
         log: BufWriter::with_capacity(16 * 1024, io::stderr()),
         scratch: vec![0; RECV_SIZE],
         open_files: OpenFiles::default(),
+        now: Instant::now(),
     };
     let result = server.run();
     let _ = server.log.flush();
@@ -339,7 +342,7 @@ struct Server {
     /// Requests still to answer under `--max-requests`.
     requests_left: Option<u64>,
     selector: DefaultSelector<u64>,
-    conns: HashMap<u64, Conn>,
+    conns: FxHashMap<u64, Conn>,
     /// Every connection's deadline with its number, earliest first.
     deadlines: BTreeSet<(Instant, u64)>,
     next_id: u64,
@@ -353,6 +356,10 @@ struct Server {
     scratch: Vec<u8>,
     /// The files opened recently.
     open_files: OpenFiles,
+    /// The time when the last wait ended, which the connections it
+    /// reported are served at, as nginx's event loop keeps it: reading the
+    /// clock is a host call, and a request would make four.
+    now: Instant,
 }
 
 impl Server {
@@ -390,6 +397,8 @@ impl Server {
                 let _ = self.log.flush();
             }
             let ready = self.selector.select(timeout)?;
+            // After the wait: what it reported arrived before this.
+            self.now = Instant::now();
             for (key, events) in ready {
                 if key.data == LISTENER {
                     self.accept_all();
@@ -397,7 +406,7 @@ impl Server {
                     self.handle(key.data, events)?;
                 }
             }
-            let now = Instant::now();
+            let now = self.now;
             if let Some(until) = self.accept_paused_until
                 && now >= until
             {
@@ -452,7 +461,7 @@ impl Server {
         let id = self.next_id;
         self.next_id += 1;
         self.selector.register(&sock, EVENT_READ, id)?;
-        let now = Instant::now();
+        let now = self.now;
         let deadline = now + self.timeout;
         self.deadlines.insert((deadline, id));
         self.conns.insert(
@@ -614,7 +623,7 @@ impl Server {
             match received {
                 Ok(0) => ended = true,
                 Ok(_) => {
-                    first_byte.get_or_insert_with(Instant::now);
+                    first_byte.get_or_insert(self.now);
                 }
                 Err(err) if is_transient(&err) => return Some(Next::Wait(EVENT_READ)),
                 Err(err) => {
@@ -659,7 +668,7 @@ impl Server {
             }
         };
         conn.state = State::Sending(response);
-        conn.deadline = Instant::now() + self.timeout;
+        conn.deadline = self.now + self.timeout;
         None
     }
 
@@ -682,12 +691,12 @@ impl Server {
         match response.progress(&conn.sock) {
             Ok(Progress::Blocked { moved }) => {
                 if moved {
-                    conn.deadline = Instant::now() + self.timeout;
+                    conn.deadline = self.now + self.timeout;
                 }
                 return Some(Next::Wait(EVENT_WRITE));
             }
             Ok(Progress::Turn) => {
-                conn.deadline = Instant::now() + self.timeout;
+                conn.deadline = self.now + self.timeout;
                 return Some(Next::Wait(EVENT_WRITE));
             }
             Ok(Progress::Done) => {}
@@ -699,7 +708,7 @@ impl Server {
         if self.access_log {
             let _ = writeln!(self.log, "{}", response.log_line(conn.peer, None));
         }
-        let now = Instant::now();
+        let now = self.now;
         if response.keep_alive {
             conn.state = State::ReadingHead {
                 since: now,
@@ -756,7 +765,7 @@ impl Server {
         }
         let found = http::sanitize_path(&head.line.target).and_then(|segments| {
             self.open_files
-                .open(fs_path(&self.root, &segments), Instant::now())
+                .open(fs_path(&self.root, &segments), self.now)
         });
         let served = match found {
             Ok(served) => served,
