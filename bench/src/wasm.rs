@@ -1,7 +1,10 @@
 //! The in-process wasm host of the benchmark: two engines and linkers, and
 //! the three guests compiled once (kept compiled in `compiled/` beside the
-//! .wasm files) and pre-instantiated. Guests run as tasks on a multi-threaded tokio
-//! runtime, as `sockshim run` and an embedding serving many plugins do.
+//! .wasm files) and pre-instantiated. Guests whose sockets wait on the
+//! reactor run as tasks on a multi-threaded tokio runtime, as an embedding
+//! serving many plugins (`sockshim up`) runs them; a guest whose sockets wait
+//! on its thread gets a thread and a current-thread runtime of its own, as
+//! `sockshim run` gives a plugin.
 //!
 //! Both engines are configured as sockshim's `PluginHost` configures its own
 //! (epoch interruption with a yield every 10 ms). The WASI 0.3 guest needs
@@ -199,7 +202,8 @@ impl Wasm {
     /// (`SockshimCtx::waiting_on_thread`, as `sockshim run` does) when it
     /// runs through [`Wasm::start`], [`Wasm::run`] or [`Wasm::output`]: each
     /// such guest then gets a thread of its own, from the runtime's
-    /// blocking pool. The scale workload's [`Wasm`], in a process of its
+    /// blocking pool, and a current-thread runtime on it, as `sockshim run`
+    /// gives a plugin. The scale workload's [`Wasm`], in a process of its
     /// own, never does this: a thousand guests would need a thousand
     /// threads.
     pub fn sockshim_waits_on_thread(&mut self) {
@@ -295,8 +299,18 @@ impl Wasm {
         };
         let (run, stop) = self.guest_writing_to(guest, args, data_dir, stdout, on_thread);
         let task = if on_thread {
-            let runtime = self.runtime.handle().clone();
-            self.runtime.spawn_blocking(move || runtime.block_on(run))
+            // As `sockshim run`: the guest's thread drives a current-thread
+            // runtime of its own, so a wake-up of a wasi:io wait stays on
+            // that thread instead of coming from a worker of the shared one.
+            self.runtime.spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let result = runtime.block_on(run);
+                // Not a wait for its blocking pool, as `sockshim run` exits.
+                runtime.shutdown_background();
+                result
+            })
         } else {
             self.runtime.spawn(run)
         };
