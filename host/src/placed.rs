@@ -24,7 +24,10 @@
 //! readiness tokio remembers when it drains the socket, so the next `recv`
 //! waits instead of making a peek bound to fail. Small receives skip the
 //! peek and copy: for a few bytes a second system call costs more than the
-//! copy saves.
+//! copy saves. Not so a small `recv-into` that needs no peek (below: on a
+//! non-blocking socket, or one that waits on its plugin's thread): it is
+//! placed, as a large one is, and spares the host buffer, the plugin's
+//! allocation of the list and the copy out of it.
 //!
 //! A non-blocking socket never waits, so it skips the peek: the receive
 //! during lowering answers `would-block` itself, into a lent buffer, or,
@@ -80,7 +83,7 @@ use wasmtime::component::__internal::{
 use wasmtime::component::{ComponentType, Lower};
 
 /// Receives of at most this many bytes are copied from a host buffer
-/// rather than placed.
+/// rather than placed, unless into a lent buffer without a peek first.
 pub const PLACE_ABOVE: u64 = 4 << 10;
 
 /// Whether the plugin lends the buffer a receive's result is allocated in

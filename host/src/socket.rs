@@ -182,7 +182,14 @@ impl Shared {
             )));
         }
         let deadline = self.timeout.get().deadline();
-        if max_len <= PLACE_ABOVE {
+        // A lent buffer that is filled without a look at the queue first
+        // (the receive waits on the plugin's thread during lowering, or
+        // never waits) is filled in place whatever its size: one recv(2)
+        // either way, and a copy would add a host buffer, an allocation in
+        // the plugin and a copy out of it.
+        let lent_without_look = lent == Lent::Yes
+            && (deadline == Deadline::Now || matches!(self.io.wait_on(), WaitOn::Thread(_)));
+        if max_len <= PLACE_ABOVE && !lent_without_look {
             // Not zeroed: only what arrives is written.
             let mut buf = Vec::with_capacity(max_len as usize);
             let max_len = max_len as usize;
@@ -1052,6 +1059,47 @@ mod tests {
                 matches!(&received, Received::Copied(bytes) if bytes.is_empty()),
                 "{how:?}: the end of the stream, yet not an empty copy"
             );
+        }
+    }
+
+    /// A small `recv-into` that needs no look first, on a non-blocking
+    /// socket or one that waits on its thread, is received into the lent
+    /// buffer during lowering, as a large one is; a small `recv`, and a
+    /// small `recv-into` that would have to peek (a blocking socket on the
+    /// reactor), are copied from a host buffer.
+    #[tokio::test]
+    async fn a_small_lent_receive_without_a_look_is_placed() {
+        let small = 64;
+        let (sock, mut peer) = pair_with(Timeout::NonBlocking);
+        peer.write_all(b"bytes").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let received = sock.shared.receive(small, Lent::Yes).await;
+        assert!(matches!(received, Received::Ready(..)), "non-blocking");
+        assert_eq!(received.into_vec().unwrap(), b"bytes");
+        peer.write_all(b"more").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let received = sock.shared.receive(small, Lent::No).await;
+        assert!(
+            matches!(&received, Received::Copied(b) if b == b"more"),
+            "recv"
+        );
+
+        let stop = Arc::new(sys::StopSignal::new().unwrap());
+        let blocking = Timeout::After(Duration::from_millis(50));
+        for (wait_on, placed) in [(WaitOn::Thread(stop), true), (WaitOn::reactor(), false)] {
+            let (ours, mut peer) = crate::testing::loopback_pair();
+            ours.set_nonblocking(true).unwrap();
+            let sock = TcpSocket::from_socket(ours, AddressFamily::Ipv4, blocking, wait_on);
+            let how = sock.shared.io.wait_on().clone();
+            peer.write_all(b"bytes").unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let received = sock.shared.receive(small, Lent::Yes).await;
+            assert_eq!(
+                matches!(received, Received::OnThread { .. }),
+                placed,
+                "{how:?}"
+            );
+            assert_eq!(received.into_vec().unwrap(), b"bytes", "{how:?}");
         }
     }
 
