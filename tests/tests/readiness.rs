@@ -292,6 +292,12 @@ async fn check_async_race(ctx: SockshimCtx) {
         assert_eq!(&go, b"go");
         std::thread::sleep(Duration::from_millis(200));
         s.write_all(b"hello").unwrap();
+        let mut two = [0u8; 3];
+        s.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"two");
+        s.write_all(b"a").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"b").unwrap();
         drain(s)
     });
     let out = run_guest_in("async-race", &[&addr], ctx, &[])
@@ -303,6 +309,7 @@ async fn check_async_race(ctx: SockshimCtx) {
     assert_waited(&out, "timer_ms", 50);
     assert_eq!(out.get("answered"), "recv hello", "{out}");
     assert!(out.num("answered_ms") < 20_000, "{out}");
+    assert_eq!(out.get("both_waiters"), "a,b", "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

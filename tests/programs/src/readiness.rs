@@ -357,6 +357,26 @@ pub fn async_race(addr: &str) -> Result {
                 Ok(Err(e)) => format!("recv {e}"),
             },
         );
+
+        // Two tasks wait to receive on the socket at once, then the peer
+        // sends a byte, and later another: each task gets one.
+        let sock = Rc::new(sock);
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let sock = Rc::clone(&sock);
+                wstd::runtime::spawn(async move { sock.recv(1).await })
+            })
+            .collect();
+        wstd::time::Timer::after(wstd::time::Duration::from_millis(50))
+            .wait()
+            .await;
+        sock.sendall(b"two").await?;
+        let mut got = Vec::new();
+        for waiter in waiters {
+            got.push(String::from_utf8_lossy(&waiter.await?).into_owned());
+        }
+        got.sort();
+        report("both_waiters", got.join(","));
         Ok(())
     })
 }
