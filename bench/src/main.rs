@@ -42,7 +42,7 @@ const USAGE: &str = "\
 usage: sockshim-bench [--quick] [--json | --markdown] [--only WORKLOAD]... [--system KEY]...
                       [--reps N] [--pooling | --no-pooling] [--time-limit SECONDS]
                       [--sockshim-recv recv|recv_into] [--one-cpu | --split-cpus]
-                      [--buffer BYTES]
+                      [--buffer BYTES] [--manyconn-conns N]
        sockshim-bench --soak [SECONDS]
 
 Benchmarks sockshim against native Rust std::net and wasmtime's wasi:sockets
@@ -109,6 +109,11 @@ workload (or, with --json, one JSON object).
                      requests served, the errors, and the descriptors and
                      resident memory before and after; fails on an error or
                      a leaked descriptor
+  --manyconn-conns N the manyconn workload's connections, 1 to 1,000
+                     (default 1,000, quick 100); below 1,000 each makes
+                     100,000 ÷ N exchanges, so that a run echoes as many
+                     messages: how the per-message cost grows with the
+                     connections one server holds
   --sockshim-waits W where the sockshim guest's sockets wait: reactor
                      (default; tokio's reactor, a waiting guest holds no
                      thread) or thread (ppoll(2) on a thread of its own, as
@@ -118,6 +123,14 @@ workload (or, with --json, one JSON object).
 
 /// The largest `--buffer`: what one sockshim `recv` may take.
 const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
+
+/// The most `--manyconn-conns`: the plugins' default limit of open sockets
+/// (1,024) holds them with the listener.
+const MAX_MANYCONN_CONNS: usize = 1000;
+
+/// The messages a full manyconn run echoes, however many connections carry
+/// them (`--manyconn-conns`).
+const MANYCONN_MESSAGES: u64 = 100_000;
 
 const WORKLOADS: [&str; 10] = [
     "bulk",
@@ -260,6 +273,16 @@ impl Config {
                     if !(1..=MAX_BUFFER).contains(&cfg.buf) {
                         return Err(format!("--buffer must be 1 to {MAX_BUFFER} bytes").into());
                     }
+                }
+                "--manyconn-conns" => {
+                    let conns: usize = number("--manyconn-conns", value("--manyconn-conns")?)?;
+                    if !(1..=MAX_MANYCONN_CONNS).contains(&conns) {
+                        return Err(
+                            format!("--manyconn-conns must be 1 to {MAX_MANYCONN_CONNS}").into(),
+                        );
+                    }
+                    cfg.manyconn_conns = conns;
+                    cfg.manyconn_rounds = (MANYCONN_MESSAGES / conns as u64).max(100);
                 }
                 "--time-limit" => {
                     cfg.time_limit =
@@ -655,6 +678,25 @@ mod tests {
                 .err()
                 .is_some_and(|e| e.to_string().starts_with("unknown argument \"3m\""))
         );
+    }
+
+    #[test]
+    fn manyconn_conns_keep_the_messages_of_a_run() {
+        let full = parse(&[]).unwrap();
+        assert_eq!((full.manyconn_conns, full.manyconn_rounds), (1000, 100));
+        let ten = parse(&["--manyconn-conns", "10"]).unwrap();
+        assert_eq!((ten.manyconn_conns, ten.manyconn_rounds), (10, 10_000));
+        let quick_ten = parse(&["--quick", "--manyconn-conns", "10"]).unwrap();
+        assert_eq!(quick_ten.manyconn_conns, 10);
+        for bad in ["0", "1001"] {
+            assert_eq!(
+                parse(&["--manyconn-conns", bad])
+                    .err()
+                    .map(|e| e.to_string())
+                    .as_deref(),
+                Some("--manyconn-conns must be 1 to 1000")
+            );
+        }
     }
 
     #[test]
