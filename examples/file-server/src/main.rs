@@ -68,10 +68,8 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
-
 use sockshim::fs::File;
-use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE};
+use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE, FxHashMap};
 use sockshim::{Events, SockOpt, Socket};
 
 use http::{HeadError, HeadScanner, Method, RequestHead, Status, Version};
