@@ -66,8 +66,10 @@ workload (or, with --json, one JSON object).
                      and poll against epoll_wait(2) and poll(2), in ns;
                      manyconn: one plugin echoing 1,000 connections (100
                      quick) through its selector, and one as wstd tasks on
-                     sockshim::aio, against a mio echo on one thread, msg/s
-                     and CPU per message; static: the
+                     sockshim::aio, against a mio echo on one thread (and
+                     the async plugin also against tokio's current-thread
+                     runtime, a task per connection), msg/s and CPU per
+                     message; static: the
                      file-server plugin against nginx (one worker, sendfile
                      on) under wrk or the bench's own load generator, 4 KiB
                      at 1 and 16 connections and 64 MiB at 4; skipped
@@ -78,7 +80,8 @@ workload (or, with --json, one JSON object).
                      skipped without python3 or componentize-py
   --system KEY       run only this system (repeatable, or comma-separated),
                      by its JSON key: native, wasi_sockets, wasi_sockets_p3,
-                     sockshim, sockshim_async (manyconn);
+                     sockshim, native_async (tokio; in manyconn its
+                     current-thread runtime), sockshim_async (manyconn);
                      native_sendfile, native_read_write,
                      wasi_sockets_read_write, guest_read_sendall,
                      sockshim_sendfile (for profiling; ratios need both sides)

@@ -300,11 +300,18 @@ pub fn readiness(wasm: &Wasm, cfg: &Config) -> Result<(String, Value)> {
 }
 
 /// The systems of the manyconn workload, in this order: they run in turn
-/// in every repetition, and each plugin's table compares it with native.
-const MANYCONN_SYSTEMS: [System; 3] = [
+/// in every repetition. The selector plugin's table compares it with the
+/// native mio loop, its like; the async plugin's with that loop and with
+/// tokio's current-thread runtime, whose task per connection with a buffer
+/// of its own is the async plugin's like.
+const MANYCONN_SYSTEMS: [System; 4] = [
     System {
         label: "native (mio, one thread, epoll)",
         key: "native",
+    },
+    System {
+        label: "native async (tokio current-thread, a task per connection)",
+        key: "native_async",
     },
     System {
         label: "sockshim (one plugin, selector)",
@@ -318,7 +325,7 @@ const MANYCONN_SYSTEMS: [System; 3] = [
 
 /// The sockshim guest's command for each plugin system of
 /// [`MANYCONN_SYSTEMS`].
-const MANYCONN_COMMANDS: [&str; 3] = ["", "manyconn", "manyconn-async"];
+const MANYCONN_COMMANDS: [&str; 4] = ["", "", "manyconn", "manyconn-async"];
 
 /// The bytes each message of the manyconn workload carries.
 const MANYCONN_MSG: usize = 64;
@@ -326,11 +333,12 @@ const MANYCONN_MSG: usize = 64;
 /// The `manyconn` workload: a single-threaded echo server for
 /// `cfg.manyconn_conns` connections at once, each driven by the peer (one
 /// process, all connections) through `cfg.manyconn_rounds` exchanges of a
-/// 64-byte message: native on mio in this process, one sockshim plugin
-/// through its `DefaultSelector`, and one as wstd tasks on `sockshim::aio`.
-/// A run starts when the peer has connected every connection and ends when
-/// every connection has closed. One table per plugin (`manyconn`,
-/// `manyconn_async`), each beside the same native runs.
+/// 64-byte message: native on mio and on tokio's current-thread runtime in
+/// this process, one sockshim plugin through its `DefaultSelector`, and one
+/// as wstd tasks on `sockshim::aio`. A run starts when the peer has
+/// connected every connection and ends when every connection has closed.
+/// One table per plugin (`manyconn`, `manyconn_async`), each beside the
+/// same native runs.
 pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let (conns, rounds) = (cfg.manyconn_conns, cfg.manyconn_rounds);
     let warm_rounds = (rounds / 10).max(1);
@@ -349,10 +357,16 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
             };
             let pid = peer.pid();
             let limit = bound(0, n);
-            Ok(Some(if i == 0 {
+            Ok(Some(if i < 2 {
                 let listener = listener_4096()?;
                 let port = listener.local_addr()?.port();
-                let server = std::thread::spawn(move || native_echo(listener, conns, limit));
+                let server = std::thread::spawn(move || {
+                    if i == 0 {
+                        native_echo(listener, conns, limit)
+                    } else {
+                        native_async_echo(listener, conns, limit)
+                    }
+                });
                 peer.proc.send(&format!("connect {port}"))?;
                 peer.proc.expect("connected", limit)?;
                 measure_with_peer(pid, || {
@@ -377,7 +391,7 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
             }))
         },
     )?;
-    let table = |plugin: usize, key: &str| Table {
+    let table = |key: &str, systems: &[usize]| Table {
         key: key.into(),
         title: format!(
             "{key}: one single-threaded server echoing {conns} connections at once, \
@@ -387,21 +401,25 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
         ),
         unit: Unit::Messages,
         amount: messages as f64,
-        systems: vec![MANYCONN_SYSTEMS[0], MANYCONN_SYSTEMS[plugin]],
-        subject: Some(1),
+        systems: systems.iter().map(|&i| MANYCONN_SYSTEMS[i]).collect(),
+        subject: Some(systems.len() - 1),
         samples: samples
             .iter()
-            .map(|rep| vec![rep[0], rep[plugin]])
+            .map(|rep| systems.iter().map(|&i| rep[i]).collect())
             .collect(),
         notes: vec![
             "(the peer, one process on mio, connects every connection first, then each sends a \
              message, waits for its echo and sends again; a run is from its start to the last \
-             close; the three servers run in turn in each repetition; targets in issue 22: \
-             rate ≥ 0.8×, CPU ≤ 1.25× native)"
+             close; the four servers run in turn in each repetition; targets in issue 22: \
+             rate ≥ 0.8×, CPU ≤ 1.25× a native single-threaded epoll echo, mio or tokio \
+             current-thread)"
                 .into(),
         ],
     };
-    Ok(vec![table(1, "manyconn"), table(2, "manyconn_async")])
+    Ok(vec![
+        table("manyconn", &[0, 2]),
+        table("manyconn_async", &[0, 1, 3]),
+    ])
 }
 
 /// A std listener on 127.0.0.1:0 with a backlog deep enough for every
@@ -487,6 +505,48 @@ fn native_echo(listener: std::net::TcpListener, conns: usize, limit: Duration) -
         }
     }
     Ok(())
+}
+
+/// The native async echo: tokio's current-thread runtime on this thread,
+/// one task per connection reading into a 4 KiB buffer of its own and
+/// writing back what it read, as the async plugin's tasks do; returns when
+/// every connection has closed.
+fn native_async_echo(listener: std::net::TcpListener, conns: usize, limit: Duration) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let serve = async {
+            let mut tasks = Vec::with_capacity(conns);
+            for _ in 0..conns {
+                let (mut sock, _) = listener.accept().await?;
+                sock.set_nodelay(true)?;
+                tasks.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let n = match sock.read(&mut buf).await {
+                            Ok(0) => return Ok(()),
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                            Err(e) => return Err(e),
+                        };
+                        sock.write_all(&buf[..n]).await?;
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await
+                    .map_err(|_| "manyconn: a native async task panicked")??;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(limit, serve)
+            .await
+            .map_err(|_| "manyconn: the native async server ran past its time limit")?
+    })
 }
 
 /// Writes what the socket takes of `pending`; true if the peer is gone.
