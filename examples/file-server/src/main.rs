@@ -849,8 +849,9 @@ impl Response {
                     moved = true;
                     if n < count && self.body_sent < *len {
                         // Short of the file: the socket's buffer is full,
-                        // and another call now would only fail (nginx's
-                        // rule too). The selector says when it drains.
+                        // and another call now nearly always fails (nginx
+                        // makes it and gets EAGAIN). The selector says
+                        // when it drains.
                         return Ok(Progress::Blocked { moved });
                     }
                 }
