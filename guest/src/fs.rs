@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasip2::filesystem::preopens;
 use wasip2::filesystem::types::{
@@ -96,6 +97,9 @@ impl File {
         Ok(Metadata {
             len: stat.size,
             file_type: stat.type_,
+            modified: stat.data_modification_timestamp.and_then(|t| {
+                UNIX_EPOCH.checked_add(Duration::new(t.seconds, t.nanoseconds.min(999_999_999)))
+            }),
         })
     }
 
@@ -210,11 +214,13 @@ impl Seek for File {
     }
 }
 
-/// What [`File::metadata`] returns: the size and the type of the file.
+/// What [`File::metadata`] returns: the size, the type and the last
+/// modification time of the file.
 #[derive(Debug, Clone, Copy)]
 pub struct Metadata {
     len: u64,
     file_type: DescriptorType,
+    modified: Option<SystemTime>,
 }
 
 impl Metadata {
@@ -242,6 +248,18 @@ impl Metadata {
     /// directory, FIFO, character device, …).
     pub fn file_type(&self) -> DescriptorType {
         self.file_type
+    }
+
+    /// When the file's data was last modified, as `std::fs::Metadata`'s
+    /// `modified` says it; fails with [`ErrorKind::Unsupported`] when the
+    /// host's filesystem does not report it.
+    pub fn modified(&self) -> io::Result<SystemTime> {
+        self.modified.ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::Unsupported,
+                "the filesystem reports no modification time",
+            )
+        })
     }
 }
 
