@@ -522,6 +522,91 @@ fn head_returns_the_headers_only() {
     server.kill();
 }
 
+/// The value of header `name` in a response head, if it is there once.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("\r\n{name}: ");
+    let mut found = head.match_indices(&prefix).map(|(at, _)| {
+        let value = &head[at + prefix.len()..];
+        &value[..value.find("\r\n").unwrap_or(value.len())]
+    });
+    let value = found.next()?;
+    found.next().is_none().then_some(value)
+}
+
+#[test]
+fn responses_carry_the_date_and_files_their_last_modified() {
+    let site = Site::new("dates");
+    // A file last changed on a known day: RFC 9110's example date.
+    let dated = site.root().join("dated.txt");
+    fs::write(&dated, "old news").unwrap();
+    let then = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+    fs::File::options()
+        .write(true)
+        .open(&dated)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+    let mut server = Server::start(&site, &[], &[]);
+
+    let within_seconds_of_now = |date: &str| {
+        let date = httpdate::parse_http_date(date).unwrap();
+        let now = std::time::SystemTime::now();
+        let apart = now.duration_since(date).unwrap_or_else(|e| e.duration());
+        assert!(
+            apart < Duration::from_secs(5),
+            "Date {date:?} is {apart:?} from now"
+        );
+    };
+    for (path, status) in [("/dated.txt", "200 OK"), ("/missing.txt", "404 Not Found")] {
+        let out = curl(&[
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--dump-header",
+            "-",
+            &server.url(path),
+        ]);
+        let head = text(&out.stdout);
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{head}"
+        );
+        within_seconds_of_now(header(&head, "Date").unwrap_or_else(|| panic!("no Date: {head}")));
+        let last_modified = header(&head, "Last-Modified");
+        if status == "200 OK" {
+            assert_eq!(
+                last_modified,
+                Some("Sun, 06 Nov 1994 08:49:37 GMT"),
+                "{head}"
+            );
+        } else {
+            assert_eq!(last_modified, None, "{head}");
+        }
+    }
+    // A file dated before 1970, which the format cannot say: served, with
+    // no Last-Modified.
+    fs::File::options()
+        .write(true)
+        .open(&dated)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH - Duration::from_secs(86_400))
+        .unwrap();
+    // Opened afresh: the open-file cache keeps a file for a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = curl(&[
+        "--silent",
+        "--output",
+        "/dev/null",
+        "--dump-header",
+        "-",
+        &server.url("/dated.txt"),
+    ]);
+    let head = text(&out.stdout);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(header(&head, "Last-Modified"), None, "{head}");
+    server.kill();
+}
+
 #[test]
 fn bad_requests_get_http_errors_and_the_server_goes_on() {
     let site = Site::new("bad");

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, ErrorKind, Read};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The longest line (request line or header line) read, its CRLF included;
 /// a longer request line is `414`, a longer header line `431`. Memory per
@@ -472,11 +473,13 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// A response head: status line, `Content-Length`, `Content-Type`, the
-/// `Connection` option when it differs from the version's default, any
-/// `extra` fields, and the empty line.
+/// A response head: status line, `Date` unless `date` is empty,
+/// `Content-Length`, `Content-Type`, the `Connection` option when it
+/// differs from the version's default, any `extra` fields, and the empty
+/// line.
 pub fn response_head(
     status: Status,
+    date: &str,
     content_length: u64,
     content_type: &str,
     version: Version,
@@ -484,9 +487,17 @@ pub fn response_head(
     extra: &[(&str, &str)],
 ) -> String {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nServer: sockshim-file-server\r\nContent-Length: {content_length}\r\nContent-Type: {content_type}\r\n",
+        "HTTP/1.1 {} {}\r\nServer: sockshim-file-server\r\n",
         status.code(),
         status.reason()
+    );
+    if !date.is_empty() {
+        // Writing to a String cannot fail.
+        let _ = write!(head, "Date: {date}\r\n");
+    }
+    let _ = write!(
+        head,
+        "Content-Length: {content_length}\r\nContent-Type: {content_type}\r\n"
     );
     match (keep_alive, version) {
         (false, _) => head.push_str("Connection: close\r\n"),
@@ -499,6 +510,15 @@ pub fn response_head(
     }
     head.push_str("\r\n");
     head
+}
+
+/// `time` as an HTTP-date (RFC 9110 §5.6.7, `Sun, 06 Nov 1994 08:49:37
+/// GMT`), for `Date` and `Last-Modified`; `None` outside the years 1970 to
+/// 9999, which the format (and `httpdate`, which panics there) cannot say.
+pub fn http_date(time: SystemTime) -> Option<String> {
+    const YEAR_10000: u64 = 253_402_300_800;
+    let since_epoch = time.duration_since(UNIX_EPOCH).ok()?;
+    (since_epoch.as_secs() < YEAR_10000).then(|| httpdate::fmt_http_date(time))
 }
 
 /// Watches the bytes of a request head arrive piece by piece and says when
@@ -823,12 +843,27 @@ mod tests {
     #[test]
     fn formats_response_heads() {
         assert_eq!(
-            response_head(Status::Ok, 5, "text/plain", Version::Http11, true, &[]),
+            response_head(Status::Ok, "", 5, "text/plain", Version::Http11, true, &[]),
             "HTTP/1.1 200 OK\r\nServer: sockshim-file-server\r\nContent-Length: 5\r\n\
              Content-Type: text/plain\r\n\r\n"
         );
+        assert_eq!(
+            response_head(
+                Status::Ok,
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                5,
+                "text/plain",
+                Version::Http11,
+                true,
+                &[("Last-Modified", "Sat, 05 Nov 1994 00:00:00 GMT")]
+            ),
+            "HTTP/1.1 200 OK\r\nServer: sockshim-file-server\r\n\
+             Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\n\
+             Content-Type: text/plain\r\nLast-Modified: Sat, 05 Nov 1994 00:00:00 GMT\r\n\r\n"
+        );
         let head = response_head(
             Status::MethodNotAllowed,
+            "",
             0,
             "text/plain",
             Version::Http10,
@@ -841,8 +876,33 @@ mod tests {
         );
         assert!(head.contains("\r\nConnection: keep-alive\r\n"), "{head}");
         assert!(head.ends_with("\r\nAllow: GET, HEAD\r\n\r\n"), "{head}");
-        let head = response_head(Status::NotFound, 0, "t", Version::Http11, false, &[]);
+        let head = response_head(Status::NotFound, "", 0, "t", Version::Http11, false, &[]);
         assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    }
+
+    #[test]
+    fn formats_http_dates_and_refuses_what_the_format_cannot_say() {
+        use std::time::Duration;
+        // RFC 9110 §5.6.7's own example.
+        let example = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(
+            http_date(example).as_deref(),
+            Some("Sun, 06 Nov 1994 08:49:37 GMT")
+        );
+        assert_eq!(
+            http_date(UNIX_EPOCH).as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT")
+        );
+        // A file dated before 1970, or after 9999: no field, no panic.
+        assert_eq!(http_date(UNIX_EPOCH - Duration::from_secs(1)), None);
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(253_402_300_800)),
+            None
+        );
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(253_402_300_799)).as_deref(),
+            Some("Fri, 31 Dec 9999 23:59:59 GMT")
+        );
     }
 
     /// Feeds `text` to a scanner in pieces of `piece` bytes; returns the

@@ -11,8 +11,9 @@
 //! Listens on ADDR (port 0 picks a free port) and prints
 //! `listening on IP:PORT` with the address actually bound.
 //!
-//! - `GET` answers `200` with `Content-Length` and a `Content-Type` by
-//!   extension; `HEAD` the same head without the body.
+//! - `GET` answers `200` with `Content-Length`, a `Content-Type` by
+//!   extension and the file's `Last-Modified`; `HEAD` the same head
+//!   without the body. Every response has a `Date` (RFC 9110 §6.6.1).
 //! - A directory is served by its `index.html`, or is `404`.
 //! - `404` for a missing file, `403` for a path with a `..` segment (plain or
 //!   percent-encoded), refused before the filesystem is touched.
@@ -66,7 +67,7 @@ use std::io::{self, BufWriter, Cursor, ErrorKind, Stderr, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sockshim::fs::File;
 use sockshim::selectors::{DefaultSelector, EVENT_READ, EVENT_WRITE, FxHashMap};
@@ -255,6 +256,7 @@ fn main() -> ExitCode {
         scratch: vec![0; RECV_SIZE],
         open_files: OpenFiles::default(),
         now: Instant::now(),
+        date: DateField::new(Instant::now()),
     };
     let result = server.run();
     let _ = server.log.flush();
@@ -358,6 +360,42 @@ struct Server {
     /// reported are served at, as nginx's event loop keeps it: reading the
     /// clock is a host call, and a request would make four.
     now: Instant,
+    /// The responses' `Date`.
+    date: DateField,
+}
+
+/// The `Date` field's value, which an origin server with a clock sends on
+/// every response (RFC 9110 §6.6.1): formatted once per second of the wall
+/// clock, as nginx keeps its time strings, so that a busy server reads the
+/// wall clock (a host call) at most once a second.
+struct DateField {
+    /// The HTTP-date; empty when the wall clock cannot say it (before
+    /// 1970), and then no `Date` is sent.
+    value: String,
+    /// When the wall clock's second turns: the value is made afresh then.
+    until: Instant,
+}
+
+impl DateField {
+    fn new(now: Instant) -> DateField {
+        DateField {
+            value: String::new(),
+            until: now,
+        }
+    }
+
+    /// Brings the value up to `now`, a monotonic time just read.
+    fn refresh(&mut self, now: Instant) {
+        if now < self.until {
+            return;
+        }
+        let wall = SystemTime::now();
+        self.value = http::http_date(wall).unwrap_or_default();
+        let into_second = wall.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+            Duration::from_nanos(d.subsec_nanos().into())
+        });
+        self.until = now + (Duration::from_secs(1) - into_second);
+    }
 }
 
 impl Server {
@@ -397,6 +435,7 @@ impl Server {
             let ready = self.selector.select(timeout)?;
             // After the wait: what it reported arrived before this.
             self.now = Instant::now();
+            self.date.refresh(self.now);
             for (key, events) in ready {
                 if key.data == LISTENER {
                     self.accept_all();
@@ -662,7 +701,15 @@ impl Server {
             Err(HeadError::Reject(status)) => {
                 conn.input.clear();
                 self.count_request();
-                error_response(None, status, Version::Http11, false, false, &[])
+                error_response(
+                    None,
+                    status,
+                    &self.date.value,
+                    Version::Http11,
+                    false,
+                    false,
+                    &[],
+                )
             }
         };
         conn.state = State::Sending(response);
@@ -755,6 +802,7 @@ impl Server {
             return error_response(
                 request,
                 Status::MethodNotAllowed,
+                &self.date.value,
                 version,
                 is_head,
                 keep_alive,
@@ -768,16 +816,30 @@ impl Server {
         let served = match found {
             Ok(served) => served,
             Err(status) => {
-                return error_response(request, status, version, is_head, keep_alive, &[]);
+                return error_response(
+                    request,
+                    status,
+                    &self.date.value,
+                    version,
+                    is_head,
+                    keep_alive,
+                    &[],
+                );
             }
         };
+        let last_modified = [("Last-Modified", served.last_modified.as_str())];
         let response_head = http::response_head(
             Status::Ok,
+            &self.date.value,
             served.len,
             http::content_type(&served.path),
             version,
             keep_alive,
-            &[],
+            if served.last_modified.is_empty() {
+                &[]
+            } else {
+                &last_modified
+            },
         );
         Response {
             request,
@@ -891,6 +953,7 @@ impl Response {
 fn error_response(
     request: Option<Vec<u8>>,
     status: Status,
+    date: &str,
     version: Version,
     is_head: bool,
     keep_alive: bool,
@@ -899,6 +962,7 @@ fn error_response(
     let body = format!("{} {}\n", status.code(), status.reason());
     let mut head = http::response_head(
         status,
+        date,
         body.len() as u64,
         "text/plain; charset=utf-8",
         version,
@@ -926,11 +990,14 @@ fn is_transient(err: &io::Error) -> bool {
     matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
 }
 
-/// A file opened for serving: the open file, its length when it was
-/// opened, and its path.
+/// A file opened for serving: the open file, its length and modification
+/// time when it was opened, and its path.
 struct Served {
     file: File,
     len: u64,
+    /// `Last-Modified`'s value, empty when the filesystem gives no time the
+    /// field can say.
+    last_modified: String,
     path: String,
     /// Set when sending it found it changed (shorter than `len`): it is not
     /// served again.
@@ -1013,6 +1080,11 @@ fn open_for_serving(mut path: String) -> Result<Served, Status> {
     Ok(Served {
         file,
         len: meta.len(),
+        last_modified: meta
+            .modified()
+            .ok()
+            .and_then(http::http_date)
+            .unwrap_or_default(),
         path,
         changed: std::cell::Cell::new(false),
     })
