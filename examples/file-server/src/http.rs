@@ -486,27 +486,35 @@ pub fn response_head(
     keep_alive: bool,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nServer: sockshim-file-server\r\n",
-        status.code(),
-        status.reason()
-    );
+    // One allocation, sized for the usual head, and no formatting but of
+    // the numbers: a head is made for every response.
+    let mut head = String::with_capacity(256);
+    head.push_str("HTTP/1.1 ");
+    // Writing to a String cannot fail.
+    let _ = write!(head, "{}", status.code());
+    head.push(' ');
+    head.push_str(status.reason());
+    head.push_str("\r\nServer: sockshim-file-server\r\n");
     if !date.is_empty() {
-        // Writing to a String cannot fail.
-        let _ = write!(head, "Date: {date}\r\n");
+        head.push_str("Date: ");
+        head.push_str(date);
+        head.push_str("\r\n");
     }
-    let _ = write!(
-        head,
-        "Content-Length: {content_length}\r\nContent-Type: {content_type}\r\n"
-    );
+    head.push_str("Content-Length: ");
+    let _ = write!(head, "{content_length}");
+    head.push_str("\r\nContent-Type: ");
+    head.push_str(content_type);
+    head.push_str("\r\n");
     match (keep_alive, version) {
         (false, _) => head.push_str("Connection: close\r\n"),
         (true, Version::Http10) => head.push_str("Connection: keep-alive\r\n"),
         (true, Version::Http11) => {}
     }
     for (name, value) in extra {
-        // Writing to a String cannot fail.
-        let _ = write!(head, "{name}: {value}\r\n");
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     head
