@@ -233,6 +233,7 @@ fn main() -> ExitCode {
         eprintln!("file-server: write to stdout: {err}");
         return ExitCode::FAILURE;
     }
+    let started = Instant::now();
     let mut server = Server {
         listener: server,
         root: root.trim_end_matches('/').to_owned(),
@@ -255,8 +256,8 @@ fn main() -> ExitCode {
         log: BufWriter::with_capacity(16 * 1024, io::stderr()),
         scratch: vec![0; RECV_SIZE],
         open_files: OpenFiles::default(),
-        now: Instant::now(),
-        date: DateField::new(Instant::now()),
+        now: started,
+        date: DateField::new(started),
     };
     let result = server.run();
     let _ = server.log.flush();
@@ -701,15 +702,7 @@ impl Server {
             Err(HeadError::Reject(status)) => {
                 conn.input.clear();
                 self.count_request();
-                error_response(
-                    None,
-                    status,
-                    &self.date.value,
-                    Version::Http11,
-                    false,
-                    false,
-                    &[],
-                )
+                self.error_response(None, status, Version::Http11, false, false, &[])
             }
         };
         conn.state = State::Sending(response);
@@ -799,10 +792,9 @@ impl Server {
         let version = head.line.version;
         let is_head = head.line.method == Method::Head;
         if head.line.method == Method::Other {
-            return error_response(
+            return self.error_response(
                 request,
                 Status::MethodNotAllowed,
-                &self.date.value,
                 version,
                 is_head,
                 keep_alive,
@@ -816,15 +808,7 @@ impl Server {
         let served = match found {
             Ok(served) => served,
             Err(status) => {
-                return error_response(
-                    request,
-                    status,
-                    &self.date.value,
-                    version,
-                    is_head,
-                    keep_alive,
-                    &[],
-                );
+                return self.error_response(request, status, version, is_head, keep_alive, &[]);
             }
         };
         let last_modified = [("Last-Modified", served.last_modified.as_str())];
@@ -849,6 +833,41 @@ impl Server {
             body: (!is_head && served.len > 0).then_some(served),
             body_sent: 0,
             logged_bytes: 0,
+            keep_alive,
+        }
+    }
+
+    /// An error response with a short text body (just the head for `HEAD`).
+    fn error_response(
+        &self,
+        request: Option<Vec<u8>>,
+        status: Status,
+        version: Version,
+        is_head: bool,
+        keep_alive: bool,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let body = format!("{} {}\n", status.code(), status.reason());
+        let mut head = http::response_head(
+            status,
+            &self.date.value,
+            body.len() as u64,
+            "text/plain; charset=utf-8",
+            version,
+            keep_alive,
+            extra,
+        );
+        if !is_head {
+            head.push_str(&body);
+        }
+        Response {
+            request,
+            status,
+            head: head.into_bytes(),
+            head_sent: 0,
+            body: None,
+            body_sent: 0,
+            logged_bytes: if is_head { 0 } else { body.len() as u64 },
             keep_alive,
         }
     }
@@ -946,41 +965,6 @@ impl Response {
                 )
             }
         }
-    }
-}
-
-/// An error response with a short text body (just the head for `HEAD`).
-fn error_response(
-    request: Option<Vec<u8>>,
-    status: Status,
-    date: &str,
-    version: Version,
-    is_head: bool,
-    keep_alive: bool,
-    extra: &[(&str, &str)],
-) -> Response {
-    let body = format!("{} {}\n", status.code(), status.reason());
-    let mut head = http::response_head(
-        status,
-        date,
-        body.len() as u64,
-        "text/plain; charset=utf-8",
-        version,
-        keep_alive,
-        extra,
-    );
-    if !is_head {
-        head.push_str(&body);
-    }
-    Response {
-        request,
-        status,
-        head: head.into_bytes(),
-        head_sent: 0,
-        body: None,
-        body_sent: 0,
-        logged_bytes: if is_head { 0 } else { body.len() as u64 },
-        keep_alive,
     }
 }
 
