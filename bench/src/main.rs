@@ -117,6 +117,11 @@ workload (or, with --json, one JSON object).
                      100,000 ÷ N exchanges, so that a run echoes as many
                      messages: how the per-message cost grows with the
                      connections one server holds
+  --manyconn-native-spin NS
+                     the manyconn workload's native mio echo busy-waits NS
+                     nanoseconds (at most 100,000) after each read: a native
+                     server that costs NS more per message, to see what a
+                     per-message cost turns into under this load (default 0)
   --sockshim-waits W where the sockshim guest's sockets wait: reactor
                      (default; tokio's reactor, a waiting guest holds no
                      thread) or thread (ppoll(2) on a thread of its own, as
@@ -130,6 +135,10 @@ const MAX_BUFFER: usize = sockshim_host::MAX_RECV_SIZE as usize;
 /// The most `--manyconn-conns`: the plugins' default limit of open sockets
 /// (1,024) holds them with the listener.
 const MAX_MANYCONN_CONNS: usize = 1000;
+
+/// The most `--manyconn-native-spin`, in ns: 0.1 ms per message already
+/// takes a full run to ten seconds.
+const MAX_NATIVE_SPIN: u64 = 100_000;
 
 /// The messages a full manyconn run echoes, however many connections carry
 /// them (`--manyconn-conns`).
@@ -174,6 +183,8 @@ pub struct Config {
     /// The manyconn workload's connections, and exchanges on each.
     pub manyconn_conns: usize,
     pub manyconn_rounds: u64,
+    /// Nanoseconds the native mio echo busy-waits after each read.
+    pub manyconn_native_spin: u64,
     /// Seconds of load per static run.
     pub static_secs: u64,
     pub pooling: bool,
@@ -217,6 +228,7 @@ impl Config {
             readiness_waits: if quick { 1_000 } else { 10_000 },
             manyconn_conns: if quick { 100 } else { 1000 },
             manyconn_rounds: 100,
+            manyconn_native_spin: 0,
             static_secs: if quick { 1 } else { 5 },
             pooling: false,
             one_cpu: false,
@@ -286,6 +298,17 @@ impl Config {
                     }
                     cfg.manyconn_conns = conns;
                     cfg.manyconn_rounds = (MANYCONN_MESSAGES / conns as u64).max(100);
+                }
+                "--manyconn-native-spin" => {
+                    let spin: u64 =
+                        number("--manyconn-native-spin", value("--manyconn-native-spin")?)?;
+                    if spin > MAX_NATIVE_SPIN {
+                        return Err(format!(
+                            "--manyconn-native-spin must be at most {MAX_NATIVE_SPIN} ns"
+                        )
+                        .into());
+                    }
+                    cfg.manyconn_native_spin = spin;
                 }
                 "--time-limit" => {
                     cfg.time_limit =
@@ -700,6 +723,21 @@ mod tests {
                 Some("--manyconn-conns must be 1 to 1000")
             );
         }
+    }
+
+    #[test]
+    fn the_native_spin_is_in_ns_and_bounded() {
+        assert_eq!(parse(&[]).unwrap().manyconn_native_spin, 0);
+        let spun = parse(&["--manyconn-native-spin", "600"]).unwrap();
+        assert_eq!(spun.manyconn_native_spin, 600);
+        assert_eq!(
+            parse(&["--manyconn-native-spin", "100001"])
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some("--manyconn-native-spin must be at most 100000 ns")
+        );
+        assert!(parse(&["--manyconn-native-spin", "-1"]).is_err());
     }
 
     #[test]

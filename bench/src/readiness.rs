@@ -341,6 +341,7 @@ const MANYCONN_MSG: usize = 64;
 /// same native runs.
 pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
     let (conns, rounds) = (cfg.manyconn_conns, cfg.manyconn_rounds);
+    let spin = Duration::from_nanos(cfg.manyconn_native_spin);
     let warm_rounds = (rounds / 10).max(1);
     let mut peer = Peer::start("manyconn", &args(&[&conns, &MANYCONN_MSG, &rounds]))?;
     let mut warm_peer = Peer::start("manyconn", &args(&[&conns, &MANYCONN_MSG, &warm_rounds]))?;
@@ -362,7 +363,7 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
                 let port = listener.local_addr()?.port();
                 let server = std::thread::spawn(move || {
                     if i == 0 {
-                        native_echo(listener, conns, limit)
+                        native_echo(listener, conns, spin, limit)
                     } else {
                         native_async_echo(listener, conns, limit)
                     }
@@ -391,6 +392,12 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
             }))
         },
     )?;
+    let spun = (!spin.is_zero()).then(|| {
+        format!(
+            "(the native mio echo busy-waits {} ns after each read: --manyconn-native-spin)",
+            spin.as_nanos()
+        )
+    });
     let table = |key: &str, systems: &[usize]| Table {
         key: key.into(),
         title: format!(
@@ -414,7 +421,10 @@ pub fn manyconn(wasm: &Wasm, cfg: &Config) -> Result<Vec<Table>> {
              rate ≥ 0.8×, CPU ≤ 1.25× a native single-threaded epoll echo, mio or tokio \
              current-thread)"
                 .into(),
-        ],
+        ]
+        .into_iter()
+        .chain(spun.clone())
+        .collect(),
     };
     Ok(vec![
         table("manyconn", &[0, 2]),
@@ -435,8 +445,15 @@ fn listener_4096() -> Result<std::net::TcpListener> {
 const LISTENER: mio::Token = mio::Token(usize::MAX);
 
 /// The native single-threaded epoll echo (mio): accepts `conns`
-/// connections, echoes each until it closes, returns when all have.
-fn native_echo(listener: std::net::TcpListener, conns: usize, limit: Duration) -> Result<()> {
+/// connections, echoes each until it closes, returns when all have. After
+/// each read it busy-waits `spin` (`--manyconn-native-spin`; zero by
+/// default), as a server that costs that much more per message would.
+fn native_echo(
+    listener: std::net::TcpListener,
+    conns: usize,
+    spin: Duration,
+    limit: Duration,
+) -> Result<()> {
     use mio::{Events, Interest, Poll};
     listener.set_nonblocking(true)?;
     let mut listener = mio::net::TcpListener::from_std(listener);
@@ -482,6 +499,7 @@ fn native_echo(listener: std::net::TcpListener, conns: usize, limit: Duration) -
                 match sock.read(&mut buf) {
                     Ok(0) => closed = true,
                     Ok(k) => {
+                        busy_wait(spin);
                         pending.extend_from_slice(&buf[..k]);
                         closed = flush(sock, pending)?;
                     }
@@ -505,6 +523,17 @@ fn native_echo(listener: std::net::TcpListener, conns: usize, limit: Duration) -
         }
     }
     Ok(())
+}
+
+/// Spins for `spin` without giving up the CPU.
+fn busy_wait(spin: Duration) {
+    if spin.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    while started.elapsed() < spin {
+        std::hint::spin_loop();
+    }
 }
 
 /// The native async echo: tokio's current-thread runtime on this thread,
