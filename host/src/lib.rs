@@ -102,7 +102,7 @@ pub use limits::PluginLimits;
 pub use policy::{Policy, Rule};
 pub use readiness::{MAX_POLL_ENTRIES, Selector, SocketReadiness};
 pub use resolve::MAX_LOOKUPS;
-pub use socket::{MAX_RECV_SIZE, TcpSocket, TransferStats};
+pub use socket::{MAX_LINGER, MAX_RECV_SIZE, TcpSocket, TransferStats};
 pub use wasi_count::count_wasi_sockets;
 
 use std::sync::Arc;
