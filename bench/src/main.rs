@@ -656,6 +656,11 @@ mod tests {
         Config::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
     }
 
+    /// The message `args` are refused with; `None` if they are taken.
+    fn refusal(args: &[&str]) -> Option<String> {
+        parse(args).err().map(|e| e.to_string())
+    }
+
     #[test]
     fn buffer_sets_every_bulk_call_and_defaults_to_64_kib() {
         assert_eq!(parse(&[]).unwrap().buf, 65536);
@@ -669,20 +674,19 @@ mod tests {
 
     #[test]
     fn buffers_outside_what_one_recv_takes_are_refused_by_name() {
-        let refused = |args: &[&str]| parse(args).err().map(|e| e.to_string());
         let bounds = "--buffer must be 1 to 16777216 bytes";
-        assert_eq!(refused(&["--buffer", "0"]).as_deref(), Some(bounds));
+        assert_eq!(refusal(&["--buffer", "0"]).as_deref(), Some(bounds));
         let over = (MAX_BUFFER + 1).to_string();
-        assert_eq!(refused(&["--buffer", &over]).as_deref(), Some(bounds));
+        assert_eq!(refusal(&["--buffer", &over]).as_deref(), Some(bounds));
         assert_eq!(
-            refused(&["--buffer", "64k"]).as_deref(),
+            refusal(&["--buffer", "64k"]).as_deref(),
             Some("--buffer takes a whole number, not \"64k\"")
         );
         assert_eq!(
-            refused(&["--reps", "-1"]).as_deref(),
+            refusal(&["--reps", "-1"]).as_deref(),
             Some("--reps takes a whole number, not \"-1\"")
         );
-        assert!(refused(&["--buffer"]).is_some_and(|e| e.contains("needs a value")));
+        assert!(refusal(&["--buffer"]).is_some_and(|e| e.contains("needs a value")));
     }
 
     #[test]
@@ -693,16 +697,11 @@ mod tests {
         let then_flag = parse(&["--soak", "--json"]).unwrap();
         assert_eq!((then_flag.soak, then_flag.json), (Some(180), true));
         assert_eq!(
-            parse(&["--soak", "0"])
-                .err()
-                .map(|e| e.to_string())
-                .as_deref(),
+            refusal(&["--soak", "0"]).as_deref(),
             Some("--soak takes at least 1 second")
         );
         assert!(
-            parse(&["--soak", "3m"])
-                .err()
-                .is_some_and(|e| e.to_string().starts_with("unknown argument \"3m\""))
+            refusal(&["--soak", "3m"]).is_some_and(|e| e.starts_with("unknown argument \"3m\""))
         );
     }
 
@@ -716,10 +715,7 @@ mod tests {
         assert_eq!(quick_ten.manyconn_conns, 10);
         for bad in ["0", "1001"] {
             assert_eq!(
-                parse(&["--manyconn-conns", bad])
-                    .err()
-                    .map(|e| e.to_string())
-                    .as_deref(),
+                refusal(&["--manyconn-conns", bad]).as_deref(),
                 Some("--manyconn-conns must be 1 to 1000")
             );
         }
@@ -731,10 +727,7 @@ mod tests {
         let spun = parse(&["--manyconn-native-spin", "600"]).unwrap();
         assert_eq!(spun.manyconn_native_spin, 600);
         assert_eq!(
-            parse(&["--manyconn-native-spin", "100001"])
-                .err()
-                .map(|e| e.to_string())
-                .as_deref(),
+            refusal(&["--manyconn-native-spin", "100001"]).as_deref(),
             Some("--manyconn-native-spin must be at most 100000 ns")
         );
         assert!(parse(&["--manyconn-native-spin", "-1"]).is_err());
@@ -744,9 +737,7 @@ mod tests {
     fn cpu_placements_exclude_each_other() {
         let split = parse(&["--split-cpus"]).unwrap();
         assert!(split.split_cpus && !split.one_cpu);
-        let both = parse(&["--one-cpu", "--split-cpus"])
-            .err()
-            .map(|e| e.to_string());
+        let both = refusal(&["--one-cpu", "--split-cpus"]);
         assert_eq!(
             both.as_deref(),
             Some("--one-cpu and --split-cpus exclude each other")
